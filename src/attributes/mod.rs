@@ -1,0 +1,86 @@
+//! User attributes: records, the `AttributeStore` trait, segmentation filters and CSV import.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+mod filter;
+
+pub use filter::{Comparison, Filter};
+
+/// A user's attributes: name → value. Values are strings (CSV has no types);
+/// comparisons decide at query time whether to compare as numbers.
+pub type Attributes = BTreeMap<String, String>;
+
+/// Attributes for one user, as imported from one row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributeRecord {
+    /// The host's user id.
+    pub user_id: String,
+    /// The attributes to set (merged into what the user already has).
+    pub attributes: Attributes,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpsertStats {
+    /// Users seen for the first time.
+    pub users_created: usize,
+    /// Users that existed and were updated.
+    pub users_updated: usize,
+    /// Attribute names registered by this upsert (new across all integrations).
+    pub new_attribute_names: usize,
+}
+
+/// The default cap on distinct attribute names across all integrations.
+pub const DEFAULT_ATTRIBUTE_CAP: usize = 100;
+
+/// Stores user attributes and answers segmentation queries.
+#[async_trait]
+pub trait AttributeStore: Send + Sync {
+    /// Merges the records in (later records for the same user win). Fails before
+    /// writing anything if the batch would push the number of distinct attribute
+    /// names over the cap; the error names the attributes over the cap.
+    async fn upsert(&self, batch: &[AttributeRecord]) -> Result<UpsertStats>;
+    /// One user's attributes.
+    async fn get(&self, user_id: &str) -> Result<Option<Attributes>>;
+    /// The user ids whose attributes match `filter`, sorted.
+    async fn query(&self, filter: &Filter) -> Result<Vec<String>>;
+}
+
+/// Checks a batch against the cap given the names already registered; returns the
+/// new names to register, or an [`crate::ErrorKind::AttributeCap`] error naming the
+/// attributes over the cap. Shared by every store implementation.
+pub fn check_attribute_cap<'a>(
+    registered: &std::collections::BTreeSet<String>,
+    batch: impl IntoIterator<Item = &'a AttributeRecord>,
+    cap: usize,
+) -> Result<Vec<String>> {
+    let mut new_names = std::collections::BTreeSet::new();
+    for record in batch {
+        for name in record.attributes.keys() {
+            if !registered.contains(name) {
+                new_names.insert(name.clone());
+            }
+        }
+    }
+    let total = registered.len() + new_names.len();
+    if total > cap {
+        let over: Vec<String> = new_names
+            .iter()
+            .skip(cap.saturating_sub(registered.len()))
+            .cloned()
+            .collect();
+        return Err(crate::Error::new(
+            crate::ErrorKind::AttributeCap,
+            format!(
+                "importing would make {total} attributes, over the cap of {cap}; over the cap: {}",
+                over.join(", ")
+            ),
+        ));
+    }
+    Ok(new_names.into_iter().collect())
+}

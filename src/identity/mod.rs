@@ -1,0 +1,129 @@
+//! Identity: normalising emails and phones, links between host users and platform users, resolution and bulk sync.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::event::Person;
+
+mod normalize;
+
+pub use normalize::{PhoneNumber, normalize_email, normalize_phone, parse_phone};
+
+/// The answer to "who is this person on that platform?".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", content = "ids", rename_all = "snake_case")]
+pub enum Resolution {
+    /// Exactly one platform user.
+    Matched(String),
+    /// Nobody.
+    NotFound,
+    /// More than one platform user shares the identifier; never guessed between.
+    Ambiguous(Vec<String>),
+}
+
+/// How an identity link came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkOrigin {
+    /// Matched automatically by email.
+    EmailMatch,
+    /// Matched automatically by phone number.
+    PhoneMatch,
+    /// Mapped by hand by an admin; wins over automatic matches and survives re-syncs.
+    Manual,
+}
+
+impl LinkOrigin {
+    /// Stable name for storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkOrigin::EmailMatch => "email_match",
+            LinkOrigin::PhoneMatch => "phone_match",
+            LinkOrigin::Manual => "manual",
+        }
+    }
+    /// Parses [`LinkOrigin::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "email_match" => Some(LinkOrigin::EmailMatch),
+            "phone_match" => Some(LinkOrigin::PhoneMatch),
+            "manual" => Some(LinkOrigin::Manual),
+            _ => None,
+        }
+    }
+}
+
+/// (host user, platform) → platform user id, with provenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityLink {
+    /// Platform name (usually the destination's name, e.g. `slack`).
+    pub platform: String,
+    /// The host's user id.
+    pub user_id: String,
+    /// The platform's user id.
+    pub platform_id: String,
+    /// How the link was made.
+    pub origin: LinkOrigin,
+    /// When it was made.
+    pub linked_at: DateTime<Utc>,
+}
+
+/// One person the sync could not match, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unmatched {
+    /// The host's user id.
+    pub user_id: String,
+    /// The identifiers that were tried (emails or phones).
+    pub identifiers: Vec<String>,
+}
+
+/// One person whose identifier matched several platform users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmbiguousMatch {
+    /// The host's user id.
+    pub user_id: String,
+    /// The platform ids that share the identifier.
+    pub candidates: Vec<String>,
+}
+
+/// The outcome of a bulk identity sync, for the admin's review page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// Host user id → platform id, for everyone matched (manual links included).
+    pub matched: Vec<(String, String)>,
+    /// People nobody matched.
+    pub unmatched: Vec<Unmatched>,
+    /// People matched by several platform accounts.
+    pub ambiguous: Vec<AmbiguousMatch>,
+    /// Platform accounts skipped: deleted, deactivated, bots and guests.
+    pub skipped: SkippedCounts,
+    /// Platform directory entries read.
+    pub directory_size: usize,
+    /// API calls made.
+    pub api_calls: usize,
+}
+
+/// Platform accounts a sync skipped, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedCounts {
+    /// Deleted accounts.
+    pub deleted: usize,
+    /// Deactivated / suspended accounts.
+    pub deactivated: usize,
+    /// Bots and apps.
+    pub bots: usize,
+    /// Guests / restricted accounts.
+    pub guests: usize,
+}
+
+/// Maps host people to platform users.
+#[async_trait]
+pub trait IdentityResolver: Send + Sync {
+    /// Who is this person on that platform?
+    async fn resolve(&self, person: &Person) -> Result<Resolution>;
+    /// Bulk sync: one pass over the platform directory (paginated list calls),
+    /// returning who matched, who did not and who is ambiguous.
+    async fn sync(&self, people: &[Person]) -> Result<SyncReport>;
+}

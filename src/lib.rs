@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod attributes;
+pub mod console;
+pub mod destination;
+pub mod engine;
+mod error;
+pub mod event;
+pub mod identity;
+pub mod inbound;
+pub mod integration;
+pub mod message;
+pub mod source;
+pub mod store;
+pub mod template;
+
+pub use attributes::{AttributeRecord, AttributeStore, Attributes, Filter};
+pub use console::ConsoleDestination;
+pub use destination::{Capabilities, Delivery, DeliveryError, Destination, RateLimit, Receipt};
+pub use engine::{PublishOutcome, Route, Switchboard};
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, Person};
+pub use identity::{IdentityResolver, Resolution, SyncReport};
+pub use message::{Message, MessageFormat, Target};
+pub use source::{Emitter, EventSource, Shutdown, ShutdownTrigger};
+pub use store::{MemoryStore, Store};
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
