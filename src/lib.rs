@@ -12,6 +12,7 @@ pub mod identity;
 pub mod inbound;
 pub mod integration;
 pub mod message;
+pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod template;

@@ -7,8 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 
+mod csv;
 mod filter;
 
+pub use csv::{
+    CsvMapping, CsvRecords, CsvSample, DEFAULT_MAX_RECORD_BYTES, ImportCollector, ImportSummary,
+    MAX_USER_ID_BYTES, RowError, RowErrorReason, discover_csv, discover_csv_with, import_rows,
+    read_csv,
+};
 pub use filter::{Comparison, Filter};
 
 /// A user's attributes: name → value. Values are strings (CSV has no types);

@@ -7,9 +7,16 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 use crate::event::Person;
 
+mod cache;
 mod normalize;
+mod sync;
 
+pub use cache::{CacheStats, ResolutionCache};
 pub use normalize::{PhoneNumber, normalize_email, normalize_phone, parse_phone};
+pub use sync::{
+    AccountStatus, DirectoryEntry, DirectoryPager, MatchBy, StaticDirectory, SyncOptions,
+    sync_directory,
+};
 
 /// The answer to "who is this person on that platform?".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,788 @@
+//! Streaming CSV import: a column mapping, a constant-memory record reader, per-row errors and an import summary.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::io::{self, Read};
+
+use csv::ByteRecord;
+use serde::{Deserialize, Serialize};
+
+use super::{AttributeRecord, AttributeStore, Attributes};
+use crate::{Error, ErrorKind, Result};
+
+/// The default cap on one record's size (1 MiB); see [`CsvMapping::max_record_bytes`].
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// The longest user id accepted, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 255;
+
+/// The CSV reader's buffer size.
+const BUFFER_CAPACITY: usize = 64 * 1024;
+
+/// Which CSV columns to import: the unique user-id column and the attribute
+/// columns, each under the name it is imported as.
+///
+/// A consuming builder:
+/// ```
+/// use switchboard::attributes::CsvMapping;
+/// let mapping = CsvMapping::new("Email")
+///     .attribute("Plan", "plan")
+///     .attribute("Support Tickets", "support_tickets");
+/// assert_eq!(mapping.user_id_column(), "Email");
+/// ```
+///
+/// Column names are matched against the header exactly; a column that is not found
+/// exactly is matched ignoring surrounding spaces and case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsvMapping {
+    user_id_column: String,
+    attributes: Vec<(String, String)>,
+    delimiter: u8,
+    max_record_bytes: usize,
+}
+
+impl CsvMapping {
+    /// A mapping whose user ids come from `user_id_column`.
+    pub fn new(user_id_column: impl Into<String>) -> Self {
+        CsvMapping {
+            user_id_column: user_id_column.into(),
+            attributes: Vec::new(),
+            delimiter: b',',
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+
+    /// Imports `column` as the attribute `as_name`.
+    #[must_use]
+    pub fn attribute(mut self, column: impl Into<String>, as_name: impl Into<String>) -> Self {
+        self.attributes.push((column.into(), as_name.into()));
+        self
+    }
+
+    /// Sets the field delimiter (default `,`; `;` and tab are common too).
+    #[must_use]
+    pub fn delimiter(mut self, delimiter: u8) -> Self {
+        self.delimiter = delimiter;
+        self
+    }
+
+    /// Caps the size of one record (default 1 MiB). A longer record (typically an
+    /// unterminated quote swallowing the rest of the file) stops reading with a
+    /// [`RowErrorReason::TooLong`] error, so memory stays bounded.
+    #[must_use]
+    pub fn max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes.max(1024);
+        self
+    }
+
+    /// The user-id column.
+    pub fn user_id_column(&self) -> &str {
+        &self.user_id_column
+    }
+
+    /// The mapped columns as `(column, as_name)`, in the order they were added.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.attributes.iter().map(|(c, a)| (c.as_str(), a.as_str()))
+    }
+
+    /// Checks the mapping itself: non-empty names, attribute names unique.
+    pub fn validate(&self) -> Result<()> {
+        if self.user_id_column.trim().is_empty() {
+            return Err(Error::invalid_input("the user-id column name must not be empty"));
+        }
+        let mut seen = BTreeSet::new();
+        for (column, as_name) in &self.attributes {
+            if column.trim().is_empty() {
+                return Err(Error::invalid_input("a mapped column name must not be empty"));
+            }
+            if as_name.trim().is_empty() {
+                return Err(Error::invalid_input(format!(
+                    "column {column:?} is mapped to an empty attribute name"
+                )));
+            }
+            if !seen.insert(as_name.as_str()) {
+                return Err(Error::invalid_input(format!(
+                    "attribute name {as_name:?} is mapped more than once"
+                )));
+            }
+        }
+        if matches!(self.delimiter, b'"' | b'\n' | b'\r') {
+            return Err(Error::invalid_input("the delimiter cannot be a quote or a line break"));
+        }
+        Ok(())
+    }
+}
+
+/// Why a row was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RowErrorReason {
+    /// The row has a different number of fields than the header.
+    #[error("expected {expected} fields, found {found}")]
+    FieldCount {
+        /// Fields in the header.
+        expected: usize,
+        /// Fields in the row.
+        found: usize,
+    },
+    /// The user-id field is empty.
+    #[error("the user id (column {column:?}) is empty")]
+    EmptyUserId {
+        /// The user-id column's name.
+        column: String,
+    },
+    /// The user-id field is not a usable id.
+    #[error("the user id (column {column:?}) is invalid: {detail}")]
+    InvalidUserId {
+        /// The user-id column's name.
+        column: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A mapped field is not valid UTF-8.
+    #[error("column {column:?} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// The column's name.
+        column: String,
+    },
+    /// The record exceeds the size cap; reading stopped here.
+    #[error("the record is longer than {limit} bytes (unterminated quote?); reading stopped")]
+    TooLong {
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// The input failed to read; reading stopped here.
+    #[error("reading failed: {message}; reading stopped")]
+    Read {
+        /// The I/O error.
+        message: String,
+    },
+}
+
+/// A rejected row: the line it starts on and why.
+///
+/// ```
+/// use switchboard::attributes::{CsvMapping, read_csv};
+/// let csv = "id,plan\n,basic\n";
+/// let mut rows = read_csv(csv.as_bytes(), &CsvMapping::new("id")).unwrap();
+/// let err = rows.next().unwrap().unwrap_err();
+/// assert_eq!(err.line, 2);
+/// assert!(err.to_string().starts_with("line 2: "));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct RowError {
+    /// The 1-based line the row starts on.
+    pub line: u64,
+    /// Why it was rejected.
+    pub reason: RowErrorReason,
+}
+
+impl RowError {
+    /// True if reading stopped at this error (I/O failure or an oversized record);
+    /// the rest of the file was not read.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self.reason,
+            RowErrorReason::TooLong { .. } | RowErrorReason::Read { .. }
+        )
+    }
+}
+
+/// Wraps the input to keep one record's size bounded: reading fails once more
+/// than `limit` bytes were read since the current record started.
+struct Limited<R> {
+    inner: R,
+    consumed: u64,
+    record_start: u64,
+    limit: u64,
+    tripped: bool,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.consumed.saturating_sub(self.record_start) > self.limit {
+            self.tripped = true;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "record too long"));
+        }
+        let n = self.inner.read(buf)?;
+        self.consumed += n as u64;
+        Ok(n)
+    }
+}
+
+fn csv_reader<R: Read>(input: R, delimiter: u8, max_record_bytes: usize) -> csv::Reader<Limited<R>> {
+    let limited = Limited {
+        inner: input,
+        consumed: 0,
+        record_start: 0,
+        // The reader's buffer reads ahead of the record being parsed.
+        limit: (max_record_bytes + BUFFER_CAPACITY) as u64,
+        tripped: false,
+    };
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .buffer_capacity(BUFFER_CAPACITY)
+        .from_reader(limited)
+}
+
+/// Reads the next record that is not blank (every field empty or spaces). Marks the
+/// record start for the size cap. Errors are turned into fatal row errors.
+fn next_record<R: Read>(
+    reader: &mut csv::Reader<Limited<R>>,
+    record: &mut ByteRecord,
+    max_record_bytes: usize,
+    blank_check_column: Option<usize>,
+) -> std::result::Result<bool, RowError> {
+    loop {
+        let start = reader.position().clone();
+        reader.get_mut().record_start = start.byte();
+        match reader.read_byte_record(record) {
+            Ok(false) => return Ok(false),
+            Ok(true) => {
+                // Cheap path: a non-blank user id means the record is not blank.
+                let maybe_blank = match blank_check_column.and_then(|c| record.get(c)) {
+                    Some(field) => field.iter().all(u8::is_ascii_whitespace),
+                    None => true,
+                };
+                if maybe_blank
+                    && record
+                        .iter()
+                        .all(|f| f.iter().all(u8::is_ascii_whitespace))
+                {
+                    continue;
+                }
+                return Ok(true);
+            }
+            Err(e) => {
+                let line = start.line();
+                let reason = if reader.get_ref().tripped {
+                    RowErrorReason::TooLong {
+                        limit: max_record_bytes,
+                    }
+                } else {
+                    RowErrorReason::Read {
+                        message: e.to_string(),
+                    }
+                };
+                return Err(RowError { line, reason });
+            }
+        }
+    }
+}
+
+fn header_names(record: &ByteRecord) -> Vec<String> {
+    record
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let name = String::from_utf8_lossy(f);
+            // csv-core strips a BOM only when it arrives in one read; be sure.
+            if i == 0 {
+                name.trim_start_matches('\u{feff}').to_owned()
+            } else {
+                name.into_owned()
+            }
+        })
+        .collect()
+}
+
+fn find_column(headers: &[String], wanted: &str) -> Option<usize> {
+    if let Some(i) = headers.iter().position(|h| h == wanted) {
+        return Some(i);
+    }
+    let wanted = wanted.trim().to_lowercase();
+    headers.iter().position(|h| h.trim().to_lowercase() == wanted)
+}
+
+/// One mapped column: its index in the record, its header and its attribute name.
+#[derive(Debug)]
+struct MappedColumn {
+    index: usize,
+    header: String,
+    as_name: String,
+}
+
+/// The streaming iterator returned by [`read_csv`]: one item per data row.
+///
+/// Memory use is constant: one reused [`ByteRecord`], a 64 KiB read buffer and
+/// the record being built, whatever the file's size.
+pub struct CsvRecords<R> {
+    reader: csv::Reader<Limited<R>>,
+    record: ByteRecord,
+    headers: Vec<String>,
+    user_col: usize,
+    user_header: String,
+    /// Sorted by attribute name, so records are built in key order.
+    columns: Vec<MappedColumn>,
+    header_len: usize,
+    header_trailing_empty: bool,
+    max_record_bytes: usize,
+    done: bool,
+}
+
+impl<R> fmt::Debug for CsvRecords<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CsvRecords")
+            .field("headers", &self.headers)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> CsvRecords<R> {
+    /// The file's header row.
+    pub fn headers(&self) -> &[String] {
+        &self.headers
+    }
+
+    fn field_count_ok(&self, found: usize) -> bool {
+        found == self.header_len
+            // A trailing empty field (`a,b,c,`) beyond the header.
+            || (found == self.header_len + 1 && self.record.get(found - 1).is_some_and(<[u8]>::is_empty))
+            // The header ends with an unnamed column the row leaves out.
+            || (self.header_trailing_empty && found + 1 == self.header_len)
+    }
+
+    fn convert(&self, line: u64) -> std::result::Result<AttributeRecord, RowError> {
+        let reject = |reason| Err(RowError { line, reason });
+        let found = self.record.len();
+        if !self.field_count_ok(found) {
+            return reject(RowErrorReason::FieldCount {
+                expected: self.header_len,
+                found,
+            });
+        }
+        let raw_id = self.record.get(self.user_col).unwrap_or_default();
+        let Ok(user_id) = std::str::from_utf8(raw_id) else {
+            return reject(RowErrorReason::InvalidUtf8 {
+                column: self.user_header.clone(),
+            });
+        };
+        let user_id = user_id.trim();
+        if user_id.is_empty() {
+            return reject(RowErrorReason::EmptyUserId {
+                column: self.user_header.clone(),
+            });
+        }
+        if user_id.len() > MAX_USER_ID_BYTES {
+            return reject(RowErrorReason::InvalidUserId {
+                column: self.user_header.clone(),
+                detail: format!("longer than {MAX_USER_ID_BYTES} bytes"),
+            });
+        }
+        if user_id.chars().any(char::is_control) {
+            return reject(RowErrorReason::InvalidUserId {
+                column: self.user_header.clone(),
+                detail: "contains control characters".to_owned(),
+            });
+        }
+        let mut pairs = Vec::with_capacity(self.columns.len());
+        for column in &self.columns {
+            let raw = self.record.get(column.index).unwrap_or_default();
+            let Ok(value) = std::str::from_utf8(raw) else {
+                return reject(RowErrorReason::InvalidUtf8 {
+                    column: column.header.clone(),
+                });
+            };
+            pairs.push((column.as_name.clone(), value.to_owned()));
+        }
+        // `pairs` is sorted by key (columns are), so this is a bulk build.
+        let attributes: Attributes = pairs.into_iter().collect();
+        Ok(AttributeRecord {
+            user_id: user_id.to_owned(),
+            attributes,
+        })
+    }
+}
+
+impl<R: Read> Iterator for CsvRecords<R> {
+    type Item = std::result::Result<AttributeRecord, RowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match next_record(
+            &mut self.reader,
+            &mut self.record,
+            self.max_record_bytes,
+            Some(self.user_col),
+        ) {
+            Ok(true) => {
+                let line = self.record.position().map_or(0, csv::Position::line);
+                Some(self.convert(line))
+            }
+            Ok(false) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                // Release a possibly large buffer.
+                self.record = ByteRecord::new();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl<R: Read> std::iter::FusedIterator for CsvRecords<R> {}
+
+/// Reads attribute records from CSV, streaming, in constant memory.
+///
+/// The header row is read first; every mapped column must be in it, otherwise the
+/// whole file is rejected ([`ErrorKind::InvalidInput`]) before any row is read.
+/// Then each data row becomes an [`AttributeRecord`] (user id trimmed, values as
+/// they are, empty cells as empty strings) or a [`RowError`] naming its line and
+/// reason — rows with the wrong number of fields, an empty or invalid user id or
+/// a mapped field that is not UTF-8 are rejected without stopping the file.
+///
+/// Handles a UTF-8 BOM, CRLF and LF line ends, quoted fields with commas, quotes
+/// and line breaks, blank lines and a trailing empty field. Duplicate user ids are
+/// all returned in file order (the last one wins when upserted); an
+/// [`ImportCollector`] counts them.
+///
+/// ```
+/// use switchboard::attributes::{CsvMapping, read_csv};
+/// let csv = "\u{feff}Email,Plan,Seats\r\nada@example.com,\"Premium, annual\",3\r\n";
+/// let mapping = CsvMapping::new("Email").attribute("Plan", "plan");
+/// let records: Vec<_> = read_csv(csv.as_bytes(), &mapping).unwrap().collect();
+/// let record = records[0].as_ref().unwrap();
+/// assert_eq!(record.user_id, "ada@example.com");
+/// assert_eq!(record.attributes["plan"], "Premium, annual");
+/// ```
+pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>> {
+    mapping.validate()?;
+    let mut reader = csv_reader(input, mapping.delimiter, mapping.max_record_bytes);
+    let mut record = ByteRecord::new();
+    let has_header = next_record(&mut reader, &mut record, mapping.max_record_bytes, None)
+        .map_err(|e| Error::invalid_input(format!("cannot read the CSV header: {e}")))?;
+    if !has_header {
+        return Err(Error::invalid_input("the CSV file is empty: no header row"));
+    }
+    let headers = header_names(&record);
+
+    let mut missing = Vec::new();
+    let user_col = find_column(&headers, &mapping.user_id_column);
+    if user_col.is_none() {
+        missing.push(mapping.user_id_column.as_str());
+    }
+    let mut columns = Vec::with_capacity(mapping.attributes.len());
+    for (column, as_name) in &mapping.attributes {
+        match find_column(&headers, column) {
+            Some(index) => columns.push(MappedColumn {
+                index,
+                header: headers[index].clone(),
+                as_name: as_name.clone(),
+            }),
+            None => missing.push(column.as_str()),
+        }
+    }
+    let Some(user_col) = user_col.filter(|_| missing.is_empty()) else {
+        const SHOWN: usize = 30;
+        let mut available: Vec<String> = headers.iter().take(SHOWN).map(|h| format!("{h:?}")).collect();
+        if headers.len() > SHOWN {
+            available.push(format!("… {} more", headers.len() - SHOWN));
+        }
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "mapped column(s) not in the CSV header: {}; the header has {}",
+                missing.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", "),
+                available.join(", ")
+            ),
+        ));
+    };
+    columns.sort_by(|a, b| a.as_name.cmp(&b.as_name));
+
+    let header_len = headers.len();
+    let header_trailing_empty = header_len > 1 && headers.last().is_some_and(|h| h.trim().is_empty());
+    Ok(CsvRecords {
+        reader,
+        record,
+        user_header: headers[user_col].clone(),
+        headers,
+        user_col,
+        columns,
+        header_len,
+        header_trailing_empty,
+        max_record_bytes: mapping.max_record_bytes,
+        done: false,
+    })
+}
+
+/// The header and first rows of a CSV file, for a set-up wizard's data-discovery step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsvSample {
+    /// The header row.
+    pub headers: Vec<String>,
+    /// Up to the requested number of data rows, as text (invalid UTF-8 replaced).
+    pub rows: Vec<Vec<String>>,
+    /// True if the file has more rows than were sampled.
+    pub more: bool,
+}
+
+/// Reads the header and up to `sample_rows` data rows (blank lines skipped),
+/// without a mapping. Reads no further than one row past the sample.
+///
+/// ```
+/// use switchboard::attributes::discover_csv;
+/// let sample = discover_csv("id,plan\n1,basic\n2,premium\n".as_bytes(), 1).unwrap();
+/// assert_eq!(sample.headers, ["id", "plan"]);
+/// assert_eq!(sample.rows, [["1", "basic"]]);
+/// assert!(sample.more);
+/// ```
+pub fn discover_csv(input: impl Read, sample_rows: usize) -> Result<CsvSample> {
+    discover_csv_with(input, sample_rows, b',')
+}
+
+/// [`discover_csv`] with another delimiter.
+pub fn discover_csv_with(input: impl Read, sample_rows: usize, delimiter: u8) -> Result<CsvSample> {
+    let mut reader = csv_reader(input, delimiter, DEFAULT_MAX_RECORD_BYTES);
+    let mut record = ByteRecord::new();
+    let read = |reader: &mut csv::Reader<_>, record: &mut ByteRecord| {
+        next_record(reader, record, DEFAULT_MAX_RECORD_BYTES, None)
+            .map_err(|e| Error::invalid_input(format!("cannot read the CSV file: {e}")))
+    };
+    if !read(&mut reader, &mut record)? {
+        return Err(Error::invalid_input("the CSV file is empty: no header row"));
+    }
+    let headers = header_names(&record);
+    let mut rows = Vec::new();
+    let mut more = false;
+    while read(&mut reader, &mut record)? {
+        if rows.len() == sample_rows {
+            more = true;
+            break;
+        }
+        rows.push(
+            record
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect(),
+        );
+    }
+    Ok(CsvSample { headers, rows, more })
+}
+
+/// What an import did: counts, the first row errors, duplicates and the
+/// attributes imported. Produced by [`ImportCollector::finish`] and [`import_rows`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSummary {
+    /// Data rows read (imported + rejected).
+    pub rows_read: u64,
+    /// Rows imported (duplicates included: each was written, the last one won).
+    pub rows_imported: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+    /// Rows whose user id appeared on an earlier row (the later row won).
+    pub duplicate_user_ids: u64,
+    /// False if the file had more distinct user ids than the collector tracks
+    /// ([`ImportCollector::max_tracked_ids`]); `duplicate_user_ids` is then a
+    /// lower bound.
+    pub duplicates_exact: bool,
+    /// The first row errors, in file order.
+    pub row_errors: Vec<RowError>,
+    /// The distinct attribute names imported, sorted.
+    pub properties: Vec<String>,
+    /// True if reading stopped at a fatal row error (see [`RowError::is_fatal`]).
+    pub stopped_early: bool,
+}
+
+impl ImportSummary {
+    /// Distinct users imported.
+    pub fn users_imported(&self) -> u64 {
+        self.rows_imported.saturating_sub(self.duplicate_user_ids)
+    }
+}
+
+/// Collects rows from [`read_csv`] into batches for [`AttributeStore::upsert`]
+/// while counting what an [`ImportSummary`] reports.
+///
+/// Memory stays bounded: one batch of records, the first row errors, and 8 bytes
+/// per distinct user id for duplicate counting (up to
+/// [`ImportCollector::max_tracked_ids`], 2,000,000 by default, i.e. 16 MB).
+///
+/// ```
+/// use switchboard::attributes::{CsvMapping, ImportCollector, read_csv};
+/// let csv = "id,plan\n1,basic\n2,\n1,premium\n,x\n";
+/// let mapping = CsvMapping::new("id").attribute("plan", "plan");
+/// let mut collector = ImportCollector::new().batch_size(100);
+/// for row in read_csv(csv.as_bytes(), &mapping).unwrap() {
+///     assert!(collector.push(row).is_none()); // the batch never fills here
+/// }
+/// let (last_batch, summary) = collector.finish();
+/// assert_eq!(last_batch.len(), 3);
+/// assert_eq!((summary.rows_read, summary.rows_rejected, summary.duplicate_user_ids), (4, 1, 1));
+/// ```
+#[derive(Debug)]
+pub struct ImportCollector {
+    summary: ImportSummary,
+    batch: Vec<AttributeRecord>,
+    batch_size: usize,
+    max_row_errors: usize,
+    max_tracked_ids: usize,
+    hashes: Vec<u64>,
+    properties: BTreeSet<String>,
+}
+
+impl Default for ImportCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ImportCollector {
+    /// The default number of records per batch.
+    pub const DEFAULT_BATCH_SIZE: usize = 5_000;
+    /// The default number of row errors kept.
+    pub const DEFAULT_MAX_ROW_ERRORS: usize = 20;
+    /// The default number of distinct user ids tracked for duplicate counting.
+    pub const DEFAULT_MAX_TRACKED_IDS: usize = 2_000_000;
+
+    /// A collector with batches of 5,000 records, keeping the first 20 row errors.
+    pub fn new() -> Self {
+        ImportCollector {
+            summary: ImportSummary {
+                duplicates_exact: true,
+                ..ImportSummary::default()
+            },
+            batch: Vec::new(),
+            batch_size: Self::DEFAULT_BATCH_SIZE,
+            max_row_errors: Self::DEFAULT_MAX_ROW_ERRORS,
+            max_tracked_ids: Self::DEFAULT_MAX_TRACKED_IDS,
+            hashes: Vec::new(),
+            properties: BTreeSet::new(),
+        }
+    }
+
+    /// Records per batch (at least 1).
+    #[must_use]
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// How many row errors to keep (the rest are only counted).
+    #[must_use]
+    pub fn max_row_errors(mut self, n: usize) -> Self {
+        self.max_row_errors = n;
+        self
+    }
+
+    /// How many rows' user ids to remember for duplicate counting (8 bytes each).
+    #[must_use]
+    pub fn max_tracked_ids(mut self, n: usize) -> Self {
+        self.max_tracked_ids = n;
+        self
+    }
+
+    /// Takes one row; returns a full batch when one is ready to upsert.
+    pub fn push(
+        &mut self,
+        row: std::result::Result<AttributeRecord, RowError>,
+    ) -> Option<Vec<AttributeRecord>> {
+        match row {
+            Ok(record) => {
+                self.summary.rows_read += 1;
+                self.summary.rows_imported += 1;
+                if self.hashes.len() < self.max_tracked_ids {
+                    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+                    self.hashes.push(hasher.hash_one(record.user_id.as_str()));
+                } else {
+                    self.summary.duplicates_exact = false;
+                }
+                for name in record.attributes.keys() {
+                    if !self.properties.contains(name) {
+                        self.properties.insert(name.clone());
+                    }
+                }
+                if self.batch.capacity() == 0 {
+                    self.batch.reserve_exact(self.batch_size);
+                }
+                self.batch.push(record);
+                if self.batch.len() >= self.batch_size {
+                    return Some(std::mem::take(&mut self.batch));
+                }
+                None
+            }
+            Err(error) => {
+                if error.is_fatal() {
+                    self.summary.stopped_early = true;
+                } else {
+                    self.summary.rows_read += 1;
+                    self.summary.rows_rejected += 1;
+                }
+                if self.summary.row_errors.len() < self.max_row_errors || error.is_fatal() {
+                    self.summary.row_errors.push(error);
+                }
+                None
+            }
+        }
+    }
+
+    /// The rows counted so far (imported + rejected).
+    pub fn rows_read(&self) -> u64 {
+        self.summary.rows_read
+    }
+
+    /// Ends the import: the last, partial batch and the summary.
+    pub fn finish(mut self) -> (Vec<AttributeRecord>, ImportSummary) {
+        self.hashes.sort_unstable();
+        let mut distinct = 0u64;
+        let mut previous = None;
+        for h in &self.hashes {
+            if previous != Some(*h) {
+                distinct += 1;
+                previous = Some(*h);
+            }
+        }
+        self.summary.duplicate_user_ids = self.hashes.len() as u64 - distinct;
+        self.summary.properties = self.properties.into_iter().collect();
+        (self.batch, self.summary)
+    }
+}
+
+/// Streams rows (usually from [`read_csv`]) into an [`AttributeStore`] in batches.
+///
+/// Every record of a CSV import carries every mapped attribute, so the first batch
+/// registers all names: an import that would exceed the attribute cap fails on it,
+/// before anything is written. A fatal row error (I/O failure, oversized record)
+/// fails the import with the rows before it already written.
+pub async fn import_rows<I>(
+    rows: I,
+    store: &(impl AttributeStore + ?Sized),
+    collector: ImportCollector,
+) -> Result<ImportSummary>
+where
+    I: IntoIterator<Item = std::result::Result<AttributeRecord, RowError>>,
+{
+    let mut collector = collector;
+    for row in rows {
+        let fatal = row.as_ref().err().filter(|e| e.is_fatal()).cloned();
+        if let Some(batch) = collector.push(row) {
+            store.upsert(&batch).await?;
+        }
+        if let Some(error) = fatal {
+            let imported = collector.summary.rows_imported - collector.batch.len() as u64;
+            let kind = match error.reason {
+                RowErrorReason::Read { .. } => ErrorKind::Io,
+                _ => ErrorKind::InvalidInput,
+            };
+            return Err(Error::new(
+                kind,
+                format!("import stopped: {error}; {imported} rows were imported before"),
+            ));
+        }
+    }
+    let (batch, summary) = collector.finish();
+    if !batch.is_empty() {
+        store.upsert(&batch).await?;
+    }
+    Ok(summary)
+}

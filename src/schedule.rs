@@ -1,0 +1,674 @@
+//! Scheduled jobs (e.g. a CSV import) and the `Scheduler` that runs them on their interval or cron schedule, records each run and lists them for an admin page.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::attributes::ImportSummary;
+use crate::integration::{IntegrationConfig, RunOutcome, RunRecord, Schedule};
+use crate::source::{Shutdown, ShutdownTrigger};
+use crate::store::Store;
+use crate::{Error, ErrorKind, Result};
+
+/// How many row errors a run record keeps (the first ones).
+pub const MAX_ROW_ERRORS: usize = 20;
+
+/// The next time `schedule` fires strictly after `after`.
+///
+/// `Ok(None)` if a cron expression never fires again. An invalid cron expression
+/// or a zero interval is a [`ErrorKind::Config`] error. Cron expressions have 5
+/// fields (minute granularity) or 6 (with seconds first) and are evaluated in UTC.
+///
+/// ```
+/// use chrono::{TimeZone, Utc};
+/// use switchboard::integration::Schedule;
+/// use switchboard::schedule::next_fire;
+/// let t = Utc.with_ymd_and_hms(2025, 3, 1, 10, 30, 0).unwrap();
+/// let next = next_fire(&Schedule::Cron("0 6 * * *".into()), t).unwrap();
+/// assert_eq!(next, Some(Utc.with_ymd_and_hms(2025, 3, 2, 6, 0, 0).unwrap()));
+/// ```
+pub fn next_fire(schedule: &Schedule, after: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+    match schedule {
+        Schedule::Interval(every) => {
+            if every.is_zero() {
+                return Err(Error::config("a schedule interval must be longer than zero"));
+            }
+            let every = chrono::Duration::from_std(*every)
+                .map_err(|_| Error::config("the schedule interval is too long"))?;
+            Ok(after.checked_add_signed(every))
+        }
+        Schedule::Cron(expr) => {
+            let cron = croner::Cron::new(expr.trim())
+                .with_seconds_optional()
+                .parse()
+                .map_err(|e| Error::config(format!("invalid cron expression {expr:?}: {e}")))?;
+            Ok(cron.find_next_occurrence(&after, false).ok())
+        }
+    }
+}
+
+/// What a job sees during one run, and fills in: rows read, imported and rejected,
+/// row errors, properties imported and free-form details.
+pub struct RunContext {
+    config: IntegrationConfig,
+    run_id: i64,
+    started_at: DateTime<Utc>,
+    shutdown: Shutdown,
+    rows_read: u64,
+    rows_imported: u64,
+    rows_rejected: u64,
+    row_errors: Vec<String>,
+    properties: BTreeSet<String>,
+    details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunContext")
+            .field("integration", &self.config.name)
+            .field("run_id", &self.run_id)
+            .field("rows_read", &self.rows_read)
+            .field("rows_imported", &self.rows_imported)
+            .field("rows_rejected", &self.rows_rejected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunContext {
+    /// A context for a run of `config` (the scheduler makes these; public so jobs
+    /// can be tested on their own).
+    pub fn new(config: IntegrationConfig, run_id: i64, started_at: DateTime<Utc>, shutdown: Shutdown) -> Self {
+        RunContext {
+            config,
+            run_id,
+            started_at,
+            shutdown,
+            rows_read: 0,
+            rows_imported: 0,
+            rows_rejected: 0,
+            row_errors: Vec::new(),
+            properties: BTreeSet::new(),
+            details: serde_json::Map::new(),
+        }
+    }
+
+    /// The integration's configuration, as read from the store when this run started.
+    pub fn config(&self) -> &IntegrationConfig {
+        &self.config
+    }
+
+    /// The run's id in the store.
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// When the run started.
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.started_at
+    }
+
+    /// Fires when the host shuts down; long jobs should stop early (and return an error).
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Counts rows read from the source.
+    pub fn add_rows_read(&mut self, n: u64) {
+        self.rows_read += n;
+    }
+
+    /// Counts rows imported.
+    pub fn add_rows_imported(&mut self, n: u64) {
+        self.rows_imported += n;
+    }
+
+    /// Counts one rejected row and keeps its error if fewer than [`MAX_ROW_ERRORS`] are kept.
+    pub fn reject_row(&mut self, error: impl fmt::Display) {
+        self.rows_rejected += 1;
+        if self.row_errors.len() < MAX_ROW_ERRORS {
+            self.row_errors.push(error.to_string());
+        }
+    }
+
+    /// Notes attribute names imported; the run records how many distinct ones.
+    pub fn add_properties<I, S>(&mut self, names: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.properties.extend(names.into_iter().map(Into::into));
+    }
+
+    /// Adds what an import did: counts, row errors and properties.
+    pub fn record_import(&mut self, summary: &ImportSummary) {
+        self.rows_read += summary.rows_read;
+        self.rows_imported += summary.rows_imported;
+        // Rejected rows beyond the kept errors are counted without their text.
+        let kept = summary.row_errors.iter().filter(|e| !e.is_fatal());
+        let mut kept_count = 0u64;
+        for error in kept {
+            kept_count += 1;
+            self.reject_row(error);
+        }
+        self.rows_rejected += summary.rows_rejected.saturating_sub(kept_count);
+        self.add_properties(summary.properties.iter().cloned());
+        if summary.duplicate_user_ids > 0 {
+            self.set_detail("duplicate_user_ids", summary.duplicate_user_ids.into());
+        }
+    }
+
+    /// Sets a connector-specific detail recorded with the run (e.g. where the file moved).
+    pub fn set_detail(&mut self, key: impl Into<String>, value: serde_json::Value) {
+        self.details.insert(key.into(), value);
+    }
+
+    /// Rows read so far.
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read
+    }
+
+    /// Rows imported so far.
+    pub fn rows_imported(&self) -> u64 {
+        self.rows_imported
+    }
+
+    /// Rows rejected so far.
+    pub fn rows_rejected(&self) -> u64 {
+        self.rows_rejected
+    }
+
+    /// The row errors kept so far.
+    pub fn row_errors(&self) -> &[String] {
+        &self.row_errors
+    }
+
+    /// Distinct properties imported so far.
+    pub fn properties_imported(&self) -> u64 {
+        self.properties.len() as u64
+    }
+}
+
+/// A job that runs on an integration's schedule, e.g. an S3 attribute import.
+///
+/// Its [`name`](ScheduledJob::name) is the name of the [`IntegrationConfig`] in the
+/// store that says when it runs and whether it is enabled.
+#[async_trait]
+pub trait ScheduledJob: Send + Sync {
+    /// The integration's name.
+    fn name(&self) -> &str;
+    /// Does the work, filling `ctx` with what it did. An error fails the run
+    /// (its message is recorded); rejected rows make it partial.
+    async fn run(&self, ctx: &mut RunContext) -> Result<()>;
+}
+
+/// One row of the admin page's integrations table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrationRow {
+    /// The integration's name.
+    pub name: String,
+    /// Where it reads from.
+    pub source: String,
+    /// Distinct properties the last finished run imported.
+    pub properties_imported: u64,
+    /// When it runs.
+    pub schedule: Schedule,
+    /// When the latest run started.
+    pub last_run: Option<DateTime<Utc>>,
+    /// How the latest run ended (`running` while it runs).
+    pub last_outcome: Option<RunOutcome>,
+    /// The error of the last finished run, if it failed.
+    pub last_error: Option<String>,
+    /// Whether it runs at all.
+    pub enabled: bool,
+    /// When it is due next (`None` if disabled or the schedule is invalid).
+    pub next_run: Option<DateTime<Utc>>,
+    /// Why the schedule cannot be used, if it cannot.
+    pub schedule_error: Option<String>,
+    /// Whether this scheduler has a job registered under the name.
+    pub has_job: bool,
+}
+
+type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+#[derive(Default)]
+struct State {
+    /// Integrations with a run in progress in this process.
+    running: HashSet<String>,
+    /// When this scheduler first saw each integration (anchors cron schedules
+    /// that never ran).
+    first_seen: HashMap<String, DateTime<Utc>>,
+    /// Integrations not to try again before a time (another instance holds the
+    /// run, or starting failed).
+    backoff_until: HashMap<String, DateTime<Utc>>,
+}
+
+/// Removes an integration from the running set when the run ends, however it ends.
+struct RunningGuard {
+    state: Arc<Mutex<State>>,
+    name: String,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        lock(&self.state).running.remove(&self.name);
+    }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs [`ScheduledJob`]s on the schedules of their integrations and records every run.
+///
+/// - The configuration is read from the store before every run, so changes take
+///   effect on the next run; a disabled integration does not run.
+/// - Runs of one integration never overlap: a process-local guard plus the store's
+///   run lease ([`Store::start_run`]) across processes.
+/// - An interval schedule counts from the start of the last run (an integration
+///   that never ran is due at once); a cron schedule fires at its next occurrence
+///   after the last run (or after the scheduler first saw it). Missed occurrences
+///   collapse into one run.
+/// - Outcome: `failed` if the job returned an error (or panicked) or every row read
+///   was rejected, `partial` if some rows were rejected, `success` otherwise.
+///
+/// Time comes from a clock that follows `tokio::time` (so a paused test clock
+/// drives it) unless [`Scheduler::clock`] sets another.
+#[derive(Clone)]
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    jobs: BTreeMap<String, Arc<dyn ScheduledJob>>,
+    lease: Duration,
+    poll: Duration,
+    clock: Clock,
+    state: Arc<Mutex<State>>,
+    /// Never triggered: the shutdown signal for runs outside [`Scheduler::run`].
+    idle: Arc<(ShutdownTrigger, Shutdown)>,
+}
+
+impl fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("jobs", &self.jobs.keys().collect::<Vec<_>>())
+            .field("lease", &self.lease)
+            .field("poll", &self.poll)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// The default run lease: how long a run may take before another instance may
+    /// consider it dead and start a new one.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(6 * 3600);
+    /// The default longest sleep between checks of the store.
+    pub const DEFAULT_POLL: Duration = Duration::from_secs(60);
+
+    /// A scheduler over `store`, with no jobs yet.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let base_wall = Utc::now();
+        let base = tokio::time::Instant::now();
+        let clock: Clock = Arc::new(move || {
+            let elapsed = tokio::time::Instant::now().saturating_duration_since(base);
+            base_wall + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX)
+        });
+        Scheduler {
+            store,
+            jobs: BTreeMap::new(),
+            lease: Self::DEFAULT_LEASE,
+            poll: Self::DEFAULT_POLL,
+            clock,
+            state: Arc::new(Mutex::new(State::default())),
+            idle: Arc::new(Shutdown::new()),
+        }
+    }
+
+    /// Registers a job under its name (replacing a job of the same name).
+    #[must_use]
+    pub fn job(mut self, job: Arc<dyn ScheduledJob>) -> Self {
+        self.jobs.insert(job.name().to_owned(), job);
+        self
+    }
+
+    /// Sets the run lease (default 6 hours); it should exceed the longest run.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets the longest sleep between checks of the store (default 60 s), which
+    /// bounds how late a configuration change is noticed.
+    #[must_use]
+    pub fn poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Replaces the clock ("now") the scheduler uses.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Validates the schedule and saves the integration's configuration; it takes
+    /// effect on the next run.
+    pub async fn put_integration(&self, config: &IntegrationConfig) -> Result<()> {
+        if config.name.trim().is_empty() {
+            return Err(Error::config("an integration needs a name"));
+        }
+        next_fire(&config.schedule, (self.clock)())?;
+        self.store.put_integration(config).await
+    }
+
+    /// Runs due jobs until `shutdown` fires, then waits for runs in progress to
+    /// finish (they see the signal in [`RunContext::shutdown`]).
+    pub async fn run(&self, shutdown: Shutdown) -> Result<()> {
+        let mut shutdown = shutdown;
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            if shutdown.is_requested() {
+                break;
+            }
+            let now = (self.clock)();
+            let wake = match self.plan(now).await {
+                Ok(plan) => {
+                    for (job, config, guard) in plan.due {
+                        let this = self.clone();
+                        let signal = shutdown.clone();
+                        tasks.spawn(async move {
+                            let name = config.name.clone();
+                            if let Err(e) = this.execute(job, config, now, signal, guard).await {
+                                tracing::warn!(integration = %name, error = %e, "scheduled run did not happen");
+                            }
+                        });
+                    }
+                    plan.wake
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler could not read integrations");
+                    None
+                }
+            };
+            let sleep_for = wake
+                .map(|at| (at - (self.clock)()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(self.poll)
+                .min(self.poll);
+            tokio::select! {
+                () = tokio::time::sleep(sleep_for) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                () = shutdown.wait() => break,
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Runs every enabled job that is due at `now`, concurrently, and returns their
+    /// records (sorted by integration). Jobs already running (here or in another
+    /// instance) are left alone.
+    pub async fn run_due(&self, now: DateTime<Utc>) -> Result<Vec<RunRecord>> {
+        let plan = self.plan(now).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (job, config, guard) in plan.due {
+            let this = self.clone();
+            let signal = self.idle.1.clone();
+            tasks.spawn(async move { this.execute(job, config, now, signal, guard).await });
+        }
+        let mut records = Vec::new();
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(record)) => records.push(record),
+                Ok(Err(e)) if e.kind() == ErrorKind::Conflict => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(join) => {
+                    first_error.get_or_insert(Error::new(
+                        ErrorKind::Store,
+                        format!("a scheduled run's task failed: {join}"),
+                    ));
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        records.sort_by(|a, b| a.integration.cmp(&b.integration));
+        Ok(records)
+    }
+
+    /// Runs one integration now, whatever its schedule, and returns its record.
+    ///
+    /// [`ErrorKind::NotFound`] if no job or configuration has that name,
+    /// [`ErrorKind::Conflict`] if it is disabled or a run of it is in progress.
+    pub async fn run_now(&self, name: &str) -> Result<RunRecord> {
+        let job = self.jobs.get(name).cloned().ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("no job is registered as {name:?}"))
+        })?;
+        let config = self
+            .store
+            .integrations()
+            .await?
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, format!("integration {name:?} is not configured"))
+            })?;
+        if !config.enabled {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("integration {name:?} is disabled"),
+            ));
+        }
+        let guard = self.claim_local(name).ok_or_else(|| Self::in_progress(name))?;
+        let now = (self.clock)();
+        self.execute(job, config, now, self.idle.1.clone(), guard).await
+    }
+
+    /// The admin table: every configured integration with its schedule, last run
+    /// and outcome, properties imported and enabled switch, by name.
+    pub async fn integrations(&self) -> Result<Vec<IntegrationRow>> {
+        let now = (self.clock)();
+        let mut rows = Vec::new();
+        for config in self.store.integrations().await? {
+            let runs = self.store.runs(&config.name, 10).await?;
+            let latest = runs.first();
+            let last_finished = runs.iter().find(|r| r.outcome != RunOutcome::Running);
+            let (next_run, schedule_error) = if config.enabled {
+                match self.next_due(&config, latest, now) {
+                    Ok(next) => (next, None),
+                    Err(e) => (None, Some(e.message().to_owned())),
+                }
+            } else {
+                (None, next_fire(&config.schedule, now).err().map(|e| e.message().to_owned()))
+            };
+            rows.push(IntegrationRow {
+                has_job: self.jobs.contains_key(&config.name),
+                properties_imported: last_finished.map_or(0, |r| r.properties_imported),
+                last_run: latest.map(|r| r.started_at),
+                last_outcome: latest.map(|r| r.outcome),
+                last_error: last_finished.and_then(|r| r.error.clone()),
+                next_run,
+                schedule_error,
+                name: config.name,
+                source: config.source,
+                schedule: config.schedule,
+                enabled: config.enabled,
+            });
+        }
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rows)
+    }
+
+    fn in_progress(name: &str) -> Error {
+        Error::new(
+            ErrorKind::Conflict,
+            format!("a run of integration {name:?} is already in progress"),
+        )
+    }
+
+    fn claim_local(&self, name: &str) -> Option<RunningGuard> {
+        let mut state = lock(&self.state);
+        if !state.running.insert(name.to_owned()) {
+            return None;
+        }
+        Some(RunningGuard {
+            state: Arc::clone(&self.state),
+            name: name.to_owned(),
+        })
+    }
+
+    /// When `config` is due next, given its latest run.
+    fn next_due(
+        &self,
+        config: &IntegrationConfig,
+        latest: Option<&RunRecord>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>> {
+        match (latest, &config.schedule) {
+            (Some(run), schedule) => next_fire(schedule, run.started_at),
+            (None, Schedule::Interval(_)) => {
+                next_fire(&config.schedule, now)?;
+                Ok(Some(now))
+            }
+            (None, schedule) => {
+                let anchor = *lock(&self.state)
+                    .first_seen
+                    .entry(config.name.clone())
+                    .or_insert(now);
+                next_fire(schedule, anchor)
+            }
+        }
+    }
+
+    /// The jobs due at `now` (claimed locally) and when to look again.
+    async fn plan(&self, now: DateTime<Utc>) -> Result<Plan> {
+        let configs: HashMap<String, IntegrationConfig> = self
+            .store
+            .integrations()
+            .await?
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        let mut plan = Plan {
+            due: Vec::new(),
+            wake: None,
+        };
+        let mut wake_at = |at: DateTime<Utc>| {
+            plan.wake = Some(plan.wake.map_or(at, |w: DateTime<Utc>| w.min(at)));
+        };
+        let mut due = Vec::new();
+        for (name, job) in &self.jobs {
+            let Some(config) = configs.get(name) else {
+                continue;
+            };
+            if !config.enabled {
+                continue;
+            }
+            if lock(&self.state).running.contains(name) {
+                continue; // its completion wakes the loop
+            }
+            let backoff = lock(&self.state).backoff_until.get(name).copied();
+            if let Some(until) = backoff.filter(|u| *u > now) {
+                wake_at(until);
+                continue;
+            }
+            let latest = self.store.runs(name, 1).await?;
+            let next = match self.next_due(config, latest.first(), now) {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!(integration = %name, error = %e, "integration has an unusable schedule");
+                    continue;
+                }
+            };
+            match next {
+                Some(at) if at <= now => {
+                    if let Some(guard) = self.claim_local(name) {
+                        due.push((Arc::clone(job), config.clone(), guard));
+                    }
+                }
+                Some(at) => wake_at(at),
+                None => {}
+            }
+        }
+        plan.due = due;
+        Ok(plan)
+    }
+
+    /// Starts, runs and records one run. `guard` holds the local no-overlap claim.
+    async fn execute(
+        &self,
+        job: Arc<dyn ScheduledJob>,
+        config: IntegrationConfig,
+        now: DateTime<Utc>,
+        shutdown: Shutdown,
+        guard: RunningGuard,
+    ) -> Result<RunRecord> {
+        let name = config.name.clone();
+        let started = match self.store.start_run(&name, now, self.lease).await {
+            Ok(Some(run)) => run,
+            Ok(None) => {
+                self.back_off(&name, now);
+                return Err(Self::in_progress(&name));
+            }
+            Err(e) => {
+                self.back_off(&name, now);
+                return Err(e);
+            }
+        };
+        lock(&self.state).backoff_until.remove(&name);
+        let ctx = RunContext::new(config, started.id, started.started_at, shutdown);
+        let clock_start = tokio::time::Instant::now();
+        let handle = tokio::spawn(async move {
+            let mut ctx = ctx;
+            let result = job.run(&mut ctx).await;
+            (ctx, result)
+        });
+        let (ctx, result) = match handle.await {
+            Ok((ctx, result)) => (Some(ctx), result.map_err(|e| e.to_string())),
+            Err(join) if join.is_panic() => (None, Err("the job panicked".to_owned())),
+            Err(_) => (None, Err("the job was cancelled".to_owned())),
+        };
+        let elapsed = chrono::Duration::from_std(clock_start.elapsed()).unwrap_or(chrono::Duration::MAX);
+        let mut record = started.clone();
+        record.finished_at = Some(started.started_at.checked_add_signed(elapsed).unwrap_or(started.started_at));
+        if let Some(ctx) = ctx {
+            record.rows_read = ctx.rows_read;
+            record.rows_imported = ctx.rows_imported;
+            record.rows_rejected = ctx.rows_rejected;
+            record.row_errors = ctx.row_errors;
+            record.properties_imported = ctx.properties.len() as u64;
+            record.details = serde_json::Value::Object(ctx.details);
+        }
+        let (outcome, error) = match result {
+            Err(message) => (RunOutcome::Failed, Some(message)),
+            Ok(()) if record.rows_rejected > 0 && record.rows_imported == 0 => (
+                RunOutcome::Failed,
+                Some(format!("all {} rows were rejected", record.rows_rejected)),
+            ),
+            Ok(()) if record.rows_rejected > 0 => (RunOutcome::Partial, None),
+            Ok(()) => (RunOutcome::Success, None),
+        };
+        record.outcome = outcome;
+        record.error = error;
+        self.store.finish_run(&record).await?;
+        drop(guard);
+        Ok(record)
+    }
+
+    fn back_off(&self, name: &str, now: DateTime<Utc>) {
+        let until = now + chrono::Duration::from_std(self.poll).unwrap_or(chrono::Duration::seconds(60));
+        lock(&self.state).backoff_until.insert(name.to_owned(), until);
+    }
+}
+
+struct Plan {
+    due: Vec<(Arc<dyn ScheduledJob>, IntegrationConfig, RunningGuard)>,
+    wake: Option<DateTime<Utc>>,
+}
