@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use criterion::{Criterion, Throughput};
 use switchboard::{
-    Capabilities, Delivery, DeliveryError, Destination, Event, MemoryStore, Person, Receipt,
-    Route, SqliteStore, Store, Switchboard, Target,
+    Capabilities, Delivery, DeliveryError, Destination, Event, MemoryStore, Person, Receipt, Route,
+    SqliteStore, Store, Switchboard, Target,
 };
 
 const EVENTS: u64 = 2_000;
@@ -31,7 +31,11 @@ fn board(store: impl Store) -> Switchboard {
     Switchboard::builder()
         .store(store)
         .destination(Noop)
-        .route(Route::on("wallet.*").to("noop", Target::SubjectDm).template("{{ data.amount }}"))
+        .route(
+            Route::on("wallet.*")
+                .to("noop", Target::SubjectDm)
+                .template("{{ data.amount }}"),
+        )
         .build()
         .expect("valid wiring")
 }
@@ -92,9 +96,11 @@ impl Baseline {
                     .and_then(|mut s| s.execute([&e.id]))
                     .expect("delivery");
                 let id = tx.last_insert_rowid();
-                tx.prepare_cached("INSERT INTO log(delivery_id, attempt, at, status) VALUES (?1, 0, 0, 0)")
-                    .and_then(|mut s| s.execute([id]))
-                    .expect("log");
+                tx.prepare_cached(
+                    "INSERT INTO log(delivery_id, attempt, at, status) VALUES (?1, 0, 0, 0)",
+                )
+                .and_then(|mut s| s.execute([id]))
+                .expect("log");
             }
             tx.commit().expect("commit");
         }
@@ -125,9 +131,11 @@ impl Baseline {
                 tx.prepare_cached("UPDATE deliveries SET state = 2, attempts = attempts + 1, lease_until = NULL WHERE id = ?1 AND lease = 1")
                     .and_then(|mut s| s.execute([id]))
                     .expect("update");
-                tx.prepare_cached("INSERT INTO log(delivery_id, attempt, at, status) VALUES (?1, 1, 1, 1)")
-                    .and_then(|mut s| s.execute([id]))
-                    .expect("log");
+                tx.prepare_cached(
+                    "INSERT INTO log(delivery_id, attempt, at, status) VALUES (?1, 1, 1, 1)",
+                )
+                .and_then(|mut s| s.execute([id]))
+                .expect("log");
             }
             tx.commit().expect("commit");
         }

@@ -26,16 +26,28 @@ struct JsonWebhook {
 
 impl JsonWebhook {
     /// The connector's one place that maps responses into switchboard's classification.
-    fn classify(status: reqwest::StatusCode, retry_after: Option<&str>, body: &str) -> Result<(), DeliveryError> {
+    fn classify(
+        status: reqwest::StatusCode,
+        retry_after: Option<&str>,
+        body: &str,
+    ) -> Result<(), DeliveryError> {
         match status.as_u16() {
             200..=299 => Ok(()),
             429 => Err(DeliveryError::rate_limited(
-                retry_after.and_then(|s| s.trim().parse().ok()).map(Duration::from_secs),
+                retry_after
+                    .and_then(|s| s.trim().parse().ok())
+                    .map(Duration::from_secs),
                 "webhook asked us to slow down",
             )),
-            401 | 403 | 410 => Err(DeliveryError::disconnected(format!("webhook refused us ({status}); re-create it"))),
-            500..=599 | 408 => Err(DeliveryError::temporary(format!("webhook failed ({status})"))),
-            _ => Err(DeliveryError::permanent(format!("webhook rejected the payload ({status}): {body}"))),
+            401 | 403 | 410 => Err(DeliveryError::disconnected(format!(
+                "webhook refused us ({status}); re-create it"
+            ))),
+            500..=599 | 408 => Err(DeliveryError::temporary(format!(
+                "webhook failed ({status})"
+            ))),
+            _ => Err(DeliveryError::permanent(format!(
+                "webhook rejected the payload ({status}): {body}"
+            ))),
         }
     }
 }

@@ -44,8 +44,12 @@ async fn main() -> switchboard::Result<()> {
 
     let people = [
         Person::new("u-ada").name("Ada").email("Ada@Example.com"),
-        Person::new("u-grace").name("Grace").email("grace@example.com"),
-        Person::new("u-linus").name("Linus").email(" linus@example.com "),
+        Person::new("u-grace")
+            .name("Grace")
+            .email("grace@example.com"),
+        Person::new("u-linus")
+            .name("Linus")
+            .email(" linus@example.com "),
     ];
 
     let mut published = 0;

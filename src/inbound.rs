@@ -85,7 +85,11 @@ pub fn header<'a>(request: &'a InboundRequest, name: &str) -> Option<&'a str> {
 }
 
 /// A response with a status, a content type and a body.
-pub fn response(status: http::StatusCode, content_type: &str, body: impl Into<Bytes>) -> InboundResponse {
+pub fn response(
+    status: http::StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> InboundResponse {
     let mut r = http::Response::new(body.into());
     *r.status_mut() = status;
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
@@ -125,8 +129,16 @@ mod tests {
             hex::encode(mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        assert!(verify_hmac_sha256(b"Jefe", &[b"what do ya want for nothing?"], &mac));
-        assert!(!verify_hmac_sha256(b"Jefe", &[b"what do ya want for nothing!"], &mac));
+        assert!(verify_hmac_sha256(
+            b"Jefe",
+            &[b"what do ya want for nothing?"],
+            &mac
+        ));
+        assert!(!verify_hmac_sha256(
+            b"Jefe",
+            &[b"what do ya want for nothing!"],
+            &mac
+        ));
     }
 
     #[test]
@@ -143,6 +155,9 @@ mod tests {
     #[test]
     fn body_cap() {
         assert!(check_body_size(10, 10).is_ok());
-        assert_eq!(check_body_size(11, 10).unwrap_err().kind(), ErrorKind::PayloadTooLarge);
+        assert_eq!(
+            check_body_size(11, 10).unwrap_err().kind(),
+            ErrorKind::PayloadTooLarge
+        );
     }
 }

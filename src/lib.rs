@@ -26,6 +26,6 @@ pub use event::{Event, Person};
 pub use identity::{IdentityResolver, Resolution, SyncReport};
 pub use message::{Message, MessageFormat, Target};
 pub use source::{Emitter, EventSource, Shutdown, ShutdownTrigger};
-pub use store::{MemoryStore, Store};
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
+pub use store::{MemoryStore, Store};

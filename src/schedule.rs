@@ -36,7 +36,9 @@ pub fn next_fire(schedule: &Schedule, after: DateTime<Utc>) -> Result<Option<Dat
     match schedule {
         Schedule::Interval(every) => {
             if every.is_zero() {
-                return Err(Error::config("a schedule interval must be longer than zero"));
+                return Err(Error::config(
+                    "a schedule interval must be longer than zero",
+                ));
             }
             let every = chrono::Duration::from_std(*every)
                 .map_err(|_| Error::config("the schedule interval is too long"))?;
@@ -82,7 +84,12 @@ impl fmt::Debug for RunContext {
 impl RunContext {
     /// A context for a run of `config` (the scheduler makes these; public so jobs
     /// can be tested on their own).
-    pub fn new(config: IntegrationConfig, run_id: i64, started_at: DateTime<Utc>, shutdown: Shutdown) -> Self {
+    pub fn new(
+        config: IntegrationConfig,
+        run_id: i64,
+        started_at: DateTime<Utc>,
+        shutdown: Shutdown,
+    ) -> Self {
         RunContext {
             config,
             run_id,
@@ -260,7 +267,9 @@ impl Drop for RunningGuard {
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs [`ScheduledJob`]s on the schedules of their integrations and records every run.
@@ -449,7 +458,10 @@ impl Scheduler {
     /// [`ErrorKind::Conflict`] if it is disabled or a run of it is in progress.
     pub async fn run_now(&self, name: &str) -> Result<RunRecord> {
         let job = self.jobs.get(name).cloned().ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("no job is registered as {name:?}"))
+            Error::new(
+                ErrorKind::NotFound,
+                format!("no job is registered as {name:?}"),
+            )
         })?;
         let config = self
             .store
@@ -458,7 +470,10 @@ impl Scheduler {
             .into_iter()
             .find(|c| c.name == name)
             .ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, format!("integration {name:?} is not configured"))
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("integration {name:?} is not configured"),
+                )
             })?;
         if !config.enabled {
             return Err(Error::new(
@@ -466,9 +481,12 @@ impl Scheduler {
                 format!("integration {name:?} is disabled"),
             ));
         }
-        let guard = self.claim_local(name).ok_or_else(|| Self::in_progress(name))?;
+        let guard = self
+            .claim_local(name)
+            .ok_or_else(|| Self::in_progress(name))?;
         let now = (self.clock)();
-        self.execute(job, config, now, self.idle.1.clone(), guard).await
+        self.execute(job, config, now, self.idle.1.clone(), guard)
+            .await
     }
 
     /// The admin table: every configured integration with its schedule, last run
@@ -486,7 +504,12 @@ impl Scheduler {
                     Err(e) => (None, Some(e.message().to_owned())),
                 }
             } else {
-                (None, next_fire(&config.schedule, now).err().map(|e| e.message().to_owned()))
+                (
+                    None,
+                    next_fire(&config.schedule, now)
+                        .err()
+                        .map(|e| e.message().to_owned()),
+                )
             };
             rows.push(IntegrationRow {
                 has_job: self.jobs.contains_key(&config.name),
@@ -635,9 +658,15 @@ impl Scheduler {
             Err(join) if join.is_panic() => (None, Err("the job panicked".to_owned())),
             Err(_) => (None, Err("the job was cancelled".to_owned())),
         };
-        let elapsed = chrono::Duration::from_std(clock_start.elapsed()).unwrap_or(chrono::Duration::MAX);
+        let elapsed =
+            chrono::Duration::from_std(clock_start.elapsed()).unwrap_or(chrono::Duration::MAX);
         let mut record = started.clone();
-        record.finished_at = Some(started.started_at.checked_add_signed(elapsed).unwrap_or(started.started_at));
+        record.finished_at = Some(
+            started
+                .started_at
+                .checked_add_signed(elapsed)
+                .unwrap_or(started.started_at),
+        );
         if let Some(ctx) = ctx {
             record.rows_read = ctx.rows_read;
             record.rows_imported = ctx.rows_imported;
@@ -663,8 +692,11 @@ impl Scheduler {
     }
 
     fn back_off(&self, name: &str, now: DateTime<Utc>) {
-        let until = now + chrono::Duration::from_std(self.poll).unwrap_or(chrono::Duration::seconds(60));
-        lock(&self.state).backoff_until.insert(name.to_owned(), until);
+        let until =
+            now + chrono::Duration::from_std(self.poll).unwrap_or(chrono::Duration::seconds(60));
+        lock(&self.state)
+            .backoff_until
+            .insert(name.to_owned(), until);
     }
 }
 

@@ -120,7 +120,9 @@ impl Templates {
         env.set_formatter(|out, state, value| {
             if let AutoEscape::Custom("mrkdwn") = state.auto_escape() {
                 if value.is_safe() {
-                    return out.write_str(&value.to_string()).map_err(minijinja::Error::from);
+                    return out
+                        .write_str(&value.to_string())
+                        .map_err(minijinja::Error::from);
                 }
                 let text = if value.is_none() || value.is_undefined() {
                     String::new()
@@ -187,7 +189,12 @@ mod tests {
     #[test]
     fn numbers_and_missing_values() {
         let ctx = serde_json::json!({"data": {"amount": 25.5, "n": null}});
-        let s = render_str("{{ data.amount }}|{{ data.n }}|{{ data.missing }}", MessageFormat::SlackMrkdwn, &ctx).unwrap();
+        let s = render_str(
+            "{{ data.amount }}|{{ data.n }}|{{ data.missing }}",
+            MessageFormat::SlackMrkdwn,
+            &ctx,
+        )
+        .unwrap();
         assert_eq!(s, "25.5||");
     }
 }

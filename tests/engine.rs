@@ -40,7 +40,10 @@ impl Scripted {
         self.calls.lock().unwrap().clone()
     }
     fn texts(&self) -> Vec<String> {
-        self.calls().into_iter().map(|(_, d)| d.message.text).collect()
+        self.calls()
+            .into_iter()
+            .map(|(_, d)| d.message.text)
+            .collect()
     }
 }
 
@@ -119,7 +122,10 @@ fn backoff_is_full_jitter_within_exponential_ceiling() {
         }
     }
     // Full jitter is uniform over [0, ceiling]: about half fall below the midpoint.
-    assert!((800..1200).contains(&below_half), "{below_half} of 2000 below the midpoint");
+    assert!(
+        (800..1200).contains(&below_half),
+        "{below_half} of 2000 below the midpoint"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -131,7 +137,10 @@ async fn temporary_failure_is_retried_after_jittered_backoff() {
     assert_eq!((s.delivered, s.retried), (0, 1));
     let next = sb.store().next_due().await.unwrap().unwrap();
     let wait = next - sb.now();
-    assert!(wait <= chrono::Duration::seconds(1), "first backoff ceiling is base: {wait}");
+    assert!(
+        wait <= chrono::Duration::seconds(1),
+        "first backoff ceiling is base: {wait}"
+    );
     let s = sb.drain(Duration::from_secs(5)).await.unwrap();
     assert_eq!(s.delivered, 1);
     assert_eq!(dest.calls().len(), 2);
@@ -196,19 +205,34 @@ async fn pacing_keeps_one_message_per_second_per_channel_in_order() {
         .iter()
         .filter(|(_, d)| !d.message.text.starts_with("dm"))
         .collect();
-    let texts: Vec<_> = channel.iter().map(|(_, d)| d.message.text.clone()).collect();
+    let texts: Vec<_> = channel
+        .iter()
+        .map(|(_, d)| d.message.text.clone())
+        .collect();
     let expected: Vec<_> = (0..10).map(|i| format!("e{i}")).collect();
     assert_eq!(texts, expected, "one channel's messages stay in order");
     for w in channel.windows(2) {
-        assert!(w[1].0 - w[0].0 >= Duration::from_secs(1), "two sends to one channel within a second");
+        assert!(
+            w[1].0 - w[0].0 >= Duration::from_secs(1),
+            "two sends to one channel within a second"
+        );
     }
     // Ten sends at 1/s take 9 s: the limiter paces, it does not over-wait.
     let last = channel.last().unwrap().0 - start;
-    assert!(last >= Duration::from_secs(9) && last <= Duration::from_millis(9_500), "{last:?}");
+    assert!(
+        last >= Duration::from_secs(9) && last <= Duration::from_millis(9_500),
+        "{last:?}"
+    );
     // DMs to ten different people are not held back by the channel.
-    let dms: Vec<_> = calls.iter().filter(|(_, d)| d.message.text.starts_with("dm")).collect();
+    let dms: Vec<_> = calls
+        .iter()
+        .filter(|(_, d)| d.message.text.starts_with("dm"))
+        .collect();
     assert_eq!(dms.len(), 10);
-    assert!(dms.iter().all(|(t, _)| *t - start < Duration::from_millis(10)));
+    assert!(
+        dms.iter()
+            .all(|(t, _)| *t - start < Duration::from_millis(10))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -228,7 +252,11 @@ async fn global_limit_paces_the_whole_destination() {
     sb.drain(Duration::from_secs(60)).await.unwrap();
     let calls = dest.calls();
     assert_eq!(calls.len(), 4);
-    assert!(calls.windows(2).all(|w| w[1].0 - w[0].0 >= Duration::from_secs(1)));
+    assert!(
+        calls
+            .windows(2)
+            .all(|w| w[1].0 - w[0].0 >= Duration::from_secs(1))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -242,7 +270,12 @@ async fn publishing_the_same_event_twice_delivers_once() {
     sb.drain(Duration::from_secs(5)).await.unwrap();
     assert_eq!(dest.calls().len(), 1);
     // And after delivery, too.
-    assert!(sb.publish(event("same", "wallet.funded")).await.unwrap().duplicate);
+    assert!(
+        sb.publish(event("same", "wallet.funded"))
+            .await
+            .unwrap()
+            .duplicate
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -259,7 +292,13 @@ async fn permanent_error_dead_letters_and_replay_delivers() {
     assert_eq!(dead[0].attempts, 1);
     let status = sb.status().await.unwrap();
     assert_eq!(status[0].dead_letters, 1);
-    assert!(status[0].last_error.as_deref().unwrap().contains("channel_not_found"));
+    assert!(
+        status[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("channel_not_found")
+    );
 
     sb.replay(dead[0].id).await.unwrap();
     assert_eq!(sb.run_until_idle().await.unwrap().delivered, 1);
@@ -273,7 +312,10 @@ async fn permanent_error_dead_letters_and_replay_delivers() {
         .map(|l| l.status.as_str())
         .collect();
     assert_eq!(log, ["queued", "dead", "queued", "sent"]);
-    assert!(sb.replay(dead[0].id).await.is_err(), "only dead letters can be replayed");
+    assert!(
+        sb.replay(dead[0].id).await.is_err(),
+        "only dead letters can be replayed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -301,7 +343,11 @@ async fn disconnected_parks_everything_then_reconnect_delivers_in_order() {
     }
     let s = sb.drain(Duration::from_secs(60)).await.unwrap();
     assert_eq!((s.delivered, s.parked), (0, 3));
-    assert_eq!(dest.calls().len(), 1, "no attempts are burnt while disconnected");
+    assert_eq!(
+        dest.calls().len(),
+        1,
+        "no attempts are burnt while disconnected"
+    );
     // Published while disconnected: parked too, not attempted.
     sb.publish(event("e3", "wallet.funded")).await.unwrap();
     sb.drain(Duration::from_secs(60)).await.unwrap();
@@ -311,12 +357,18 @@ async fn disconnected_parks_everything_then_reconnect_delivers_in_order() {
     assert_eq!(st.disconnected_reason.as_deref(), Some("token_revoked"));
     assert_eq!(st.parked, 4);
     assert_eq!(st.queue_depth, 0);
-    assert!(sb.dead_letters(10).await.unwrap().is_empty(), "nothing is dropped");
+    assert!(
+        sb.dead_letters(10).await.unwrap().is_empty(),
+        "nothing is dropped"
+    );
 
     assert_eq!(sb.reconnect("d").await.unwrap(), 4);
     let s = sb.drain(Duration::from_secs(60)).await.unwrap();
     assert_eq!(s.delivered, 4);
-    let ids: Vec<_> = dest.calls()[1..].iter().map(|(_, d)| d.event.id.clone()).collect();
+    let ids: Vec<_> = dest.calls()[1..]
+        .iter()
+        .map(|(_, d)| d.event.id.clone())
+        .collect();
     assert_eq!(ids, ["e0", "e1", "e2", "e3"]);
     assert!(sb.status().await.unwrap()[0].connected);
     // The parked deliveries were attempted once each after reconnecting.
@@ -346,13 +398,37 @@ async fn user_data_cannot_become_a_slack_mention() {
 async fn routes_match_by_prefix_and_can_be_switched_off() {
     let dest = Scripted::new("d");
     let sb = board(MemoryStore::new(), &dest, Target::channel("general"));
-    assert_eq!(sb.publish(event("a", "perk.redeemed")).await.unwrap().deliveries, 0);
-    assert_eq!(sb.publish(event("b", "wallet.low_balance")).await.unwrap().deliveries, 1);
+    assert_eq!(
+        sb.publish(event("a", "perk.redeemed"))
+            .await
+            .unwrap()
+            .deliveries,
+        0
+    );
+    assert_eq!(
+        sb.publish(event("b", "wallet.low_balance"))
+            .await
+            .unwrap()
+            .deliveries,
+        1
+    );
     let name = sb.routes()[0].name.clone();
     sb.set_route_enabled(&name, false).unwrap();
-    assert_eq!(sb.publish(event("c", "wallet.funded")).await.unwrap().deliveries, 0);
+    assert_eq!(
+        sb.publish(event("c", "wallet.funded"))
+            .await
+            .unwrap()
+            .deliveries,
+        0
+    );
     sb.set_route_enabled(&name, true).unwrap();
-    assert_eq!(sb.publish(event("d", "wallet.funded")).await.unwrap().deliveries, 1);
+    assert_eq!(
+        sb.publish(event("d", "wallet.funded"))
+            .await
+            .unwrap()
+            .deliveries,
+        1
+    );
     assert!(sb.set_route_enabled("nope", true).is_err());
 }
 
@@ -369,7 +445,11 @@ async fn building_rejects_bad_wiring() {
     let err = Switchboard::builder()
         .store(MemoryStore::new())
         .destination(dest)
-        .route(Route::on("x").to("d", Target::SubjectDm).template("{{ unclosed"))
+        .route(
+            Route::on("x")
+                .to("d", Target::SubjectDm)
+                .template("{{ unclosed"),
+        )
         .build()
         .unwrap_err();
     assert_eq!(err.kind(), switchboard::ErrorKind::Template);
@@ -414,9 +494,17 @@ async fn crash_then_recover(first: Arc<dyn Store>, reopen: impl FnOnce() -> Arc<
         .route(Route::on("wallet.*").to("d", Target::channel("general")))
         .build()
         .unwrap();
-    assert_eq!(sb.run_until_idle().await.unwrap().delivered, 0, "lease still held");
+    assert_eq!(
+        sb.run_until_idle().await.unwrap().delivered,
+        0,
+        "lease still held"
+    );
     tokio::time::advance(Duration::from_secs(61)).await;
-    assert_eq!(sb.run_until_idle().await.unwrap().delivered, 1, "reclaimed after the lease");
+    assert_eq!(
+        sb.run_until_idle().await.unwrap().delivered,
+        1,
+        "reclaimed after the lease"
+    );
     assert_eq!(dest.calls().len(), 1);
 }
 

@@ -83,18 +83,24 @@ impl CsvMapping {
 
     /// The mapped columns as `(column, as_name)`, in the order they were added.
     pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.attributes.iter().map(|(c, a)| (c.as_str(), a.as_str()))
+        self.attributes
+            .iter()
+            .map(|(c, a)| (c.as_str(), a.as_str()))
     }
 
     /// Checks the mapping itself: non-empty names, attribute names unique.
     pub fn validate(&self) -> Result<()> {
         if self.user_id_column.trim().is_empty() {
-            return Err(Error::invalid_input("the user-id column name must not be empty"));
+            return Err(Error::invalid_input(
+                "the user-id column name must not be empty",
+            ));
         }
         let mut seen = BTreeSet::new();
         for (column, as_name) in &self.attributes {
             if column.trim().is_empty() {
-                return Err(Error::invalid_input("a mapped column name must not be empty"));
+                return Err(Error::invalid_input(
+                    "a mapped column name must not be empty",
+                ));
             }
             if as_name.trim().is_empty() {
                 return Err(Error::invalid_input(format!(
@@ -108,7 +114,9 @@ impl CsvMapping {
             }
         }
         if matches!(self.delimiter, b'"' | b'\n' | b'\r') {
-            return Err(Error::invalid_input("the delimiter cannot be a quote or a line break"));
+            return Err(Error::invalid_input(
+                "the delimiter cannot be a quote or a line break",
+            ));
         }
         Ok(())
     }
@@ -205,7 +213,10 @@ impl<R: Read> Read for Limited<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.consumed.saturating_sub(self.record_start) > self.limit {
             self.tripped = true;
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "record too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "record too long",
+            ));
         }
         let n = self.inner.read(buf)?;
         self.consumed += n as u64;
@@ -213,7 +224,11 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
-fn csv_reader<R: Read>(input: R, delimiter: u8, max_record_bytes: usize) -> csv::Reader<Limited<R>> {
+fn csv_reader<R: Read>(
+    input: R,
+    delimiter: u8,
+    max_record_bytes: usize,
+) -> csv::Reader<Limited<R>> {
     let limited = Limited {
         inner: input,
         consumed: 0,
@@ -249,11 +264,7 @@ fn next_record<R: Read>(
                     Some(field) => field.iter().all(u8::is_ascii_whitespace),
                     None => true,
                 };
-                if maybe_blank
-                    && record
-                        .iter()
-                        .all(|f| f.iter().all(u8::is_ascii_whitespace))
-                {
+                if maybe_blank && record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
                     continue;
                 }
                 return Ok(true);
@@ -296,7 +307,9 @@ fn find_column(headers: &[String], wanted: &str) -> Option<usize> {
         return Some(i);
     }
     let wanted = wanted.trim().to_lowercase();
-    headers.iter().position(|h| h.trim().to_lowercase() == wanted)
+    headers
+        .iter()
+        .position(|h| h.trim().to_lowercase() == wanted)
 }
 
 /// One mapped column: its index in the record, its header and its attribute name.
@@ -485,7 +498,11 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
     }
     let Some(user_col) = user_col.filter(|_| missing.is_empty()) else {
         const SHOWN: usize = 30;
-        let mut available: Vec<String> = headers.iter().take(SHOWN).map(|h| format!("{h:?}")).collect();
+        let mut available: Vec<String> = headers
+            .iter()
+            .take(SHOWN)
+            .map(|h| format!("{h:?}"))
+            .collect();
         if headers.len() > SHOWN {
             available.push(format!("… {} more", headers.len() - SHOWN));
         }
@@ -493,7 +510,11 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
             ErrorKind::InvalidInput,
             format!(
                 "mapped column(s) not in the CSV header: {}; the header has {}",
-                missing.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", "),
+                missing
+                    .iter()
+                    .map(|m| format!("{m:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 available.join(", ")
             ),
         ));
@@ -501,7 +522,8 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
     columns.sort_by(|a, b| a.as_name.cmp(&b.as_name));
 
     let header_len = headers.len();
-    let header_trailing_empty = header_len > 1 && headers.last().is_some_and(|h| h.trim().is_empty());
+    let header_trailing_empty =
+        header_len > 1 && headers.last().is_some_and(|h| h.trim().is_empty());
     Ok(CsvRecords {
         reader,
         record,
@@ -567,7 +589,11 @@ pub fn discover_csv_with(input: impl Read, sample_rows: usize, delimiter: u8) ->
                 .collect(),
         );
     }
-    Ok(CsvSample { headers, rows, more })
+    Ok(CsvSample {
+        headers,
+        rows,
+        more,
+    })
 }
 
 /// What an import did: counts, the first row errors, duplicates and the

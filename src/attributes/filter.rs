@@ -252,7 +252,11 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Tok)>> {
                     chars.next();
                     Tok::Op(Op::Ne)
                 } else {
-                    return Err(syntax_error(input, at, "expected `!=`, found `!` (use `not` to negate)"));
+                    return Err(syntax_error(
+                        input,
+                        at,
+                        "expected `!=`, found `!` (use `not` to negate)",
+                    ));
                 }
             }
             '<' => match chars.peek() {
@@ -473,10 +477,26 @@ impl Parser<'_> {
                 match op {
                     Op::Eq => Filter::Eq { attr, value },
                     Op::Ne => Filter::Ne { attr, value },
-                    Op::Gt => Filter::Cmp { attr, cmp: Comparison::Gt, value },
-                    Op::Gte => Filter::Cmp { attr, cmp: Comparison::Gte, value },
-                    Op::Lt => Filter::Cmp { attr, cmp: Comparison::Lt, value },
-                    Op::Lte => Filter::Cmp { attr, cmp: Comparison::Lte, value },
+                    Op::Gt => Filter::Cmp {
+                        attr,
+                        cmp: Comparison::Gt,
+                        value,
+                    },
+                    Op::Gte => Filter::Cmp {
+                        attr,
+                        cmp: Comparison::Gte,
+                        value,
+                    },
+                    Op::Lt => Filter::Cmp {
+                        attr,
+                        cmp: Comparison::Lt,
+                        value,
+                    },
+                    Op::Lte => Filter::Cmp {
+                        attr,
+                        cmp: Comparison::Lte,
+                        value,
+                    },
                 }
             }
             tok if tok.keyword() == Some(Keyword::In) => {
@@ -508,9 +528,8 @@ impl Parser<'_> {
             }
             _ if negated => return Err(self.expected("`in` or `contains` after `not`")),
             _ => {
-                return Err(self.expected(
-                    "an operator (`=`, `!=`, `>`, `>=`, `<`, `<=`, `in`, `contains`)",
-                ));
+                return Err(self
+                    .expected("an operator (`=`, `!=`, `>`, `>=`, `<`, `<=`, `in`, `contains`)"));
             }
         };
         Ok(if negated {
@@ -628,7 +647,11 @@ impl fmt::Display for Filter {
             Filter::Eq { attr, value } => cmp(f, attr, "=", value),
             Filter::Ne { attr, value } => cmp(f, attr, "!=", value),
             Filter::Contains { attr, value } => cmp(f, attr, "contains", value),
-            Filter::Cmp { attr, cmp: c, value } => {
+            Filter::Cmp {
+                attr,
+                cmp: c,
+                value,
+            } => {
                 let op = match c {
                     Comparison::Gt => ">",
                     Comparison::Gte => ">=",

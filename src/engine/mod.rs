@@ -159,7 +159,10 @@ pub struct Switchboard {
 impl std::fmt::Debug for Switchboard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Switchboard")
-            .field("destinations", &self.inner.destinations.keys().collect::<Vec<_>>())
+            .field(
+                "destinations",
+                &self.inner.destinations.keys().collect::<Vec<_>>(),
+            )
             .field("routes", &self.inner.routes.len())
             .finish_non_exhaustive()
     }
@@ -225,7 +228,8 @@ impl SwitchboardBuilder {
         destination: impl Into<String>,
         resolver: impl IdentityResolver + 'static,
     ) -> Self {
-        self.resolvers.push((destination.into(), Arc::new(resolver)));
+        self.resolvers
+            .push((destination.into(), Arc::new(resolver)));
         self
     }
     /// A shared identity resolver for destination `destination`.
@@ -282,7 +286,9 @@ impl SwitchboardBuilder {
                 )
                 .is_some()
             {
-                return Err(Error::config(format!("two destinations are named {name:?}")));
+                return Err(Error::config(format!(
+                    "two destinations are named {name:?}"
+                )));
             }
         }
         let mut resolvers = HashMap::new();
@@ -556,7 +562,9 @@ impl Switchboard {
         people: &[Person],
     ) -> Result<crate::identity::SyncReport> {
         let resolver = self.inner.resolvers.get(destination).ok_or_else(|| {
-            Error::config(format!("no identity resolver for destination {destination:?}"))
+            Error::config(format!(
+                "no identity resolver for destination {destination:?}"
+            ))
         })?;
         resolver.sync(people).await
     }
@@ -783,8 +791,7 @@ impl Inner {
                 Err(wait) => {
                     return Outcome::Defer {
                         until: self.clock.now()
-                            + chrono::Duration::from_std(wait)
-                                .unwrap_or(chrono::Duration::MAX),
+                            + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
                     };
                 }
             }
@@ -859,7 +866,9 @@ impl Inner {
             Err(e) if e.kind() == ErrorKind::Unauthorized => {
                 Err(DeliveryError::disconnected(e.to_string()))
             }
-            Err(e) => Err(DeliveryError::temporary(format!("identity lookup failed: {e}"))),
+            Err(e) => Err(DeliveryError::temporary(format!(
+                "identity lookup failed: {e}"
+            ))),
         }
     }
 

@@ -45,7 +45,11 @@ impl Inner {
     /// Evicts the oldest live entry.
     fn evict_oldest(&mut self) {
         while let Some((key, generation)) = self.order.pop_front() {
-            if self.map.get(&key).is_some_and(|e| e.generation == generation) {
+            if self
+                .map
+                .get(&key)
+                .is_some_and(|e| e.generation == generation)
+            {
                 self.map.remove(&key);
                 return;
             }
@@ -123,7 +127,9 @@ impl ResolutionCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The cached resolution for `key`, if present and not expired.

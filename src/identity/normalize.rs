@@ -25,7 +25,14 @@ pub fn normalize_email(raw: &str) -> Option<String> {
     if local.is_empty() || local.len() > 64 || domain.is_empty() {
         return None;
     }
-    let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | ':' | '\\' | '"' | '[' | ']');
+    let bad = |c: char| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(
+                c,
+                '<' | '>' | '(' | ')' | ',' | ';' | ':' | '\\' | '"' | '[' | ']'
+            )
+    };
     if local.chars().any(bad) || local.contains('@') || domain.chars().any(bad) {
         return None;
     }
@@ -34,9 +41,9 @@ pub fn normalize_email(raw: &str) -> Option<String> {
     }
     let labels: Vec<&str> = domain.split('.').collect();
     if labels.len() < 2
-        || labels.iter().any(|l| {
-            l.is_empty() || l.len() > 63 || l.starts_with('-') || l.ends_with('-')
-        })
+        || labels
+            .iter()
+            .any(|l| l.is_empty() || l.len() > 63 || l.starts_with('-') || l.ends_with('-'))
     {
         return None;
     }
@@ -92,11 +99,26 @@ mod tests {
 
     #[test]
     fn phones_in_common_formats() {
-        assert_eq!(normalize_phone("030 123456", "DE").as_deref(), Some("+4930123456"));
-        assert_eq!(normalize_phone("+49 (0)30 123456", "US").as_deref(), Some("+4930123456"));
-        assert_eq!(normalize_phone("0049 30 123456", "DE").as_deref(), Some("+4930123456"));
-        assert_eq!(normalize_phone("011 49 30 123456", "US").as_deref(), Some("+4930123456"));
-        assert_eq!(normalize_phone("(415) 555-2671", "US").as_deref(), Some("+14155552671"));
+        assert_eq!(
+            normalize_phone("030 123456", "DE").as_deref(),
+            Some("+4930123456")
+        );
+        assert_eq!(
+            normalize_phone("+49 (0)30 123456", "US").as_deref(),
+            Some("+4930123456")
+        );
+        assert_eq!(
+            normalize_phone("0049 30 123456", "DE").as_deref(),
+            Some("+4930123456")
+        );
+        assert_eq!(
+            normalize_phone("011 49 30 123456", "US").as_deref(),
+            Some("+4930123456")
+        );
+        assert_eq!(
+            normalize_phone("(415) 555-2671", "US").as_deref(),
+            Some("+14155552671")
+        );
         let p = parse_phone("+1 415-555-2671 ext. 123", "US").expect("valid");
         assert_eq!(p.e164, "+14155552671");
         assert_eq!(p.extension.as_deref(), Some("123"));

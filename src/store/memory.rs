@@ -68,7 +68,14 @@ struct State {
 }
 
 impl State {
-    fn log(&mut self, id: DeliveryId, attempt: u32, at: DateTime<Utc>, status: LogStatus, detail: Option<String>) {
+    fn log(
+        &mut self,
+        id: DeliveryId,
+        attempt: u32,
+        at: DateTime<Utc>,
+        status: LogStatus,
+        detail: Option<String>,
+    ) {
         self.log.entry(id).or_default().push(LogEntry {
             delivery_id: id,
             attempt,
@@ -79,13 +86,21 @@ impl State {
     }
 
     fn dest(&mut self, name: &str) -> &mut DestState {
-        self.dest.entry(name.to_owned()).or_insert_with(|| DestState {
-            connected: true,
-            ..DestState::default()
-        })
+        self.dest
+            .entry(name.to_owned())
+            .or_insert_with(|| DestState {
+                connected: true,
+                ..DestState::default()
+            })
     }
 
-    fn set_state(&mut self, id: DeliveryId, state: DeliveryState, due: DateTime<Utc>, lease_until: Option<DateTime<Utc>>) {
+    fn set_state(
+        &mut self,
+        id: DeliveryId,
+        state: DeliveryState,
+        due: DateTime<Utc>,
+        lease_until: Option<DateTime<Utc>>,
+    ) {
         let Some(row) = self.rows.get_mut(&id) else {
             return;
         };
@@ -169,7 +184,12 @@ fn expires(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn enqueue(&self, event: &Event, deliveries: &[NewDelivery], now: DateTime<Utc>) -> Result<EnqueueOutcome> {
+    async fn enqueue(
+        &self,
+        event: &Event,
+        deliveries: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<EnqueueOutcome> {
         let mut s = self.lock()?;
         if s.events.contains_key(&event.id) {
             return Ok(EnqueueOutcome::Duplicate);
@@ -204,7 +224,12 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn claim(&self, now: DateTime<Utc>, lease: Duration, limit: usize) -> Result<Vec<ClaimedDelivery>> {
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>> {
         let mut s = self.lock()?;
         let mut picked: Vec<(DateTime<Utc>, DeliveryId)> = Vec::new();
         for &(due, id) in s.due_index.iter() {
@@ -261,7 +286,13 @@ impl Store for MemoryStore {
                     if let Some(r) = s.rows.get_mut(&c.id) {
                         r.attempts = attempts + 1;
                     }
-                    s.log(c.id, attempts + 1, now, LogStatus::Sent, receipt.remote_id.clone());
+                    s.log(
+                        c.id,
+                        attempts + 1,
+                        now,
+                        LogStatus::Sent,
+                        receipt.remote_id.clone(),
+                    );
                     s.dest(&destination).last_success_at = Some(now);
                 }
                 Outcome::Retry { at, error } => {
@@ -269,7 +300,13 @@ impl Store for MemoryStore {
                     if let Some(r) = s.rows.get_mut(&c.id) {
                         r.attempts = attempts + 1;
                     }
-                    s.log(c.id, attempts + 1, now, LogStatus::Failed, Some(error.to_string()));
+                    s.log(
+                        c.id,
+                        attempts + 1,
+                        now,
+                        LogStatus::Failed,
+                        Some(error.to_string()),
+                    );
                     let d = s.dest(&destination);
                     d.last_error = Some(error.to_string());
                     d.last_error_at = Some(now);
@@ -299,17 +336,35 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn set_connected(&self, destination: &str, connected: bool, reason: Option<&str>, now: DateTime<Utc>) -> Result<u64> {
+    async fn set_connected(
+        &self,
+        destination: &str,
+        connected: bool,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
         let mut s = self.lock()?;
         {
             let d = s.dest(destination);
             d.connected = connected;
-            d.reason = if connected { None } else { reason.map(str::to_owned) };
+            d.reason = if connected {
+                None
+            } else {
+                reason.map(str::to_owned)
+            };
         }
         let (from, to, status) = if connected {
-            (DeliveryState::Parked, DeliveryState::Queued, LogStatus::Queued)
+            (
+                DeliveryState::Parked,
+                DeliveryState::Queued,
+                LogStatus::Queued,
+            )
         } else {
-            (DeliveryState::Queued, DeliveryState::Parked, LogStatus::Parked)
+            (
+                DeliveryState::Queued,
+                DeliveryState::Parked,
+                LogStatus::Parked,
+            )
         };
         let ids: Vec<(DeliveryId, u32)> = s
             .rows
@@ -484,7 +539,12 @@ impl Store for MemoryStore {
         Ok(self.lock()?.integrations.values().cloned().collect())
     }
 
-    async fn start_run(&self, integration: &str, now: DateTime<Utc>, lease: Duration) -> Result<Option<RunRecord>> {
+    async fn start_run(
+        &self,
+        integration: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<RunRecord>> {
         let mut s = self.lock()?;
         for (run, lease_until) in s.runs.iter_mut() {
             if run.integration == integration && run.outcome == RunOutcome::Running {
@@ -522,7 +582,10 @@ impl Store for MemoryStore {
                 *slot = (run.clone(), None);
                 Ok(())
             }
-            None => Err(Error::new(ErrorKind::NotFound, format!("run {} not found", run.id))),
+            None => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("run {} not found", run.id),
+            )),
         }
     }
 
@@ -561,7 +624,13 @@ impl Store for MemoryStore {
             .is_some())
     }
 
-    async fn remember_once(&self, scope: &str, key: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool> {
+    async fn remember_once(
+        &self,
+        scope: &str,
+        key: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let mut s = self.lock()?;
         let k = (scope.to_owned(), key.to_owned());
         if s.once.get(&k).is_some_and(|&exp| exp > now) {
@@ -590,7 +659,12 @@ impl AttributeStore for MemoryStore {
                     if first_in_batch {
                         stats.users_updated += 1;
                     }
-                    attrs.extend(record.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    attrs.extend(
+                        record
+                            .attributes
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone())),
+                    );
                 }
                 None => {
                     stats.users_created += 1;

@@ -296,7 +296,10 @@ impl std::fmt::Debug for Installation {
             .field("platform", &self.platform)
             .field("key", &self.key)
             .field("token", &"[redacted]")
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
             .field("expires_at", &self.expires_at)
             .field("data", &self.data)
             .field("updated_at", &self.updated_at)

@@ -535,11 +535,24 @@ struct Apply {
 }
 
 enum ApplyKind {
-    Sent { remote_id: Option<String> },
-    Retry { at: i64, error: String },
-    Defer { until: i64 },
-    Dead { json: String, text: String, attempted: bool },
-    Parked { reason: String },
+    Sent {
+        remote_id: Option<String>,
+    },
+    Retry {
+        at: i64,
+        error: String,
+    },
+    Defer {
+        until: i64,
+    },
+    Dead {
+        json: String,
+        text: String,
+        attempted: bool,
+    },
+    Parked {
+        reason: String,
+    },
 }
 
 impl Apply {
@@ -749,13 +762,11 @@ fn destination_stats_rows(conn: &Connection) -> Db<Vec<DestinationStats>> {
         let s: String = row.get(1)?;
         let n: i64 = row.get(2)?;
         let n = u64::try_from(n).map_err(|_| corrupt("negative count"))?;
-        let entry = map
-            .entry(name.clone())
-            .or_insert_with(|| DestinationStats {
-                destination: name,
-                connected: true,
-                ..DestinationStats::default()
-            });
+        let entry = map.entry(name.clone()).or_insert_with(|| DestinationStats {
+            destination: name,
+            connected: true,
+            ..DestinationStats::default()
+        });
         match state(&s)? {
             DeliveryState::Queued | DeliveryState::InFlight => entry.queued += n,
             DeliveryState::Parked => entry.parked += n,
@@ -835,7 +846,9 @@ fn start_run_rows(
              WHERE integration = ?1 AND outcome = 'running'",
         )?;
         let found: Vec<(i64, Option<i64>, String)> = running
-            .query_map(params![integration], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map(params![integration], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         if found
             .iter()
@@ -862,10 +875,9 @@ fn start_run_rows(
                 "INSERT INTO runs (integration, started_at, outcome, lease_until, record) \
                  VALUES (?1, ?2, 'running', ?3, ?4) RETURNING id",
             )?
-            .query_row(
-                params![integration, now_ms, until, to_json(&run)?],
-                |r| r.get(0),
-            )?;
+            .query_row(params![integration, now_ms, until, to_json(&run)?], |r| {
+                r.get(0)
+            })?;
         run
     };
     tx.commit()?;
@@ -1158,8 +1170,9 @@ impl Store for SqliteStore {
     async fn disconnected(&self) -> Result<Vec<String>> {
         self.run("disconnected", |inner| {
             let conn = inner.read();
-            let mut stmt = conn
-                .prepare_cached("SELECT name FROM destinations WHERE connected = 0 ORDER BY name")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT name FROM destinations WHERE connected = 0 ORDER BY name",
+            )?;
             let names = stmt
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;

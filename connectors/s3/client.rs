@@ -1,0 +1,407 @@
+//! The object-store client: building S3 or local-folder stores, listing source files, moving them, and mapping their errors in one place.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectMeta, ObjectStore};
+use secrecy::ExposeSecret;
+
+use super::config::{Credentials, Location, RetryPolicy, S3Config, SourceUrl};
+use crate::{Error, ErrorKind, Result};
+
+/// What the client was doing when an error happened; picks the advice in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    List,
+    Read,
+    Head,
+    Copy,
+    Delete,
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Op::List => "listing",
+            Op::Read => "reading",
+            Op::Head => "checking",
+            Op::Copy => "copying",
+            Op::Delete => "deleting",
+        }
+    }
+
+    fn permission(self) -> &'static str {
+        match self {
+            Op::List => "s3:ListBucket",
+            Op::Read | Op::Head => "s3:GetObject",
+            Op::Copy => "s3:GetObject and s3:PutObject",
+            Op::Delete => "s3:DeleteObject",
+        }
+    }
+}
+
+/// Connection options that are not part of the stored settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientSettings {
+    pub(crate) credentials: Credentials,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+}
+
+/// An opened source: the object store and the URL it serves.
+#[derive(Debug, Clone)]
+pub(crate) struct Bucket {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) source: SourceUrl,
+}
+
+impl Bucket {
+    /// Builds the store for `config` (no request is made yet).
+    pub(crate) fn open(config: &S3Config, settings: &ClientSettings) -> Result<Bucket> {
+        config.validate()?;
+        let source = config.source().clone();
+        let store: Arc<dyn ObjectStore> = match source.location() {
+            Location::S3 { bucket } => {
+                let mut builder = match &settings.credentials {
+                    Credentials::Environment => AmazonS3Builder::from_env(),
+                    Credentials::AccessKey {
+                        access_key_id,
+                        secret_access_key,
+                        session_token,
+                    } => {
+                        let mut b = AmazonS3Builder::new()
+                            .with_access_key_id(access_key_id)
+                            .with_secret_access_key(secret_access_key.expose_secret());
+                        if let Some(token) = session_token {
+                            b = b.with_token(token.expose_secret());
+                        }
+                        b
+                    }
+                };
+                builder = builder.with_bucket_name(bucket);
+                if let Some(region) = config.configured_region() {
+                    builder = builder.with_region(region);
+                }
+                let mut client = ClientOptions::new()
+                    .with_timeout(settings.timeout)
+                    .with_connect_timeout(settings.connect_timeout);
+                if let Some(endpoint) = config.configured_endpoint() {
+                    builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
+                    if endpoint.starts_with("http://") {
+                        client = client.with_allow_http(true);
+                    }
+                }
+                builder = builder
+                    .with_virtual_hosted_style_request(!config.uses_path_style())
+                    .with_client_options(client)
+                    .with_retry(settings.retry.to_object_store());
+                let s3 = builder.build().map_err(|e| {
+                    Error::config(format!("cannot set up the S3 client for {source}: {e}"))
+                })?;
+                Arc::new(s3)
+            }
+            Location::Local { folder } => {
+                let fs = LocalFileSystem::new_with_prefix(folder).map_err(|e| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "the local folder {} cannot be opened ({e}); create it or fix the file:// source",
+                            folder.display()
+                        ),
+                    )
+                })?;
+                Arc::new(fs)
+            }
+        };
+        Ok(Bucket { store, source })
+    }
+
+    /// True for an S3 bucket, false for a local folder.
+    pub(crate) fn is_s3(&self) -> bool {
+        matches!(self.source.location(), Location::S3 { .. })
+    }
+
+    /// A printable URL for an object.
+    pub(crate) fn url_of(&self, path: &ObjectPath) -> String {
+        match self.source.location() {
+            Location::S3 { bucket } => format!("s3://{bucket}/{path}"),
+            Location::Local { folder } => {
+                format!("file://{}", folder.join(path.as_ref()).display())
+            }
+        }
+    }
+
+    /// The source's candidate files, oldest first (then by name). An exact source
+    /// that does not exist yields none; a missing bucket or folder is an error.
+    pub(crate) async fn candidates(&self) -> Result<Vec<ObjectMeta>> {
+        if let Some(path) = self.source.exact_path() {
+            return match self.store.head(&path).await {
+                Ok(meta) => Ok(vec![meta]),
+                Err(object_store::Error::NotFound { .. }) => {
+                    // HEAD answers carry no body: tell a missing key from a missing bucket.
+                    self.list_folder().await?;
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(self.error(e, Op::Head, &path)),
+            };
+        }
+        let mut objects: Vec<ObjectMeta> = self
+            .list_folder()
+            .await?
+            .into_iter()
+            .filter(|m| m.location.filename().is_some_and(|n| self.source.matches(n)))
+            .collect();
+        objects.sort_by(|a, b| {
+            a.last_modified
+                .cmp(&b.last_modified)
+                .then_with(|| a.location.cmp(&b.location))
+        });
+        Ok(objects)
+    }
+
+    async fn list_folder(&self) -> Result<Vec<ObjectMeta>> {
+        let folder = self.source.folder_path();
+        let prefix = (!folder.as_ref().is_empty()).then_some(&folder);
+        match self.store.list_with_delimiter(prefix).await {
+            Ok(listing) => Ok(listing.objects),
+            Err(e) => Err(self.error(e, Op::List, &folder)),
+        }
+    }
+
+    /// Moves `meta` to `<folder>/<dest_folder>/<stem>-<timestamp>.<ext>`: copy,
+    /// verify the copy (size, and ETag where S3 keeps it), then delete the
+    /// original. Returns the new path. Never overwrites an existing object.
+    pub(crate) async fn move_to(
+        &self,
+        meta: &ObjectMeta,
+        dest_folder: &str,
+        run_at: DateTime<Utc>,
+        run_id: i64,
+    ) -> Result<ObjectPath> {
+        let from = &meta.location;
+        let name = from.filename().unwrap_or("file.csv");
+        let (stem, ext) = match name.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => (stem, Some(ext)),
+            _ => (name, None),
+        };
+        let stamp = run_at.format("%Y%m%dT%H%M%SZ").to_string();
+        let parent: ObjectPath = from.parts().take(from.parts().count().saturating_sub(1)).collect();
+        let folder = parent.child(dest_folder);
+        let mut to = None;
+        for attempt in 0..10u32 {
+            let suffix = match attempt {
+                0 => stamp.clone(),
+                1 => format!("{stamp}-run{run_id}"),
+                n => format!("{stamp}-run{run_id}-{n}"),
+            };
+            let file = match ext {
+                Some(ext) => format!("{stem}-{suffix}.{ext}"),
+                None => format!("{stem}-{suffix}"),
+            };
+            let candidate = folder.child(file.as_str());
+            match self.store.head(&candidate).await {
+                Err(object_store::Error::NotFound { .. }) => {
+                    to = Some(candidate);
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) => return Err(self.error(e, Op::Head, &candidate)),
+            }
+        }
+        let to = to.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Conflict,
+                format!("no free name under {} for {}", self.url_of(&folder), self.url_of(from)),
+            )
+        })?;
+        self.store
+            .copy(from, &to)
+            .await
+            .map_err(|e| self.error(e, Op::Copy, from))?;
+        let copy = self
+            .store
+            .head(&to)
+            .await
+            .map_err(|e| self.error(e, Op::Head, &to))?;
+        // A multipart ETag (`…-N`) changes on copy; a single-part one must not.
+        let etag_kept = !self.is_s3()
+            || match &meta.e_tag {
+                Some(tag) if !tag.contains('-') => copy.e_tag.as_deref() == Some(tag.as_str()),
+                _ => true,
+            };
+        if copy.size != meta.size || !etag_kept {
+            return Err(Error::new(
+                ErrorKind::Platform,
+                format!(
+                    "the copy {} does not match the original ({} bytes, ETag {:?}; the copy has {} bytes, ETag {:?}); the original was kept",
+                    self.url_of(&to),
+                    meta.size,
+                    meta.e_tag,
+                    copy.size,
+                    copy.e_tag
+                ),
+            ));
+        }
+        self.store
+            .delete(from)
+            .await
+            .map_err(|e| self.error(e, Op::Delete, from))?;
+        Ok(to)
+    }
+
+    /// Maps an object-store error into a switchboard error saying what is wrong and
+    /// how to fix it. The one place where S3 answers become error kinds.
+    pub(crate) fn error(&self, e: object_store::Error, op: Op, path: &ObjectPath) -> Error {
+        let url = self.url_of(path);
+        let text = error_text(&e);
+        let code = s3_code(&text);
+        let what = match self.source.location() {
+            Location::S3 { bucket } => format!("bucket {bucket:?}"),
+            Location::Local { folder } => format!("folder {}", folder.display()),
+        };
+        let mapped = match &e {
+            object_store::Error::NotFound { .. } => {
+                if code.as_deref() == Some("NoSuchBucket") || op == Op::List {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "the {what} does not exist: check its name{}",
+                            if self.is_s3() {
+                                ", the region and the endpoint"
+                            } else {
+                                ""
+                            }
+                        ),
+                    )
+                } else {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "no such key: nothing at {url}; check the path (a previous run may have moved the file to success/ or failed/)"
+                        ),
+                    )
+                }
+            }
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => {
+                let advice = match code.as_deref() {
+                    Some("SignatureDoesNotMatch") => {
+                        "the secret access key is wrong: check the secret that belongs to the access key id"
+                            .to_owned()
+                    }
+                    Some("InvalidAccessKeyId") | Some("NotSignedUp") => {
+                        "the access key id is unknown: check the access key id (and the endpoint)"
+                            .to_owned()
+                    }
+                    Some("ExpiredToken") | Some("InvalidToken") => {
+                        "the session token is expired or invalid: renew the temporary credentials"
+                            .to_owned()
+                    }
+                    _ if self.is_s3() => format!(
+                        "check the credentials and that their policy allows {} on {url}",
+                        op.permission()
+                    ),
+                    _ => format!("check the file permissions of {url}"),
+                };
+                Error::new(
+                    ErrorKind::Unauthorized,
+                    format!(
+                        "access denied {} {url}{}: {advice}",
+                        op.verb(),
+                        code.map(|c| format!(" ({c})")).unwrap_or_default()
+                    ),
+                )
+            }
+            object_store::Error::Precondition { .. } | object_store::Error::NotModified { .. } => {
+                Error::new(
+                    ErrorKind::Conflict,
+                    format!("{url} changed while it was being read; the next run reads the new version"),
+                )
+                .temporary()
+            }
+            _ => {
+                if is_transient(&text) {
+                    Error::new(
+                        ErrorKind::Network,
+                        format!(
+                            "{} {url} failed after retries (throttling, timeouts or an unreachable endpoint); the next run tries again",
+                            op.verb()
+                        ),
+                    )
+                    .temporary()
+                } else {
+                    Error::new(
+                        ErrorKind::Platform,
+                        format!(
+                            "{} {url} failed{}",
+                            op.verb(),
+                            code.map(|c| format!(" ({c})")).unwrap_or_default()
+                        ),
+                    )
+                }
+            }
+        };
+        mapped.with_source(e)
+    }
+}
+
+/// The error's text with all its sources (S3 error bodies end up in there).
+fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The S3 error code (`<Code>NoSuchBucket</Code>`) in an error's text.
+fn s3_code(text: &str) -> Option<String> {
+    let start = text.find("<Code>")? + "<Code>".len();
+    let end = text[start..].find("</Code>")? + start;
+    let code = &text[start..end];
+    (!code.is_empty() && code.len() < 64 && code.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| code.to_owned())
+}
+
+/// True for failures retrying may cure: HTTP-level failures (connect, timeout,
+/// reset), 5xx answers, `429` and S3's `SlowDown` / `InternalError` bodies.
+fn is_transient(text: &str) -> bool {
+    text.contains("HTTP error:")
+        || text.contains("status code: 5")
+        || text.contains("status code: 429")
+        || ["SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"]
+            .iter()
+            .any(|code| text.contains(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_s3_error_codes() {
+        assert_eq!(
+            s3_code("404 Not Found: <?xml?><Error><Code>NoSuchBucket</Code><Message>x</Message></Error>")
+                .as_deref(),
+            Some("NoSuchBucket")
+        );
+        assert_eq!(s3_code("no body"), None);
+        assert_eq!(s3_code("<Code></Code>"), None);
+    }
+
+    #[test]
+    fn recognises_transient_failures() {
+        assert!(is_transient("Server returned non-2xx status code: 503 Service Unavailable: <Code>SlowDown</Code>"));
+        assert!(is_transient("Error performing GET in 30s - HTTP error: error sending request"));
+        assert!(!is_transient("Error performing GET in 1.500ms - Server returned non-2xx status code: 403 Forbidden"));
+        assert!(!is_transient("400 Bad Request: <Code>InvalidArgument</Code>"));
+    }
+}

@@ -1,0 +1,741 @@
+//! S3 import configuration: the source URL, credentials, endpoint, column mapping and what happens to a file after its run.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use object_store::path::Path as ObjectPath;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::attributes::CsvMapping;
+use crate::integration::{IntegrationConfig, Schedule};
+use crate::{Error, ErrorKind, Result};
+
+/// Where an integration's CSV files are: one object, every object in a folder
+/// matching a glob, or a local folder.
+///
+/// Accepted forms:
+///
+/// | URL | meaning |
+/// |---|---|
+/// | `s3://bucket/exports/users.csv` | that one object |
+/// | `s3://bucket/exports/*.csv` | every object directly in `exports/` whose name matches the glob (`*` and `?`) |
+/// | `s3://bucket/exports/` | shorthand for `s3://bucket/exports/*.csv` |
+/// | `file:///srv/exports/users.csv`, `file:///srv/exports/*.csv`, `file:///srv/exports/` | the same on the local file system |
+///
+/// Only the last segment may hold a glob, and a glob never descends into
+/// sub-folders, so the `success/` and `failed/` folders next to the files are never
+/// imported again.
+///
+/// ```
+/// use switchboard::s3::SourceUrl;
+/// let url: SourceUrl = "s3://acme-exports/hr/*.csv".parse().unwrap();
+/// assert_eq!(url.bucket(), Some("acme-exports"));
+/// assert_eq!(url.folder(), "hr");
+/// assert_eq!(url.pattern(), "*.csv");
+/// assert!(url.is_glob());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SourceUrl {
+    raw: String,
+    location: Location,
+    folder: String,
+    pattern: String,
+}
+
+/// The backend a [`SourceUrl`] points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// An S3 bucket.
+    S3 { bucket: String },
+    /// A local folder (the folder that holds the files).
+    Local { folder: PathBuf },
+}
+
+impl SourceUrl {
+    /// Parses and checks a source URL; the error says what is wrong with it.
+    ///
+    /// The text after the bucket (or after `file://`) is taken literally, as the
+    /// AWS CLI does: no percent-decoding, and `?` is a glob character, not a query.
+    pub fn parse(raw: &str) -> Result<Self> {
+        let raw = raw.trim();
+        let hint = "expected s3://bucket/folder/file.csv, s3://bucket/folder/*.csv or file:///folder/file.csv";
+        let Some((scheme, rest)) = raw.split_once("://") else {
+            return Err(Error::config(format!("the source {raw:?} is not a URL; {hint}")));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "s3" => {
+                let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+                check_bucket_name(bucket, raw)?;
+                let (folder, pattern) = split_pattern(path, raw)?;
+                Ok(SourceUrl {
+                    raw: raw.to_owned(),
+                    location: Location::S3 {
+                        bucket: bucket.to_owned(),
+                    },
+                    folder,
+                    pattern,
+                })
+            }
+            "file" => {
+                let path = rest.strip_prefix("localhost").unwrap_or(rest);
+                let Some(path) = path.strip_prefix('/') else {
+                    return Err(Error::config(format!(
+                        "the source {raw:?} is not an absolute path; a local folder is written with three slashes, like file:///srv/exports/*.csv"
+                    )));
+                };
+                let (folder, pattern) = split_pattern(path, raw)?;
+                Ok(SourceUrl {
+                    raw: raw.to_owned(),
+                    location: Location::Local {
+                        folder: PathBuf::from(format!("/{folder}")),
+                    },
+                    folder: String::new(),
+                    pattern,
+                })
+            }
+            other => Err(Error::config(format!(
+                "the source {raw:?} has the unsupported scheme {other:?}; {hint}"
+            ))),
+        }
+    }
+
+    /// The URL as given.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The bucket, for an `s3://` source.
+    pub fn bucket(&self) -> Option<&str> {
+        match &self.location {
+            Location::S3 { bucket } => Some(bucket),
+            Location::Local { .. } => None,
+        }
+    }
+
+    /// The local folder, for a `file://` source.
+    pub fn local_folder(&self) -> Option<&std::path::Path> {
+        match &self.location {
+            Location::Local { folder } => Some(folder),
+            Location::S3 { .. } => None,
+        }
+    }
+
+    /// The folder (key prefix without the trailing `/`) inside the bucket; empty
+    /// for the bucket's root and for local sources.
+    pub fn folder(&self) -> &str {
+        &self.folder
+    }
+
+    /// The file name or glob pattern.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// True if the pattern is a glob (holds `*` or `?`).
+    pub fn is_glob(&self) -> bool {
+        self.pattern.contains(['*', '?'])
+    }
+
+    pub(crate) fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The object-store path of the folder.
+    pub(crate) fn folder_path(&self) -> ObjectPath {
+        ObjectPath::from(self.folder.as_str())
+    }
+
+    /// The object-store path of the one object, when the source is not a glob.
+    pub(crate) fn exact_path(&self) -> Option<ObjectPath> {
+        (!self.is_glob()).then(|| self.folder_path().child(self.pattern.as_str()))
+    }
+
+    /// True if an object's file name matches the pattern.
+    pub(crate) fn matches(&self, file_name: &str) -> bool {
+        glob_match(self.pattern.as_bytes(), file_name.as_bytes())
+    }
+}
+
+impl fmt::Display for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl fmt::Debug for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SourceUrl({:?})", self.raw)
+    }
+}
+
+impl FromStr for SourceUrl {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        SourceUrl::parse(s)
+    }
+}
+
+impl Serialize for SourceUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.raw)
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        SourceUrl::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+fn check_bucket_name(bucket: &str, raw: &str) -> Result<()> {
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(())
+    } else if bucket.is_empty() {
+        Err(Error::config(format!(
+            "the source {raw:?} has no bucket; write it as s3://bucket/folder/file.csv"
+        )))
+    } else {
+        Err(Error::config(format!(
+            "the source {raw:?} has an invalid bucket name {bucket:?}: S3 bucket names are 3 to 63 lower-case letters, digits, dots and hyphens"
+        )))
+    }
+}
+
+fn split_pattern(path: &str, raw: &str) -> Result<(String, String)> {
+    let (folder, last) = match path.rsplit_once('/') {
+        Some((folder, last)) => (folder, last),
+        None => ("", path),
+    };
+    if folder.contains(['*', '?']) {
+        return Err(Error::config(format!(
+            "the source {raw:?} has a glob in a folder name; only the file name may hold `*` or `?`"
+        )));
+    }
+    if folder.split('/').any(|s| s == "." || s == "..") || (!folder.is_empty() && folder.split('/').any(str::is_empty)) {
+        return Err(Error::config(format!(
+            "the source {raw:?} has an empty, `.` or `..` folder segment"
+        )));
+    }
+    check_pattern(last, raw)?;
+    let pattern = if last.is_empty() { "*.csv" } else { last };
+    Ok((folder.to_owned(), pattern.to_owned()))
+}
+
+fn check_pattern(pattern: &str, raw: &str) -> Result<()> {
+    if pattern == "." || pattern == ".." || pattern.contains('\\') {
+        return Err(Error::config(format!(
+            "the source {raw:?} has an invalid file name {pattern:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Matches `*` (any run of characters) and `?` (one character) against a name.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    // Iterative matcher with single backtracking point: linear in practice.
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
+            if pattern[p] == b'?' {
+                // `?` matches one whole UTF-8 character.
+                n += utf8_len(name[n]);
+            } else {
+                n += 1;
+            }
+            p += 1;
+        } else if let Some((sp, sn)) = star {
+            p = sp + 1;
+            n = sn + utf8_len(name[sn]);
+            star = Some((sp, n));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xF0..=0xFF => 4,
+        0xE0..=0xEF => 3,
+        0xC0..=0xDF => 2,
+        _ => 1,
+    }
+}
+
+/// How the connector authenticates to S3. Secrets never appear in `Debug`.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    /// The environment's standard AWS chain as `object_store` implements it:
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, web
+    /// identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`), the ECS container
+    /// endpoint, then EC2 instance metadata. Other `AWS_*` variables
+    /// (`AWS_REGION`, `AWS_ENDPOINT_URL`, …) are read too; the configuration's own
+    /// region and endpoint win. Shared profile files (`~/.aws/credentials`) are not
+    /// read.
+    #[default]
+    Environment,
+    /// A static access key, optionally with a session token (temporary credentials).
+    AccessKey {
+        /// The access key id (not secret, e.g. `AKIA…`).
+        access_key_id: String,
+        /// The secret access key.
+        secret_access_key: SecretString,
+        /// The session token of temporary (STS) credentials.
+        session_token: Option<SecretString>,
+    },
+}
+
+impl Credentials {
+    /// A static access key and secret.
+    pub fn access_key(access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
+        Credentials::AccessKey {
+            access_key_id: access_key_id.into(),
+            secret_access_key: SecretString::from(secret_access_key.into()),
+            session_token: None,
+        }
+    }
+
+    /// Adds a session token to static credentials (no effect on [`Credentials::Environment`]).
+    #[must_use]
+    pub fn with_session_token(self, token: impl Into<String>) -> Self {
+        match self {
+            Credentials::AccessKey {
+                access_key_id,
+                secret_access_key,
+                ..
+            } => Credentials::AccessKey {
+                access_key_id,
+                secret_access_key,
+                session_token: Some(SecretString::from(token.into())),
+            },
+            other => other,
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Environment => f.write_str("Environment"),
+            Credentials::AccessKey {
+                access_key_id,
+                session_token,
+                ..
+            } => f
+                .debug_struct("AccessKey")
+                .field("access_key_id", access_key_id)
+                .field("secret_access_key", &"[redacted]")
+                .field("session_token", &session_token.as_ref().map(|_| "[redacted]"))
+                .finish(),
+        }
+    }
+}
+
+/// What happens to a file once a run has imported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterImport {
+    /// Move it under `success/` or `failed/` beside it, adding the run's timestamp
+    /// to its name (copy, verify the copy, then delete the original).
+    #[default]
+    Move,
+    /// Leave it where it is and remember its ETag for this integration, so the same
+    /// version is not imported twice and several integrations can read one file.
+    KeepInPlace,
+}
+
+/// One mapped column: the CSV column and the attribute it is imported as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributeColumn {
+    /// The CSV header of the column.
+    pub column: String,
+    /// The attribute name; the column's name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename: Option<String>,
+}
+
+impl AttributeColumn {
+    /// The attribute's name.
+    pub fn name(&self) -> &str {
+        self.rename.as_deref().unwrap_or(&self.column)
+    }
+}
+
+/// An S3 import integration's settings — everything but the secrets, so it can be
+/// stored in [`IntegrationConfig::settings`] and edited between runs.
+///
+/// A consuming builder:
+///
+/// ```
+/// use switchboard::s3::{AfterImport, S3Config};
+/// let config = S3Config::new("s3://acme-exports/hr/*.csv", "Email")
+///     .unwrap()
+///     .region("eu-central-1")
+///     .attribute("Plan")
+///     .attribute_as("Support Tickets", "support_tickets")
+///     .after_import(AfterImport::Move);
+/// assert_eq!(config.mapping().attributes().count(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Config {
+    source: SourceUrl,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_style: Option<bool>,
+    user_id_column: String,
+    #[serde(default)]
+    attributes: Vec<AttributeColumn>,
+    #[serde(default)]
+    after_import: AfterImport,
+    #[serde(default = "default_delimiter")]
+    delimiter: char,
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+
+impl S3Config {
+    /// Settings reading `source` (see [`SourceUrl`]) with user ids from `user_id_column`.
+    pub fn new(source: &str, user_id_column: impl Into<String>) -> Result<Self> {
+        Ok(S3Config {
+            source: SourceUrl::parse(source)?,
+            region: None,
+            endpoint: None,
+            path_style: None,
+            user_id_column: user_id_column.into(),
+            attributes: Vec::new(),
+            after_import: AfterImport::Move,
+            delimiter: ',',
+        })
+    }
+
+    /// The AWS region (default: `AWS_REGION`/`AWS_DEFAULT_REGION` with
+    /// [`Credentials::Environment`], else `us-east-1`).
+    #[must_use]
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// An endpoint override for S3-compatible services (MinIO, Cloudflare R2,
+    /// Ceph, a proxy, a test server), e.g. `http://127.0.0.1:9000`. Requests then
+    /// use path-style addressing (`endpoint/bucket/key`) unless
+    /// [`S3Config::path_style`] says otherwise; `http://` endpoints are allowed.
+    #[must_use]
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Forces path-style (`true`) or virtual-hosted-style (`false`) addressing.
+    #[must_use]
+    pub fn path_style(mut self, path_style: bool) -> Self {
+        self.path_style = Some(path_style);
+        self
+    }
+
+    /// Imports `column` under its own name.
+    #[must_use]
+    pub fn attribute(mut self, column: impl Into<String>) -> Self {
+        self.attributes.push(AttributeColumn {
+            column: column.into(),
+            rename: None,
+        });
+        self
+    }
+
+    /// Imports `column` as the attribute `name`.
+    #[must_use]
+    pub fn attribute_as(mut self, column: impl Into<String>, name: impl Into<String>) -> Self {
+        self.attributes.push(AttributeColumn {
+            column: column.into(),
+            rename: Some(name.into()),
+        });
+        self
+    }
+
+    /// What happens to a file after its run (default [`AfterImport::Move`]).
+    #[must_use]
+    pub fn after_import(mut self, after: AfterImport) -> Self {
+        self.after_import = after;
+        self
+    }
+
+    /// The field delimiter (default `,`); must be one ASCII character.
+    #[must_use]
+    pub fn delimiter(mut self, delimiter: char) -> Self {
+        self.delimiter = delimiter;
+        self
+    }
+
+    /// The source.
+    pub fn source(&self) -> &SourceUrl {
+        &self.source
+    }
+
+    /// The configured region.
+    pub fn configured_region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// The configured endpoint override.
+    pub fn configured_endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+
+    /// The user-id column.
+    pub fn user_id_column(&self) -> &str {
+        &self.user_id_column
+    }
+
+    /// The mapped columns.
+    pub fn attributes(&self) -> &[AttributeColumn] {
+        &self.attributes
+    }
+
+    /// What happens to a file after its run.
+    pub fn after(&self) -> AfterImport {
+        self.after_import
+    }
+
+    /// True when requests use path-style addressing.
+    pub fn uses_path_style(&self) -> bool {
+        self.path_style.unwrap_or(self.endpoint.is_some())
+    }
+
+    /// The CSV mapping these settings describe.
+    pub fn mapping(&self) -> CsvMapping {
+        let mut mapping = CsvMapping::new(self.user_id_column.clone());
+        for a in &self.attributes {
+            mapping = mapping.attribute(a.column.clone(), a.name().to_owned());
+        }
+        // Checked in `validate`; a non-ASCII delimiter never reaches here in a run.
+        mapping.delimiter(u8::try_from(self.delimiter).unwrap_or(b','))
+    }
+
+    /// Checks the settings; the error says what to fix.
+    pub fn validate(&self) -> Result<()> {
+        if !self.delimiter.is_ascii() {
+            return Err(Error::config(format!(
+                "the delimiter {:?} is not one ASCII character",
+                self.delimiter
+            )));
+        }
+        if self.attributes.is_empty() {
+            return Err(Error::config(
+                "no attributes are mapped: choose at least one column to import",
+            ));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            let url = url::Url::parse(endpoint).map_err(|e| {
+                Error::config(format!(
+                    "the endpoint {endpoint:?} is not a URL ({e}); write it like https://s3.example.com or http://127.0.0.1:9000"
+                ))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(Error::config(format!(
+                    "the endpoint {endpoint:?} must be an http:// or https:// URL with a host"
+                )));
+            }
+        }
+        if matches!(self.source.location(), Location::Local { .. })
+            && (self.endpoint.is_some() || self.region.is_some())
+        {
+            return Err(Error::config(
+                "a file:// source takes no region or endpoint; remove them or use an s3:// source",
+            ));
+        }
+        self.mapping()
+            .validate()
+            .map_err(|e| Error::new(ErrorKind::Config, e.message().to_owned()))
+    }
+
+    /// An [`IntegrationConfig`] (enabled) holding these settings, for
+    /// [`crate::Store::put_integration`].
+    pub fn integration(&self, name: impl Into<String>, schedule: Schedule) -> Result<IntegrationConfig> {
+        self.validate()?;
+        Ok(IntegrationConfig {
+            name: name.into(),
+            source: self.source.to_string(),
+            schedule,
+            enabled: true,
+            settings: serde_json::to_value(self)?,
+        })
+    }
+
+    /// Reads the settings back from an [`IntegrationConfig`].
+    pub fn from_integration(config: &IntegrationConfig) -> Result<Self> {
+        let settings: S3Config = serde_json::from_value(config.settings.clone()).map_err(|e| {
+            Error::config(format!(
+                "integration {:?} does not hold valid S3 settings: {e}",
+                config.name
+            ))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+/// How S3 requests are retried: exponential backoff with jitter on throttling
+/// (`503 SlowDown`), other 5xx answers, dropped connections and timeouts. Access
+/// denied, missing buckets and missing keys are never retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 disables retrying).
+    pub max_retries: usize,
+    /// The first backoff.
+    pub initial_backoff: Duration,
+    /// The longest backoff.
+    pub max_backoff: Duration,
+    /// No retry starts after this long since the first attempt.
+    pub total_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 10 retries, 100 ms doubling to 15 s, within 3 minutes.
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            total_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub(crate) fn to_object_store(self) -> object_store::RetryConfig {
+        object_store::RetryConfig {
+            backoff: object_store::BackoffConfig {
+                init_backoff: self.initial_backoff,
+                max_backoff: self.max_backoff,
+                base: 2.0,
+            },
+            max_retries: self.max_retries,
+            retry_timeout: self.total_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_s3_object_and_glob() {
+        let u = SourceUrl::parse("s3://bucket-1/a/b/users.csv").unwrap();
+        assert_eq!((u.bucket(), u.folder(), u.pattern()), (Some("bucket-1"), "a/b", "users.csv"));
+        assert!(!u.is_glob());
+        assert_eq!(u.exact_path().unwrap().as_ref(), "a/b/users.csv");
+
+        let u = SourceUrl::parse("s3://bucket-1/users.csv").unwrap();
+        assert_eq!((u.folder(), u.exact_path().unwrap().as_ref()), ("", "users.csv"));
+
+        let u = SourceUrl::parse("s3://bucket-1/exports/").unwrap();
+        assert_eq!((u.folder(), u.pattern()), ("exports", "*.csv"));
+        assert!(u.is_glob() && u.exact_path().is_none());
+
+        let u = SourceUrl::parse("s3://bucket-1/my exports/user-?.csv").unwrap();
+        assert_eq!((u.folder(), u.pattern()), ("my exports", "user-?.csv"));
+        assert!(u.matches("user-1.csv") && !u.matches("user-10.csv"));
+    }
+
+    #[test]
+    fn parses_local_folders() {
+        let u = SourceUrl::parse("file:///tmp/data/").unwrap();
+        assert_eq!(u.local_folder(), Some(std::path::Path::new("/tmp/data")));
+        assert_eq!(u.pattern(), "*.csv");
+        let u = SourceUrl::parse("file:///tmp/data/users.csv").unwrap();
+        assert_eq!(u.local_folder(), Some(std::path::Path::new("/tmp/data")));
+        assert_eq!(u.exact_path().unwrap().as_ref(), "users.csv");
+    }
+
+    #[test]
+    fn rejects_bad_sources_with_a_reason() {
+        for (raw, needle) in [
+            ("bucket/file.csv", "not a URL"),
+            ("https://example.com/x.csv", "unsupported scheme"),
+            ("s3:///file.csv", "no bucket"),
+            ("s3://Bad_Bucket/file.csv", "invalid bucket name"),
+            ("s3://bucket/*/file.csv", "glob in a folder"),
+            ("s3://bucket/a//b.csv", "empty"),
+            ("file://server/share/x.csv", "three slashes"),
+            ("file:///tmp/*/x.csv", "glob in a folder"),
+        ] {
+            let e = SourceUrl::parse(raw).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config);
+            assert!(e.message().contains(needle), "{raw}: {e}");
+        }
+    }
+
+    #[test]
+    fn globs_match_names() {
+        let m = |p: &str, n: &str| glob_match(p.as_bytes(), n.as_bytes());
+        assert!(m("*.csv", "users.csv"));
+        assert!(m("*.csv", ".csv"));
+        assert!(!m("*.csv", "users.csv.bak"));
+        assert!(m("users-*-*.csv", "users-2024-01.csv"));
+        assert!(m("?.csv", "é.csv"));
+        assert!(!m("?.csv", "ab.csv"));
+        assert!(m("*", "anything"));
+        assert!(m("a*b*c", "aXbYbZc"));
+        assert!(!m("a*b*c", "aXbYbZ"));
+        assert!(m("exact.csv", "exact.csv"));
+        assert!(!m("exact.csv", "exact.csvx"));
+    }
+
+    #[test]
+    fn settings_round_trip_through_an_integration() {
+        let config = S3Config::new("s3://bucket/exports/*.csv", "Email")
+            .unwrap()
+            .endpoint("http://127.0.0.1:9000")
+            .attribute("Plan")
+            .attribute_as("Seats", "seats")
+            .after_import(AfterImport::KeepInPlace);
+        assert!(config.uses_path_style());
+        let integration = config
+            .integration("hr", Schedule::Interval(Duration::from_secs(3600)))
+            .unwrap();
+        assert_eq!(integration.source, "s3://bucket/exports/*.csv");
+        assert_eq!(S3Config::from_integration(&integration).unwrap(), config);
+    }
+
+    #[test]
+    fn validation_says_what_to_fix() {
+        let base = S3Config::new("s3://bucket/x.csv", "id").unwrap();
+        assert!(base.validate().unwrap_err().message().contains("no attributes"));
+        let e = base.clone().attribute("a").endpoint("localhost:9000").validate().unwrap_err();
+        assert!(e.message().contains("http://"), "{e}");
+        let e = base.clone().attribute("a").attribute_as("b", "a").validate().unwrap_err();
+        assert!(e.message().contains("more than once"), "{e}");
+        let e = base.attribute("a").delimiter('é').validate().unwrap_err();
+        assert!(e.message().contains("ASCII"), "{e}");
+    }
+
+    #[test]
+    fn credentials_debug_hides_secrets() {
+        let c = Credentials::access_key("AKIDEXAMPLE", "wJalrXUtnFEMI").with_session_token("tok-123");
+        let debug = format!("{c:?}");
+        assert!(debug.contains("AKIDEXAMPLE"));
+        assert!(!debug.contains("wJalrXUtnFEMI") && !debug.contains("tok-123"), "{debug}");
+    }
+}

@@ -1,0 +1,455 @@
+//! Streaming CSV import: real-export quirks, row errors, whole-file errors, discovery, duplicates and property tests.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use proptest::prelude::*;
+use switchboard::attributes::{
+    AttributeRecord, CsvMapping, ImportCollector, RowError, RowErrorReason, discover_csv,
+    import_rows, read_csv,
+};
+use switchboard::{AttributeStore, ErrorKind, MemoryStore};
+
+fn rows(csv: &[u8], mapping: &CsvMapping) -> Vec<Result<AttributeRecord, RowError>> {
+    read_csv(csv, mapping).expect("header is valid").collect()
+}
+
+fn record(user_id: &str, attrs: &[(&str, &str)]) -> AttributeRecord {
+    AttributeRecord {
+        user_id: user_id.to_owned(),
+        attributes: attrs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+fn plan_mapping() -> CsvMapping {
+    CsvMapping::new("Email")
+        .attribute("Plan", "plan")
+        .attribute("Tickets", "support_tickets")
+}
+
+#[test]
+fn bom_crlf_and_quoted_fields() {
+    let csv = "\u{feff}Email,Plan,Tickets\r\n\
+               ada@example.com,\"Premium, annual\",3\r\n\
+               bob@example.com,\"The \"\"best\"\" plan\",0\r\n\
+               cy@example.com,\"two\r\nlines\",7\r\n";
+    let got = rows(csv.as_bytes(), &plan_mapping());
+    assert_eq!(
+        got,
+        vec![
+            Ok(record("ada@example.com", &[("plan", "Premium, annual"), ("support_tickets", "3")])),
+            Ok(record("bob@example.com", &[("plan", "The \"best\" plan"), ("support_tickets", "0")])),
+            Ok(record("cy@example.com", &[("plan", "two\r\nlines"), ("support_tickets", "7")])),
+        ]
+    );
+}
+
+#[test]
+fn lf_trailing_empty_lines_and_blank_lines_are_ignored() {
+    let csv = "Email,Plan,Tickets\nada@example.com,Basic,1\n\nbob@example.com,Pro,2\n\n\n\r\n";
+    let got = rows(csv.as_bytes(), &plan_mapping());
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(Result::is_ok));
+}
+
+#[test]
+fn trailing_empty_field_is_accepted() {
+    // Rows with a trailing comma beyond the header, and a header with a trailing
+    // unnamed column whose rows leave it out.
+    let csv = "Email,Plan,Tickets\nada@example.com,Basic,1,\n";
+    assert_eq!(
+        rows(csv.as_bytes(), &plan_mapping()),
+        vec![Ok(record("ada@example.com", &[("plan", "Basic"), ("support_tickets", "1")]))]
+    );
+    let csv = "Email,Plan,Tickets,\nada@example.com,Basic,1,\nbob@example.com,Pro,2\n";
+    let got = rows(csv.as_bytes(), &plan_mapping());
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+}
+
+#[test]
+fn empty_cells_are_empty_strings() {
+    let csv = "Email,Plan,Tickets\nada@example.com,,\n";
+    assert_eq!(
+        rows(csv.as_bytes(), &plan_mapping()),
+        vec![Ok(record("ada@example.com", &[("plan", ""), ("support_tickets", "")]))]
+    );
+}
+
+#[test]
+fn bad_rows_become_row_errors_with_line_numbers_and_do_not_abort() {
+    let mut csv = b"Email,Plan,Tickets\n".to_vec(); // line 1
+    csv.extend_from_slice(b"ada@example.com,Basic\n"); // 2: too few fields
+    csv.extend_from_slice(b",Basic,1\n"); // 3: empty user id
+    csv.extend_from_slice(b"   ,Basic,1\n"); // 4: blank user id
+    csv.extend_from_slice(b"bob@example.com,\xff\xfe,1\n"); // 5: invalid UTF-8
+    csv.extend_from_slice(b"\"a\nb\",Basic,1\n"); // 6-7: control character in the id
+    csv.extend_from_slice(b"cy@example.com,Basic,1,2,3\n"); // 8: too many fields
+    csv.extend_from_slice(b"dee@example.com,Pro,4\n"); // 9: fine
+    let got = rows(&csv, &plan_mapping());
+    let errors: Vec<(u64, RowErrorReason)> = got
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| (e.line, e.reason.clone()))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (2, RowErrorReason::FieldCount { expected: 3, found: 2 }),
+            (3, RowErrorReason::EmptyUserId { column: "Email".into() }),
+            (4, RowErrorReason::EmptyUserId { column: "Email".into() }),
+            (5, RowErrorReason::InvalidUtf8 { column: "Plan".into() }),
+            (
+                6,
+                RowErrorReason::InvalidUserId {
+                    column: "Email".into(),
+                    detail: "contains control characters".into()
+                }
+            ),
+            (8, RowErrorReason::FieldCount { expected: 3, found: 5 }),
+        ]
+    );
+    assert_eq!(
+        got.last(),
+        Some(&Ok(record("dee@example.com", &[("plan", "Pro"), ("support_tickets", "4")])))
+    );
+    let first = got[0].as_ref().unwrap_err();
+    assert_eq!(first.to_string(), "line 2: expected 3 fields, found 2");
+    let json = serde_json::to_value(first).unwrap();
+    assert_eq!(json["line"], 2);
+    assert_eq!(json["reason"]["kind"], "field_count");
+}
+
+#[test]
+fn invalid_utf8_in_an_unmapped_column_is_not_an_error() {
+    let csv = b"Email,Plan,Tickets,Notes\nada@example.com,Basic,1,\xff\n";
+    assert_eq!(
+        rows(csv, &plan_mapping()),
+        vec![Ok(record("ada@example.com", &[("plan", "Basic"), ("support_tickets", "1")]))]
+    );
+}
+
+#[test]
+fn line_numbers_count_lines_inside_quoted_fields() {
+    let csv = "Email,Plan,Tickets\na@x.io,\"multi\nline\nvalue\",1\nb@x.io,Basic\n";
+    let got = rows(csv.as_bytes(), &plan_mapping());
+    assert!(got[0].is_ok());
+    assert_eq!(got[1].as_ref().unwrap_err().line, 5);
+}
+
+#[test]
+fn user_ids_are_trimmed_values_are_not() {
+    let csv = "Email,Plan,Tickets\n  ada@example.com , Premium ,1\n";
+    assert_eq!(
+        rows(csv.as_bytes(), &plan_mapping()),
+        vec![Ok(record("ada@example.com", &[("plan", " Premium "), ("support_tickets", "1")]))]
+    );
+}
+
+#[test]
+fn missing_mapped_column_fails_the_whole_file() {
+    let mapping = CsvMapping::new("Email")
+        .attribute("Plan", "plan")
+        .attribute("Seats", "seats");
+    let err = read_csv("Email,Plan\na@x.io,Basic\n".as_bytes(), &mapping).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("\"Seats\""), "{err}");
+    assert!(!err.to_string().contains("\"Plan\","), "only missing columns are named: {err}");
+
+    let err = read_csv("id,Plan\n".as_bytes(), &mapping).unwrap_err();
+    assert!(err.to_string().contains("\"Email\""), "{err}");
+
+    let err = read_csv("".as_bytes(), &mapping).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("empty"), "{err}");
+}
+
+/// A reader that hands out the header, then fails if read again.
+struct HeaderThenPanic {
+    header: Vec<u8>,
+    done: bool,
+}
+
+impl Read for HeaderThenPanic {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done {
+            return Err(std::io::Error::other("read past the header"));
+        }
+        self.done = true;
+        let n = self.header.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.header[..n]);
+        Ok(n)
+    }
+}
+
+#[test]
+fn missing_column_is_reported_before_any_row_is_read() {
+    // The input errors on any read after the header: the error must be the
+    // missing column, not an I/O error from reading rows.
+    let input = HeaderThenPanic {
+        header: b"Email,Other\n".to_vec(),
+        done: false,
+    };
+    let err = read_csv(input, &plan_mapping()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("\"Plan\""), "{err}");
+}
+
+#[test]
+fn invalid_mappings_are_rejected() {
+    let dup = CsvMapping::new("Email").attribute("A", "x").attribute("B", "x");
+    assert_eq!(read_csv("Email,A,B\n".as_bytes(), &dup).unwrap_err().kind(), ErrorKind::InvalidInput);
+    let empty = CsvMapping::new(" ");
+    assert_eq!(read_csv("Email\n".as_bytes(), &empty).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn header_names_match_ignoring_case_and_spaces_when_not_exact() {
+    let csv = " email ,PLAN,Tickets\na@x.io,Basic,1\n";
+    let got = rows(csv.as_bytes(), &plan_mapping());
+    assert_eq!(got, vec![Ok(record("a@x.io", &[("plan", "Basic"), ("support_tickets", "1")]))]);
+}
+
+#[test]
+fn semicolon_delimiter() {
+    let mapping = plan_mapping().delimiter(b';');
+    let got = rows(b"Email;Plan;Tickets\na@x.io;Basic, yearly;1\n", &mapping);
+    assert_eq!(got, vec![Ok(record("a@x.io", &[("plan", "Basic, yearly"), ("support_tickets", "1")]))]);
+}
+
+#[test]
+fn an_oversized_record_stops_reading_with_a_fatal_error() {
+    let mapping = plan_mapping().max_record_bytes(1024);
+    let mut csv = b"Email,Plan,Tickets\na@x.io,Basic,1\nb@x.io,\"never closed".to_vec();
+    csv.extend(std::iter::repeat_n(b'x', 500_000));
+    csv.extend_from_slice(b"\nc@x.io,Basic,1\n");
+    let got = rows(&csv, &mapping);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].is_ok());
+    let err = got[1].as_ref().unwrap_err();
+    assert!(err.is_fatal());
+    assert_eq!(err.line, 3);
+    assert!(matches!(err.reason, RowErrorReason::TooLong { limit: 1024 }));
+}
+
+#[test]
+fn io_errors_end_the_stream_with_a_fatal_row_error() {
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let data = b"Email,Plan,Tickets\na@x.io,Basic,1\n";
+            if self.0 >= data.len() {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            let n = (data.len() - self.0).min(buf.len());
+            buf[..n].copy_from_slice(&data[self.0..self.0 + n]);
+            self.0 += n;
+            Ok(n)
+        }
+    }
+    let got: Vec<_> = read_csv(Failing(0), &plan_mapping()).unwrap().collect();
+    assert_eq!(got.len(), 2);
+    assert!(got[0].is_ok());
+    let err = got[1].as_ref().unwrap_err();
+    assert!(err.is_fatal());
+    assert!(err.to_string().contains("connection reset"), "{err}");
+}
+
+#[test]
+fn discover_returns_header_and_first_rows() {
+    let csv = "\u{feff}Email,Plan\r\na@x.io,Basic\r\n\r\nb@x.io,\"Pro\nplus\"\r\nc@x.io,Free\r\n";
+    let sample = discover_csv(csv.as_bytes(), 2).unwrap();
+    assert_eq!(sample.headers, ["Email", "Plan"]);
+    assert_eq!(sample.rows, [["a@x.io", "Basic"], ["b@x.io", "Pro\nplus"]]);
+    assert!(sample.more);
+    let all = discover_csv(csv.as_bytes(), 10).unwrap();
+    assert_eq!(all.rows.len(), 3);
+    assert!(!all.more);
+    assert_eq!(discover_csv("".as_bytes(), 5).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn collector_counts_duplicates_keeps_first_errors_and_batches() {
+    let mut csv = String::from("id,plan\n");
+    for i in 0..25 {
+        csv.push_str(&format!(",bad{i}\n")); // 25 rejected rows
+    }
+    for i in 0..10 {
+        csv.push_str(&format!("u{},p{i}\n", i % 4)); // 10 rows, 4 distinct ids
+    }
+    let mapping = CsvMapping::new("id").attribute("plan", "plan");
+    let mut collector = ImportCollector::new().batch_size(3).max_row_errors(5);
+    let mut batches = Vec::new();
+    for row in read_csv(csv.as_bytes(), &mapping).unwrap() {
+        if let Some(batch) = collector.push(row) {
+            batches.push(batch);
+        }
+    }
+    let (rest, summary) = collector.finish();
+    assert_eq!(batches.len(), 3);
+    assert!(batches.iter().all(|b| b.len() == 3));
+    assert_eq!(rest.len(), 1);
+    assert_eq!(summary.rows_read, 35);
+    assert_eq!(summary.rows_imported, 10);
+    assert_eq!(summary.rows_rejected, 25);
+    assert_eq!(summary.duplicate_user_ids, 6);
+    assert!(summary.duplicates_exact);
+    assert_eq!(summary.users_imported(), 4);
+    assert_eq!(summary.row_errors.len(), 5);
+    assert_eq!(summary.row_errors[0].line, 2);
+    assert_eq!(summary.properties, ["plan"]);
+}
+
+#[test]
+fn duplicate_tracking_beyond_its_cap_is_reported_as_inexact() {
+    let csv = "id\na\nb\na\nc\na\n";
+    let mut collector = ImportCollector::new().max_tracked_ids(3);
+    for row in read_csv(csv.as_bytes(), &CsvMapping::new("id")).unwrap() {
+        collector.push(row);
+    }
+    let (_, summary) = collector.finish();
+    assert_eq!(summary.duplicate_user_ids, 1); // a, b, a tracked
+    assert!(!summary.duplicates_exact);
+}
+
+#[tokio::test]
+async fn import_into_a_store_last_row_wins() {
+    let store = MemoryStore::new();
+    let csv = "Email,Plan,Tickets\na@x.io,Basic,1\nb@x.io,Pro,2\na@x.io,Premium,5\n";
+    let records = read_csv(csv.as_bytes(), &plan_mapping()).unwrap();
+    let summary = import_rows(records, &store, ImportCollector::new().batch_size(2))
+        .await
+        .unwrap();
+    assert_eq!(summary.duplicate_user_ids, 1);
+    assert_eq!(summary.rows_imported, 3);
+    let a = store.get("a@x.io").await.unwrap().unwrap();
+    assert_eq!(a.get("plan").map(String::as_str), Some("Premium"));
+    assert_eq!(a.get("support_tickets").map(String::as_str), Some("5"));
+}
+
+#[tokio::test]
+async fn an_import_over_the_attribute_cap_writes_nothing() {
+    let store = MemoryStore::new().with_attribute_cap(2);
+    let mapping = CsvMapping::new("id")
+        .attribute("a", "a")
+        .attribute("b", "b")
+        .attribute("c", "c");
+    let mut csv = String::from("id,a,b,c\n");
+    for i in 0..20 {
+        csv.push_str(&format!("u{i},1,2,3\n"));
+    }
+    let records = read_csv(csv.as_bytes(), &mapping).unwrap();
+    let err = import_rows(records, &store, ImportCollector::new().batch_size(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AttributeCap);
+    assert_eq!(store.get("u0").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_fatal_row_error_fails_the_import() {
+    let store = MemoryStore::new();
+    let mapping = CsvMapping::new("id").attribute("a", "a").max_record_bytes(1024);
+    let mut csv = b"id,a\nu1,1\nu2,\"".to_vec();
+    csv.extend(std::iter::repeat_n(b'y', 300_000));
+    let records = read_csv(&csv[..], &mapping).unwrap();
+    let err = import_rows(records, &store, ImportCollector::new()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("line 3"), "{err}");
+}
+
+fn header_name() -> impl Strategy<Value = String> {
+    // Any text that is not blank (blank names cannot be mapped) and does not start
+    // with a BOM character (a BOM at the very start of the file is stripped).
+    any::<String>().prop_filter("mappable name", |s| {
+        !s.trim().is_empty() && !s.starts_with('\u{feff}')
+    })
+}
+
+fn user_id() -> impl Strategy<Value = String> {
+    // Valid ids: no surrounding spaces, no control characters.
+    "[A-Za-z0-9@._+,\" -]{0,20}[A-Za-z0-9@._+,\"-]".prop_map(|s| s.trim().to_owned()).prop_filter("non-empty", |s| !s.is_empty())
+}
+
+fn table() -> impl Strategy<Value = (Vec<String>, Vec<Vec<String>>)> {
+    (1usize..5)
+        .prop_flat_map(|attrs| {
+            (
+                proptest::collection::btree_set(header_name(), attrs + 1),
+                proptest::collection::vec(
+                    (user_id(), proptest::collection::vec(any::<String>(), attrs)),
+                    0..20,
+                ),
+            )
+        })
+        .prop_map(|(names, rows)| {
+            let names: Vec<String> = names.into_iter().collect();
+            let rows = rows
+                .into_iter()
+                .map(|(id, mut values)| {
+                    values.insert(0, id);
+                    values
+                })
+                .collect();
+            (names, rows)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_table_written_with_the_csv_writer_reads_back_identical((headers, table) in table(), crlf in any::<bool>()) {
+        let mut writer = csv::WriterBuilder::new()
+            .terminator(if crlf { csv::Terminator::CRLF } else { csv::Terminator::Any(b'\n') })
+            .from_writer(Vec::new());
+        writer.write_record(&headers).unwrap();
+        for row in &table {
+            writer.write_record(row).unwrap();
+        }
+        let bytes = writer.into_inner().unwrap();
+
+        let mut mapping = CsvMapping::new(headers[0].clone());
+        for (i, h) in headers.iter().enumerate().skip(1) {
+            mapping = mapping.attribute(h.clone(), format!("attr{i}"));
+        }
+        let got: Vec<AttributeRecord> = read_csv(&bytes[..], &mapping)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected: Vec<AttributeRecord> = table
+            .iter()
+            .map(|row| AttributeRecord {
+                user_id: row[0].clone(),
+                attributes: row[1..]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("attr{}", i + 1), v.clone()))
+                    .collect::<BTreeMap<_, _>>(),
+            })
+            .collect();
+        prop_assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn read_csv_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let mapping = CsvMapping::new("id").attribute("a", "a");
+        let mut input = b"id,a\n".to_vec();
+        input.extend_from_slice(&bytes);
+        let rows = read_csv(&input[..], &mapping).unwrap();
+        let mut count = 0;
+        for row in rows {
+            if let Err(e) = row {
+                prop_assert!(e.line >= 2);
+                let _ = e.to_string();
+            }
+            count += 1;
+            prop_assert!(count <= bytes.len() + 1);
+        }
+        let _ = read_csv(&bytes[..], &mapping).map(Iterator::count);
+        let _ = discover_csv(&bytes[..], 3);
+    }
+}
