@@ -14,8 +14,15 @@ pub mod integration;
 pub mod message;
 pub mod schedule;
 pub mod source;
+#[cfg(feature = "slack")]
+#[path = "../connectors/slack/mod.rs"]
+pub mod slack;
 pub mod store;
 pub mod template;
+
+#[cfg(feature = "s3")]
+#[path = "../connectors/s3/mod.rs"]
+pub mod s3;
 
 pub use attributes::{AttributeRecord, AttributeStore, Attributes, Filter};
 pub use console::ConsoleDestination;

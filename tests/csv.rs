@@ -40,9 +40,18 @@ fn bom_crlf_and_quoted_fields() {
     assert_eq!(
         got,
         vec![
-            Ok(record("ada@example.com", &[("plan", "Premium, annual"), ("support_tickets", "3")])),
-            Ok(record("bob@example.com", &[("plan", "The \"best\" plan"), ("support_tickets", "0")])),
-            Ok(record("cy@example.com", &[("plan", "two\r\nlines"), ("support_tickets", "7")])),
+            Ok(record(
+                "ada@example.com",
+                &[("plan", "Premium, annual"), ("support_tickets", "3")]
+            )),
+            Ok(record(
+                "bob@example.com",
+                &[("plan", "The \"best\" plan"), ("support_tickets", "0")]
+            )),
+            Ok(record(
+                "cy@example.com",
+                &[("plan", "two\r\nlines"), ("support_tickets", "7")]
+            )),
         ]
     );
 }
@@ -62,7 +71,10 @@ fn trailing_empty_field_is_accepted() {
     let csv = "Email,Plan,Tickets\nada@example.com,Basic,1,\n";
     assert_eq!(
         rows(csv.as_bytes(), &plan_mapping()),
-        vec![Ok(record("ada@example.com", &[("plan", "Basic"), ("support_tickets", "1")]))]
+        vec![Ok(record(
+            "ada@example.com",
+            &[("plan", "Basic"), ("support_tickets", "1")]
+        ))]
     );
     let csv = "Email,Plan,Tickets,\nada@example.com,Basic,1,\nbob@example.com,Pro,2\n";
     let got = rows(csv.as_bytes(), &plan_mapping());
@@ -75,7 +87,10 @@ fn empty_cells_are_empty_strings() {
     let csv = "Email,Plan,Tickets\nada@example.com,,\n";
     assert_eq!(
         rows(csv.as_bytes(), &plan_mapping()),
-        vec![Ok(record("ada@example.com", &[("plan", ""), ("support_tickets", "")]))]
+        vec![Ok(record(
+            "ada@example.com",
+            &[("plan", ""), ("support_tickets", "")]
+        ))]
     );
 }
 
@@ -98,10 +113,31 @@ fn bad_rows_become_row_errors_with_line_numbers_and_do_not_abort() {
     assert_eq!(
         errors,
         vec![
-            (2, RowErrorReason::FieldCount { expected: 3, found: 2 }),
-            (3, RowErrorReason::EmptyUserId { column: "Email".into() }),
-            (4, RowErrorReason::EmptyUserId { column: "Email".into() }),
-            (5, RowErrorReason::InvalidUtf8 { column: "Plan".into() }),
+            (
+                2,
+                RowErrorReason::FieldCount {
+                    expected: 3,
+                    found: 2
+                }
+            ),
+            (
+                3,
+                RowErrorReason::EmptyUserId {
+                    column: "Email".into()
+                }
+            ),
+            (
+                4,
+                RowErrorReason::EmptyUserId {
+                    column: "Email".into()
+                }
+            ),
+            (
+                5,
+                RowErrorReason::InvalidUtf8 {
+                    column: "Plan".into()
+                }
+            ),
             (
                 6,
                 RowErrorReason::InvalidUserId {
@@ -109,12 +145,21 @@ fn bad_rows_become_row_errors_with_line_numbers_and_do_not_abort() {
                     detail: "contains control characters".into()
                 }
             ),
-            (8, RowErrorReason::FieldCount { expected: 3, found: 5 }),
+            (
+                8,
+                RowErrorReason::FieldCount {
+                    expected: 3,
+                    found: 5
+                }
+            ),
         ]
     );
     assert_eq!(
         got.last(),
-        Some(&Ok(record("dee@example.com", &[("plan", "Pro"), ("support_tickets", "4")])))
+        Some(&Ok(record(
+            "dee@example.com",
+            &[("plan", "Pro"), ("support_tickets", "4")]
+        )))
     );
     let first = got[0].as_ref().unwrap_err();
     assert_eq!(first.to_string(), "line 2: expected 3 fields, found 2");
@@ -128,7 +173,10 @@ fn invalid_utf8_in_an_unmapped_column_is_not_an_error() {
     let csv = b"Email,Plan,Tickets,Notes\nada@example.com,Basic,1,\xff\n";
     assert_eq!(
         rows(csv, &plan_mapping()),
-        vec![Ok(record("ada@example.com", &[("plan", "Basic"), ("support_tickets", "1")]))]
+        vec![Ok(record(
+            "ada@example.com",
+            &[("plan", "Basic"), ("support_tickets", "1")]
+        ))]
     );
 }
 
@@ -145,7 +193,10 @@ fn user_ids_are_trimmed_values_are_not() {
     let csv = "Email,Plan,Tickets\n  ada@example.com , Premium ,1\n";
     assert_eq!(
         rows(csv.as_bytes(), &plan_mapping()),
-        vec![Ok(record("ada@example.com", &[("plan", " Premium "), ("support_tickets", "1")]))]
+        vec![Ok(record(
+            "ada@example.com",
+            &[("plan", " Premium "), ("support_tickets", "1")]
+        ))]
     );
 }
 
@@ -157,7 +208,10 @@ fn missing_mapped_column_fails_the_whole_file() {
     let err = read_csv("Email,Plan\na@x.io,Basic\n".as_bytes(), &mapping).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("\"Seats\""), "{err}");
-    assert!(!err.to_string().contains("\"Plan\","), "only missing columns are named: {err}");
+    assert!(
+        !err.to_string().contains("\"Plan\","),
+        "only missing columns are named: {err}"
+    );
 
     let err = read_csv("id,Plan\n".as_bytes(), &mapping).unwrap_err();
     assert!(err.to_string().contains("\"Email\""), "{err}");
@@ -200,24 +254,44 @@ fn missing_column_is_reported_before_any_row_is_read() {
 
 #[test]
 fn invalid_mappings_are_rejected() {
-    let dup = CsvMapping::new("Email").attribute("A", "x").attribute("B", "x");
-    assert_eq!(read_csv("Email,A,B\n".as_bytes(), &dup).unwrap_err().kind(), ErrorKind::InvalidInput);
+    let dup = CsvMapping::new("Email")
+        .attribute("A", "x")
+        .attribute("B", "x");
+    assert_eq!(
+        read_csv("Email,A,B\n".as_bytes(), &dup).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     let empty = CsvMapping::new(" ");
-    assert_eq!(read_csv("Email\n".as_bytes(), &empty).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        read_csv("Email\n".as_bytes(), &empty).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
 }
 
 #[test]
 fn header_names_match_ignoring_case_and_spaces_when_not_exact() {
     let csv = " email ,PLAN,Tickets\na@x.io,Basic,1\n";
     let got = rows(csv.as_bytes(), &plan_mapping());
-    assert_eq!(got, vec![Ok(record("a@x.io", &[("plan", "Basic"), ("support_tickets", "1")]))]);
+    assert_eq!(
+        got,
+        vec![Ok(record(
+            "a@x.io",
+            &[("plan", "Basic"), ("support_tickets", "1")]
+        ))]
+    );
 }
 
 #[test]
 fn semicolon_delimiter() {
     let mapping = plan_mapping().delimiter(b';');
     let got = rows(b"Email;Plan;Tickets\na@x.io;Basic, yearly;1\n", &mapping);
-    assert_eq!(got, vec![Ok(record("a@x.io", &[("plan", "Basic, yearly"), ("support_tickets", "1")]))]);
+    assert_eq!(
+        got,
+        vec![Ok(record(
+            "a@x.io",
+            &[("plan", "Basic, yearly"), ("support_tickets", "1")]
+        ))]
+    );
 }
 
 #[test]
@@ -232,7 +306,10 @@ fn an_oversized_record_stops_reading_with_a_fatal_error() {
     let err = got[1].as_ref().unwrap_err();
     assert!(err.is_fatal());
     assert_eq!(err.line, 3);
-    assert!(matches!(err.reason, RowErrorReason::TooLong { limit: 1024 }));
+    assert!(matches!(
+        err.reason,
+        RowErrorReason::TooLong { limit: 1024 }
+    ));
 }
 
 #[test]
@@ -268,7 +345,10 @@ fn discover_returns_header_and_first_rows() {
     let all = discover_csv(csv.as_bytes(), 10).unwrap();
     assert_eq!(all.rows.len(), 3);
     assert!(!all.more);
-    assert_eq!(discover_csv("".as_bytes(), 5).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        discover_csv("".as_bytes(), 5).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
 }
 
 #[test]
@@ -352,11 +432,15 @@ async fn an_import_over_the_attribute_cap_writes_nothing() {
 #[tokio::test]
 async fn a_fatal_row_error_fails_the_import() {
     let store = MemoryStore::new();
-    let mapping = CsvMapping::new("id").attribute("a", "a").max_record_bytes(1024);
+    let mapping = CsvMapping::new("id")
+        .attribute("a", "a")
+        .max_record_bytes(1024);
     let mut csv = b"id,a\nu1,1\nu2,\"".to_vec();
     csv.extend(std::iter::repeat_n(b'y', 300_000));
     let records = read_csv(&csv[..], &mapping).unwrap();
-    let err = import_rows(records, &store, ImportCollector::new()).await.unwrap_err();
+    let err = import_rows(records, &store, ImportCollector::new())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("line 3"), "{err}");
 }
@@ -371,7 +455,9 @@ fn header_name() -> impl Strategy<Value = String> {
 
 fn user_id() -> impl Strategy<Value = String> {
     // Valid ids: no surrounding spaces, no control characters.
-    "[A-Za-z0-9@._+,\" -]{0,20}[A-Za-z0-9@._+,\"-]".prop_map(|s| s.trim().to_owned()).prop_filter("non-empty", |s| !s.is_empty())
+    "[A-Za-z0-9@._+,\" -]{0,20}[A-Za-z0-9@._+,\"-]"
+        .prop_map(|s| s.trim().to_owned())
+        .prop_filter("non-empty", |s| !s.is_empty())
 }
 
 fn table() -> impl Strategy<Value = (Vec<String>, Vec<Vec<String>>)> {

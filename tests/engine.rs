@@ -560,3 +560,46 @@ async fn recipient_unknown_is_dead_lettered_without_calling_the_platform() {
     let dead = sb.dead_letters(1).await.unwrap();
     assert_eq!(dead[0].error.class(), "recipient_unknown");
 }
+
+/// A source that emits a few events, then waits for shutdown.
+struct Ticker;
+
+#[async_trait]
+impl switchboard::EventSource for Ticker {
+    fn name(&self) -> &str {
+        "ticker"
+    }
+    async fn run(
+        &self,
+        emitter: switchboard::Emitter,
+        mut shutdown: switchboard::Shutdown,
+    ) -> switchboard::Result<()> {
+        for i in 0..3 {
+            emitter.emit(event(&format!("t{i}"), "wallet.funded")).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        shutdown.wait().await;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_drives_sources_and_workers_until_shutdown() {
+    let dest = Scripted::new("d");
+    let sb = Switchboard::builder()
+        .store(MemoryStore::new())
+        .destination(dest.clone())
+        .source(Ticker)
+        .route(Route::on("wallet.*").to("d", Target::channel("general")))
+        .build()
+        .unwrap();
+    let (trigger, shutdown) = switchboard::Shutdown::new();
+    let handle = {
+        let sb = sb.clone();
+        tokio::spawn(async move { sb.run(shutdown).await })
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(dest.calls().len(), 3, "events emitted by the source were delivered");
+    trigger.trigger();
+    handle.await.unwrap().unwrap();
+}

@@ -63,7 +63,7 @@ pub(crate) struct Bucket {
 impl Bucket {
     /// Builds the store for `config` (no request is made yet).
     pub(crate) fn open(config: &S3Config, settings: &ClientSettings) -> Result<Bucket> {
-        config.validate()?;
+        config.validate_connection()?;
         let source = config.source().clone();
         let store: Arc<dyn ObjectStore> = match source.location() {
             Location::S3 { bucket } => {
@@ -147,6 +147,17 @@ impl Bucket {
                     self.list_folder().await?;
                     Ok(Vec::new())
                 }
+                Err(
+                    e @ (object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }),
+                ) => {
+                    // Same for a denial: a one-byte GET brings back the reason (wrong
+                    // secret, unknown key, missing permission).
+                    match self.store.get_range(&path, 0..1).await {
+                        Err(detailed) => Err(self.error(detailed, Op::Read, &path)),
+                        Ok(_) => Err(self.error(e, Op::Head, &path)),
+                    }
+                }
                 Err(e) => Err(self.error(e, Op::Head, &path)),
             };
         }
@@ -154,7 +165,11 @@ impl Bucket {
             .list_folder()
             .await?
             .into_iter()
-            .filter(|m| m.location.filename().is_some_and(|n| self.source.matches(n)))
+            .filter(|m| {
+                m.location
+                    .filename()
+                    .is_some_and(|n| self.source.matches(n))
+            })
             .collect();
         objects.sort_by(|a, b| {
             a.last_modified
@@ -190,7 +205,10 @@ impl Bucket {
             _ => (name, None),
         };
         let stamp = run_at.format("%Y%m%dT%H%M%SZ").to_string();
-        let parent: ObjectPath = from.parts().take(from.parts().count().saturating_sub(1)).collect();
+        let parent: ObjectPath = from
+            .parts()
+            .take(from.parts().count().saturating_sub(1))
+            .collect();
         let folder = parent.child(dest_folder);
         let mut to = None;
         for attempt in 0..10u32 {
@@ -216,7 +234,11 @@ impl Bucket {
         let to = to.ok_or_else(|| {
             Error::new(
                 ErrorKind::Conflict,
-                format!("no free name under {} for {}", self.url_of(&folder), self.url_of(from)),
+                format!(
+                    "no free name under {} for {}",
+                    self.url_of(&folder),
+                    self.url_of(from)
+                ),
             )
         })?;
         self.store
@@ -264,8 +286,8 @@ impl Bucket {
             Location::S3 { bucket } => format!("bucket {bucket:?}"),
             Location::Local { folder } => format!("folder {}", folder.display()),
         };
-        let mapped = match &e {
-            object_store::Error::NotFound { .. } => {
+        let mapped = match classify(&e, &text, code.as_deref()) {
+            Class::NotFound => {
                 if code.as_deref() == Some("NoSuchBucket") || op == Op::List {
                     Error::new(
                         ErrorKind::NotFound,
@@ -287,8 +309,7 @@ impl Bucket {
                     )
                 }
             }
-            object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. } => {
+            Class::Denied => {
                 let advice = match code.as_deref() {
                     Some("SignatureDoesNotMatch") => {
                         "the secret access key is wrong: check the secret that belongs to the access key id"
@@ -298,12 +319,12 @@ impl Bucket {
                         "the access key id is unknown: check the access key id (and the endpoint)"
                             .to_owned()
                     }
-                    Some("ExpiredToken") | Some("InvalidToken") => {
+                    Some("ExpiredToken") | Some("InvalidToken") | Some("TokenRefreshRequired") => {
                         "the session token is expired or invalid: renew the temporary credentials"
                             .to_owned()
                     }
                     _ if self.is_s3() => format!(
-                        "check the credentials and that their policy allows {} on {url}",
+                        "check the access key id and secret, and that their policy allows {} on {url}",
                         op.permission()
                     ),
                     _ => format!("check the file permissions of {url}"),
@@ -313,40 +334,81 @@ impl Bucket {
                     format!(
                         "access denied {} {url}{}: {advice}",
                         op.verb(),
-                        code.map(|c| format!(" ({c})")).unwrap_or_default()
+                        code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
                     ),
                 )
             }
-            object_store::Error::Precondition { .. } | object_store::Error::NotModified { .. } => {
-                Error::new(
-                    ErrorKind::Conflict,
-                    format!("{url} changed while it was being read; the next run reads the new version"),
-                )
-                .temporary()
-            }
-            _ => {
-                if is_transient(&text) {
-                    Error::new(
-                        ErrorKind::Network,
-                        format!(
-                            "{} {url} failed after retries (throttling, timeouts or an unreachable endpoint); the next run tries again",
-                            op.verb()
-                        ),
-                    )
-                    .temporary()
-                } else {
-                    Error::new(
-                        ErrorKind::Platform,
-                        format!(
-                            "{} {url} failed{}",
-                            op.verb(),
-                            code.map(|c| format!(" ({c})")).unwrap_or_default()
-                        ),
-                    )
-                }
-            }
+            Class::Changed => Error::new(
+                ErrorKind::Conflict,
+                format!("{url} changed while it was being read; the next run reads the new version"),
+            )
+            .temporary(),
+            Class::Transient => Error::new(
+                ErrorKind::Network,
+                format!(
+                    "{} {url} failed after retries (throttling, timeouts or an unreachable endpoint); the next run tries again",
+                    op.verb()
+                ),
+            )
+            .temporary(),
+            Class::Other => Error::new(
+                ErrorKind::Platform,
+                format!(
+                    "{} {url} failed{}",
+                    op.verb(),
+                    code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
+                ),
+            ),
         };
         mapped.with_source(e)
+    }
+}
+
+/// How an object-store error is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    NotFound,
+    Denied,
+    Changed,
+    Transient,
+    Other,
+}
+
+/// Classifies by variant, then by S3 error code and HTTP status (list requests
+/// come back as `Generic` errors whatever their status).
+fn classify(e: &object_store::Error, text: &str, code: Option<&str>) -> Class {
+    match e {
+        object_store::Error::NotFound { .. } => return Class::NotFound,
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => return Class::Denied,
+        object_store::Error::Precondition { .. } | object_store::Error::NotModified { .. } => {
+            return Class::Changed;
+        }
+        _ => {}
+    }
+    match code {
+        Some("NoSuchBucket" | "NoSuchKey") => return Class::NotFound,
+        Some(
+            "AccessDenied"
+            | "SignatureDoesNotMatch"
+            | "InvalidAccessKeyId"
+            | "NotSignedUp"
+            | "ExpiredToken"
+            | "InvalidToken"
+            | "TokenRefreshRequired"
+            | "AllAccessDisabled"
+            | "AccountProblem",
+        ) => return Class::Denied,
+        _ => {}
+    }
+    if text.contains("status code: 404") {
+        Class::NotFound
+    } else if text.contains("status code: 403") || text.contains("status code: 401") {
+        Class::Denied
+    } else if is_transient(text) {
+        Class::Transient
+    } else {
+        Class::Other
     }
 }
 
@@ -377,9 +439,14 @@ fn is_transient(text: &str) -> bool {
     text.contains("HTTP error:")
         || text.contains("status code: 5")
         || text.contains("status code: 429")
-        || ["SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"]
-            .iter()
-            .any(|code| text.contains(code))
+        || [
+            "SlowDown",
+            "InternalError",
+            "ServiceUnavailable",
+            "RequestTimeout",
+        ]
+        .iter()
+        .any(|code| text.contains(code))
 }
 
 #[cfg(test)]
@@ -389,8 +456,10 @@ mod tests {
     #[test]
     fn finds_s3_error_codes() {
         assert_eq!(
-            s3_code("404 Not Found: <?xml?><Error><Code>NoSuchBucket</Code><Message>x</Message></Error>")
-                .as_deref(),
+            s3_code(
+                "404 Not Found: <?xml?><Error><Code>NoSuchBucket</Code><Message>x</Message></Error>"
+            )
+            .as_deref(),
             Some("NoSuchBucket")
         );
         assert_eq!(s3_code("no body"), None);
@@ -399,9 +468,17 @@ mod tests {
 
     #[test]
     fn recognises_transient_failures() {
-        assert!(is_transient("Server returned non-2xx status code: 503 Service Unavailable: <Code>SlowDown</Code>"));
-        assert!(is_transient("Error performing GET in 30s - HTTP error: error sending request"));
-        assert!(!is_transient("Error performing GET in 1.500ms - Server returned non-2xx status code: 403 Forbidden"));
-        assert!(!is_transient("400 Bad Request: <Code>InvalidArgument</Code>"));
+        assert!(is_transient(
+            "Server returned non-2xx status code: 503 Service Unavailable: <Code>SlowDown</Code>"
+        ));
+        assert!(is_transient(
+            "Error performing GET in 30s - HTTP error: error sending request"
+        ));
+        assert!(!is_transient(
+            "Error performing GET in 1.500ms - Server returned non-2xx status code: 403 Forbidden"
+        ));
+        assert!(!is_transient(
+            "400 Bad Request: <Code>InvalidArgument</Code>"
+        ));
     }
 }

@@ -63,7 +63,9 @@ impl SourceUrl {
         let raw = raw.trim();
         let hint = "expected s3://bucket/folder/file.csv, s3://bucket/folder/*.csv or file:///folder/file.csv";
         let Some((scheme, rest)) = raw.split_once("://") else {
-            return Err(Error::config(format!("the source {raw:?} is not a URL; {hint}")));
+            return Err(Error::config(format!(
+                "the source {raw:?} is not a URL; {hint}"
+            )));
         };
         match scheme.to_ascii_lowercase().as_str() {
             "s3" => {
@@ -221,7 +223,9 @@ fn split_pattern(path: &str, raw: &str) -> Result<(String, String)> {
             "the source {raw:?} has a glob in a folder name; only the file name may hold `*` or `?`"
         )));
     }
-    if folder.split('/').any(|s| s == "." || s == "..") || (!folder.is_empty() && folder.split('/').any(str::is_empty)) {
+    if folder.split('/').any(|s| s == "." || s == "..")
+        || (!folder.is_empty() && folder.split('/').any(str::is_empty))
+    {
         return Err(Error::config(format!(
             "the source {raw:?} has an empty, `.` or `..` folder segment"
         )));
@@ -302,7 +306,10 @@ pub enum Credentials {
 
 impl Credentials {
     /// A static access key and secret.
-    pub fn access_key(access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
+    pub fn access_key(
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> Self {
         Credentials::AccessKey {
             access_key_id: access_key_id.into(),
             secret_access_key: SecretString::from(secret_access_key.into()),
@@ -340,7 +347,10 @@ impl fmt::Debug for Credentials {
                 .debug_struct("AccessKey")
                 .field("access_key_id", access_key_id)
                 .field("secret_access_key", &"[redacted]")
-                .field("session_token", &session_token.as_ref().map(|_| "[redacted]"))
+                .field(
+                    "session_token",
+                    &session_token.as_ref().map(|_| "[redacted]"),
+                )
                 .finish(),
         }
     }
@@ -522,28 +532,41 @@ impl S3Config {
         self.path_style.unwrap_or(self.endpoint.is_some())
     }
 
+    /// The delimiter as a byte (`,` if it is not ASCII; `validate` rejects that).
+    pub(crate) fn mapping_delimiter(&self) -> u8 {
+        u8::try_from(self.delimiter).unwrap_or(b',')
+    }
+
     /// The CSV mapping these settings describe.
     pub fn mapping(&self) -> CsvMapping {
         let mut mapping = CsvMapping::new(self.user_id_column.clone());
         for a in &self.attributes {
             mapping = mapping.attribute(a.column.clone(), a.name().to_owned());
         }
-        // Checked in `validate`; a non-ASCII delimiter never reaches here in a run.
-        mapping.delimiter(u8::try_from(self.delimiter).unwrap_or(b','))
+        mapping.delimiter(self.mapping_delimiter())
     }
 
     /// Checks the settings; the error says what to fix.
     pub fn validate(&self) -> Result<()> {
+        self.validate_connection()?;
+        if self.attributes.is_empty() {
+            return Err(Error::config(
+                "no attributes are mapped: choose at least one column to import",
+            ));
+        }
+        self.mapping()
+            .validate()
+            .map_err(|e| Error::new(ErrorKind::Config, e.message().to_owned()))
+    }
+
+    /// Checks what is needed to connect and read (not the mapping), so a
+    /// discovery step can run before columns are chosen.
+    pub(crate) fn validate_connection(&self) -> Result<()> {
         if !self.delimiter.is_ascii() {
             return Err(Error::config(format!(
                 "the delimiter {:?} is not one ASCII character",
                 self.delimiter
             )));
-        }
-        if self.attributes.is_empty() {
-            return Err(Error::config(
-                "no attributes are mapped: choose at least one column to import",
-            ));
         }
         if let Some(endpoint) = &self.endpoint {
             let url = url::Url::parse(endpoint).map_err(|e| {
@@ -564,14 +587,16 @@ impl S3Config {
                 "a file:// source takes no region or endpoint; remove them or use an s3:// source",
             ));
         }
-        self.mapping()
-            .validate()
-            .map_err(|e| Error::new(ErrorKind::Config, e.message().to_owned()))
+        Ok(())
     }
 
     /// An [`IntegrationConfig`] (enabled) holding these settings, for
     /// [`crate::Store::put_integration`].
-    pub fn integration(&self, name: impl Into<String>, schedule: Schedule) -> Result<IntegrationConfig> {
+    pub fn integration(
+        &self,
+        name: impl Into<String>,
+        schedule: Schedule,
+    ) -> Result<IntegrationConfig> {
         self.validate()?;
         Ok(IntegrationConfig {
             name: name.into(),
@@ -643,12 +668,18 @@ mod tests {
     #[test]
     fn parses_s3_object_and_glob() {
         let u = SourceUrl::parse("s3://bucket-1/a/b/users.csv").unwrap();
-        assert_eq!((u.bucket(), u.folder(), u.pattern()), (Some("bucket-1"), "a/b", "users.csv"));
+        assert_eq!(
+            (u.bucket(), u.folder(), u.pattern()),
+            (Some("bucket-1"), "a/b", "users.csv")
+        );
         assert!(!u.is_glob());
         assert_eq!(u.exact_path().unwrap().as_ref(), "a/b/users.csv");
 
         let u = SourceUrl::parse("s3://bucket-1/users.csv").unwrap();
-        assert_eq!((u.folder(), u.exact_path().unwrap().as_ref()), ("", "users.csv"));
+        assert_eq!(
+            (u.folder(), u.exact_path().unwrap().as_ref()),
+            ("", "users.csv")
+        );
 
         let u = SourceUrl::parse("s3://bucket-1/exports/").unwrap();
         assert_eq!((u.folder(), u.pattern()), ("exports", "*.csv"));
@@ -722,10 +753,25 @@ mod tests {
     #[test]
     fn validation_says_what_to_fix() {
         let base = S3Config::new("s3://bucket/x.csv", "id").unwrap();
-        assert!(base.validate().unwrap_err().message().contains("no attributes"));
-        let e = base.clone().attribute("a").endpoint("localhost:9000").validate().unwrap_err();
+        assert!(
+            base.validate()
+                .unwrap_err()
+                .message()
+                .contains("no attributes")
+        );
+        let e = base
+            .clone()
+            .attribute("a")
+            .endpoint("localhost:9000")
+            .validate()
+            .unwrap_err();
         assert!(e.message().contains("http://"), "{e}");
-        let e = base.clone().attribute("a").attribute_as("b", "a").validate().unwrap_err();
+        let e = base
+            .clone()
+            .attribute("a")
+            .attribute_as("b", "a")
+            .validate()
+            .unwrap_err();
         assert!(e.message().contains("more than once"), "{e}");
         let e = base.attribute("a").delimiter('é').validate().unwrap_err();
         assert!(e.message().contains("ASCII"), "{e}");
@@ -733,9 +779,13 @@ mod tests {
 
     #[test]
     fn credentials_debug_hides_secrets() {
-        let c = Credentials::access_key("AKIDEXAMPLE", "wJalrXUtnFEMI").with_session_token("tok-123");
+        let c =
+            Credentials::access_key("AKIDEXAMPLE", "wJalrXUtnFEMI").with_session_token("tok-123");
         let debug = format!("{c:?}");
         assert!(debug.contains("AKIDEXAMPLE"));
-        assert!(!debug.contains("wJalrXUtnFEMI") && !debug.contains("tok-123"), "{debug}");
+        assert!(
+            !debug.contains("wJalrXUtnFEMI") && !debug.contains("tok-123"),
+            "{debug}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
@@ -51,22 +51,6 @@ impl StreamReader {
     /// The slot that holds the stream's error after a failed `read`.
     pub(crate) fn failure(&self) -> FailureSlot {
         Arc::clone(&self.failure)
-    }
-
-    /// Reads until at least `n` bytes are buffered (or the stream ends) and returns
-    /// them without consuming them.
-    pub(crate) fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
-        if self.chunk.len() < n && !self.done {
-            let mut joined = BytesMut::from(&self.chunk[..]);
-            while joined.len() < n {
-                match self.next_chunk()? {
-                    Some(more) => joined.extend_from_slice(&more),
-                    None => break,
-                }
-            }
-            self.chunk = joined.freeze();
-        }
-        Ok(&self.chunk[..])
     }
 
     fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
@@ -129,21 +113,44 @@ impl<R: Read> Read for Capture<R> {
     }
 }
 
+/// How many leading bytes are inspected to tell whether a file is CSV.
+pub(crate) const SNIFF_BYTES: u64 = 4096;
+
+/// Reads the first [`SNIFF_BYTES`] of `reader` and returns them with a reader
+/// that yields the whole input again (the prefix, then the rest).
+pub(crate) fn with_prefix<R: Read>(mut reader: R) -> io::Result<(Vec<u8>, impl Read)> {
+    let mut prefix = Vec::with_capacity(SNIFF_BYTES as usize);
+    (&mut reader).take(SNIFF_BYTES).read_to_end(&mut prefix)?;
+    Ok((prefix.clone(), Read::chain(io::Cursor::new(prefix), reader)))
+}
+
 /// Says why the first bytes of a file show it is not a CSV file, if they do.
 pub(crate) fn not_csv_reason(prefix: &[u8]) -> Option<&'static str> {
     const SIGNATURES: &[(&[u8], &str)] = &[
-        (b"\x1f\x8b", "it is gzip-compressed; upload the CSV uncompressed"),
+        (
+            b"\x1f\x8b",
+            "it is gzip-compressed; upload the CSV uncompressed",
+        ),
         (
             b"PK\x03\x04",
             "it is a ZIP archive (an Excel .xlsx workbook?); export the sheet as CSV",
         ),
         (b"PAR1", "it is a Parquet file; export the data as CSV"),
         (b"%PDF", "it is a PDF document; export the data as CSV"),
-        (b"\xd0\xcf\x11\xe0", "it is an old Excel .xls workbook; export the sheet as CSV"),
+        (
+            b"\xd0\xcf\x11\xe0",
+            "it is an old Excel .xls workbook; export the sheet as CSV",
+        ),
         (b"\xff\xfe", "it is UTF-16 encoded; save it as UTF-8 CSV"),
         (b"\xfe\xff", "it is UTF-16 encoded; save it as UTF-8 CSV"),
-        (b"BZh", "it is bzip2-compressed; upload the CSV uncompressed"),
-        (b"\xfd7zXZ", "it is xz-compressed; upload the CSV uncompressed"),
+        (
+            b"BZh",
+            "it is bzip2-compressed; upload the CSV uncompressed",
+        ),
+        (
+            b"\xfd7zXZ",
+            "it is xz-compressed; upload the CSV uncompressed",
+        ),
     ];
     for (magic, reason) in SIGNATURES {
         if prefix.starts_with(magic) {
@@ -184,19 +191,45 @@ mod tests {
 
     #[test]
     fn recognises_files_that_are_not_csv() {
-        assert!(not_csv_reason(b"\x1f\x8b\x08\x00").unwrap().contains("gzip"));
+        assert!(
+            not_csv_reason(b"\x1f\x8b\x08\x00")
+                .unwrap()
+                .contains("gzip")
+        );
         assert!(not_csv_reason(b"PK\x03\x04rest").unwrap().contains("xlsx"));
-        assert!(not_csv_reason(b"id,plan\n1,\0\n").unwrap().contains("binary"));
+        assert!(
+            not_csv_reason(b"id,plan\n1,\0\n")
+                .unwrap()
+                .contains("binary")
+        );
         assert_eq!(not_csv_reason(b"id,plan\n1,basic\n"), None);
         assert_eq!(not_csv_reason(b""), None);
     }
 
     #[test]
     fn hints_at_the_delimiter() {
-        assert!(delimiter_hint(b"Email;Plan;Seats\n", b',').unwrap().contains("';'"));
-        assert!(delimiter_hint(b"Email\tPlan\n", b',').unwrap().contains("tab"));
+        assert!(
+            delimiter_hint(b"Email;Plan;Seats\n", b',')
+                .unwrap()
+                .contains("';'")
+        );
+        assert!(
+            delimiter_hint(b"Email\tPlan\n", b',')
+                .unwrap()
+                .contains("tab")
+        );
         assert_eq!(delimiter_hint(b"Email,Plan\n", b','), None);
         assert_eq!(delimiter_hint(b"Email\n", b','), None);
+    }
+
+    #[test]
+    fn prefix_reader_yields_everything() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let (prefix, mut rest) = with_prefix(&data[..]).unwrap();
+        assert_eq!(prefix, &data[..SNIFF_BYTES as usize]);
+        let mut all = Vec::new();
+        rest.read_to_end(&mut all).unwrap();
+        assert_eq!(all, data);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +239,6 @@ mod tests {
             .collect();
         let mut reader = StreamReader::spawn(futures::stream::iter(chunks).boxed());
         let text = tokio::task::spawn_blocking(move || {
-            assert_eq!(reader.peek(20).unwrap().len(), 20);
             let mut out = String::new();
             reader.read_to_string(&mut out).map(|_| out)
         })

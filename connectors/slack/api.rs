@@ -226,7 +226,7 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// Deserializes `null` or a missing field as the default value.
-fn null_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+pub(super) fn null_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use futures::StreamExt;
+use tokio::sync::Notify;
 
 pub use retry::{RetryDecision, RetryPolicy};
 pub use route::{Route, RouteInfo};
@@ -131,6 +132,7 @@ pub struct DestinationStatus {
 
 struct DestinationEntry {
     destination: Arc<dyn Destination>,
+    format: crate::message::MessageFormat,
     pacer: Pacer,
 }
 
@@ -139,6 +141,7 @@ pub(crate) struct Inner {
     destinations: HashMap<String, DestinationEntry>,
     resolvers: HashMap<String, Arc<dyn IdentityResolver>>,
     sources: Vec<Arc<dyn EventSource>>,
+    scheduler: Option<Arc<crate::schedule::Scheduler>>,
     routes: Vec<CompiledRoute>,
     templates: Templates,
     retry: RetryPolicy,
@@ -175,6 +178,7 @@ pub struct SwitchboardBuilder {
     destinations: Vec<Arc<dyn Destination>>,
     resolvers: Vec<(String, Arc<dyn IdentityResolver>)>,
     sources: Vec<Arc<dyn EventSource>>,
+    scheduler: Option<Arc<crate::schedule::Scheduler>>,
     routes: Vec<Route>,
     retry: RetryPolicy,
     worker: WorkerConfig,
@@ -194,6 +198,7 @@ impl Switchboard {
             destinations: Vec::new(),
             resolvers: Vec::new(),
             sources: Vec::new(),
+            scheduler: None,
             routes: Vec::new(),
             retry: RetryPolicy::default(),
             worker: WorkerConfig::default(),
@@ -246,6 +251,11 @@ impl SwitchboardBuilder {
         self.sources.push(Arc::new(source));
         self
     }
+    /// Scheduled integrations (e.g. CSV imports), run by [`Switchboard::run`].
+    pub fn scheduler(mut self, scheduler: crate::schedule::Scheduler) -> Self {
+        self.scheduler = Some(Arc::new(scheduler));
+        self
+    }
     /// Adds a route.
     pub fn route(mut self, route: Route) -> Self {
         self.routes.push(route);
@@ -281,6 +291,7 @@ impl SwitchboardBuilder {
                     name.clone(),
                     DestinationEntry {
                         destination: d,
+                        format: caps.format,
                         pacer,
                     },
                 )
@@ -341,6 +352,7 @@ impl SwitchboardBuilder {
                 destinations,
                 resolvers,
                 sources: self.sources,
+                scheduler: self.scheduler,
                 routes,
                 templates,
                 retry: self.retry,
@@ -407,7 +419,12 @@ impl Switchboard {
         }
     }
 
-    /// Runs sources and workers until `shutdown` fires. Work written by other
+    /// The scheduler of integrations, if one was configured.
+    pub fn scheduler(&self) -> Option<&crate::schedule::Scheduler> {
+        self.inner.scheduler.as_deref()
+    }
+
+    /// Runs sources, schedules and workers until `shutdown` fires. Work written by other
     /// instances sharing the store is picked up within `poll_interval`.
     pub async fn run(&self, shutdown: Shutdown) -> Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
@@ -418,6 +435,15 @@ impl Switchboard {
             tasks.spawn(async move {
                 if let Err(e) = source.run(emitter, sd).await {
                     tracing::error!(source = source.name(), error = %e, "event source failed");
+                }
+            });
+        }
+        if let Some(scheduler) = &self.inner.scheduler {
+            let scheduler = scheduler.clone();
+            let sd = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = scheduler.run(sd).await {
+                    tracing::error!(error = %e, "scheduler failed");
                 }
             });
         }
@@ -650,10 +676,7 @@ impl Inner {
     }
 
     /// Claims one batch and processes it; returns how many were claimed.
-    async fn process_batch(self: &Arc<Self>, summary: &mut RunSummary) -> Result<usize>
-    where
-        Self: Sized,
-    {
+    async fn process_batch(&self, summary: &mut RunSummary) -> Result<usize> {
         let now = self.clock.now();
         let claimed = self
             .store
@@ -681,29 +704,17 @@ impl Inner {
             });
             groups[slot].push(Work { claimed: c, key });
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
-        let semaphore = Arc::new(tokio::sync::Semaphore::new(self.worker.concurrency));
-        let mut tasks = tokio::task::JoinSet::new();
-        for group in groups {
-            let inner = self.clone();
-            let tx = tx.clone();
-            let semaphore = semaphore.clone();
-            tasks.spawn(async move {
-                let _permit = semaphore.acquire_owned().await;
-                inner.process_group(group, &tx).await;
-            });
-        }
-        drop(tx);
-        // Record completions as they arrive, in batches.
+        // Groups run concurrently on this task; completions are recorded in
+        // batches as groups finish, so a paced group does not hold up the rest.
+        let mut finished = futures::stream::iter(groups)
+            .map(|group| self.process_group(group))
+            .buffer_unordered(self.worker.concurrency)
+            .ready_chunks(64);
         let mut buf = Vec::new();
-        while let Some(c) = rx.recv().await {
-            buf.push(c);
-            while let Ok(c) = rx.try_recv() {
-                buf.push(c);
-            }
+        while let Some(chunk) = finished.next().await {
+            buf.extend(chunk.into_iter().flatten());
             self.record(&mut buf, summary).await?;
         }
-        while tasks.join_next().await.is_some() {}
         Ok(n)
     }
 
@@ -719,7 +730,8 @@ impl Inner {
         Ok(())
     }
 
-    async fn process_group(&self, group: Vec<Work>, tx: &mpsc::UnboundedSender<Completion>) {
+    async fn process_group(&self, group: Vec<Work>) -> Vec<Completion> {
+        let mut out = Vec::with_capacity(group.len());
         let mut deferred_until: Option<DateTime<Utc>> = None;
         for work in group {
             let outcome = match deferred_until {
@@ -733,13 +745,14 @@ impl Inner {
                     o
                 }
             };
-            let _ = tx.send(Completion {
+            out.push(Completion {
                 id: work.claimed.id,
                 lease: work.claimed.lease,
                 destination: work.claimed.destination.clone(),
                 outcome,
             });
         }
+        out
     }
 
     async fn process_one(&self, work: &Work) -> Outcome {
@@ -873,19 +886,29 @@ impl Inner {
     }
 
     fn render(&self, route: &CompiledRoute, event: &Event) -> Result<Message> {
-        let ctx = serde_json::json!({
-            "event": event,
-            "id": event.id,
-            "kind": event.kind,
-            "data": event.data,
-            "subject": event.subject,
-            "actor": event.actor,
-            "occurred_at": event.occurred_at,
-        });
-        let format = match self.destinations.get(&route.destination) {
-            Some(d) => d.destination.capabilities().format,
-            None => crate::message::MessageFormat::Plain,
+        #[derive(Serialize)]
+        struct Context<'a> {
+            event: &'a Event,
+            id: &'a str,
+            kind: &'a str,
+            data: &'a serde_json::Value,
+            subject: Option<&'a Person>,
+            actor: Option<&'a Person>,
+            occurred_at: DateTime<Utc>,
+        }
+        let ctx = Context {
+            event,
+            id: &event.id,
+            kind: &event.kind,
+            data: &event.data,
+            subject: event.subject.as_ref(),
+            actor: event.actor.as_ref(),
+            occurred_at: event.occurred_at,
         };
+        let format = self
+            .destinations
+            .get(&route.destination)
+            .map_or(crate::message::MessageFormat::Plain, |d| d.format);
         let text = self.templates.render(&route.text_key, &ctx)?;
         let title = match &route.title_key {
             Some(k) => Some(self.templates.render(k, &ctx)?),

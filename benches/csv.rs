@@ -1,0 +1,125 @@
+//! Benchmark: `read_csv` against the `csv` crate's raw `ByteRecord` loop on the same 1,000,000-row, 12-column file, and the batched import of that file into `SqliteStore`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use switchboard::SqliteStore;
+use switchboard::attributes::{CsvMapping, ImportCollector, import_rows, read_csv};
+
+const ROWS: usize = 1_000_000;
+
+/// A 12-column export: a user id, 10 imported attributes and one column that is
+/// not imported. Some fields are quoted (commas, quotes), line ends are CRLF.
+fn generate(rows: usize) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(rows * 130);
+    out.push_str(
+        "\u{feff}Email,Name,Plan,Seats,Country,Signup,Tickets,MRR,Active,Company,Notes,City\r\n",
+    );
+    let plans = ["Basic", "Pro", "Premium", "Enterprise"];
+    let countries = ["DE", "AT", "US", "GB", "FR", "NL"];
+    let cities = ["Berlin", "Vienna", "Austin", "Leeds", "Lyon", "Utrecht"];
+    for i in 0..rows {
+        let _ = write!(
+            out,
+            "user{i}@example.com,User {i},{plan},{seats},{country},2024-{month:02}-{day:02},{tickets},{mrr}.{cents:02},{active},\"Company {company}, Inc.\",{notes},{city}\r\n",
+            plan = plans[i % 4],
+            seats = i % 250 + 1,
+            country = countries[i % 6],
+            month = i % 12 + 1,
+            day = i % 28 + 1,
+            tickets = i % 17,
+            mrr = i % 5000,
+            cents = i % 100,
+            active = i % 3 != 0,
+            company = i % 1000,
+            notes = if i % 10 == 0 {
+                "\"said \"\"hi\"\"\""
+            } else {
+                ""
+            },
+            city = cities[i % 6],
+        );
+    }
+    out.into_bytes()
+}
+
+fn mapping() -> CsvMapping {
+    CsvMapping::new("Email")
+        .attribute("Plan", "plan")
+        .attribute("Seats", "seats")
+        .attribute("Country", "country")
+        .attribute("Signup", "signup")
+        .attribute("Tickets", "support_tickets")
+        .attribute("MRR", "mrr")
+        .attribute("Active", "active")
+        .attribute("Company", "company")
+        .attribute("Notes", "notes")
+        .attribute("City", "city")
+}
+
+fn bench(c: &mut Criterion) {
+    let data = generate(ROWS);
+    let mapping = mapping();
+
+    let mut group = c.benchmark_group("csv_read");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.bench_function(BenchmarkId::new("csv_crate_byte_record", ROWS), |b| {
+        b.iter(|| {
+            let mut reader = csv::ReaderBuilder::new().from_reader(&data[..]);
+            let mut record = csv::ByteRecord::new();
+            let mut n = 0usize;
+            while reader.read_byte_record(&mut record).unwrap_or(false) {
+                n += record.len();
+            }
+            black_box(n)
+        })
+    });
+    group.bench_function(BenchmarkId::new("read_csv", ROWS), |b| {
+        b.iter(|| {
+            let mut ok = 0usize;
+            for record in read_csv(&data[..], &mapping).expect("header").flatten() {
+                ok += record.attributes.len();
+            }
+            assert_eq!(ok, ROWS * 10);
+            black_box(ok)
+        })
+    });
+    group.finish();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("csv_import_sqlite");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group.bench_function(BenchmarkId::new("batches_of_5000", ROWS), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let store = SqliteStore::open(dir.path().join("bench.db")).expect("open");
+                let start = std::time::Instant::now();
+                let summary = runtime
+                    .block_on(import_rows(
+                        read_csv(&data[..], &mapping).expect("header"),
+                        &store,
+                        ImportCollector::new().batch_size(5_000),
+                    ))
+                    .expect("import");
+                total += start.elapsed();
+                assert_eq!(summary.rows_imported, ROWS as u64);
+                drop(store);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

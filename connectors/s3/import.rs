@@ -1,0 +1,748 @@
+//! The import job: discovery, staging the object, validating it, writing it in batches, and moving or remembering the file.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use object_store::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::client::{Bucket, ClientSettings, Op};
+use super::config::{AfterImport, Credentials, Location, RetryPolicy, S3Config};
+use super::reader::{Capture, StreamReader, delimiter_hint, not_csv_reason, with_prefix};
+use crate::attributes::{
+    AttributeRecord, CsvMapping, ImportCollector, ImportSummary, RowErrorReason, discover_csv_with, read_csv,
+};
+use crate::integration::RunRecord;
+use crate::schedule::{MAX_ROW_ERRORS, RunContext, ScheduledJob};
+use crate::source::Shutdown;
+use crate::store::Store;
+use crate::{Error, ErrorKind, Result};
+
+/// How long a keep-in-place integration remembers a processed file version.
+const REMEMBER_FOR_DAYS: i64 = 3650;
+
+/// How many bytes of a discovered file are kept to check the header against the mapping.
+const DISCOVERY_CAPTURE_BYTES: usize = 8 << 20;
+
+/// The folder, beside the file, that receives imported files.
+pub const SUCCESS_FOLDER: &str = "success";
+
+/// The folder, beside the file, that receives files that could not be imported.
+pub const FAILED_FOLDER: &str = "failed";
+
+/// Credentials and connection options shared by discovery and import jobs; the
+/// per-integration settings live in [`S3Config`].
+///
+/// ```
+/// use std::time::Duration;
+/// use switchboard::s3::{Credentials, RetryPolicy, S3Connector};
+/// let connector = S3Connector::new(Credentials::access_key("AKIDEXAMPLE", "secret"))
+///     .timeout(Duration::from_secs(60))
+///     .retry(RetryPolicy { max_retries: 3, ..RetryPolicy::default() });
+/// # let _ = connector;
+/// ```
+#[derive(Debug, Clone)]
+pub struct S3Connector {
+    client: ClientSettings,
+    batch_size: usize,
+    spool_dir: Option<PathBuf>,
+}
+
+impl S3Connector {
+    /// The default number of records per store write.
+    pub const DEFAULT_BATCH_SIZE: usize = ImportCollector::DEFAULT_BATCH_SIZE;
+
+    /// A connector authenticating with `credentials`.
+    ///
+    /// Defaults: [`RetryPolicy::default`], a 5-minute request timeout (a download
+    /// cut short resumes where it stopped, pinned to the object's ETag), a
+    /// 10-second connect timeout, batches of 5,000 records and the system's
+    /// temporary folder for staging downloads.
+    pub fn new(credentials: Credentials) -> Self {
+        S3Connector {
+            client: ClientSettings {
+                credentials,
+                retry: RetryPolicy::default(),
+                timeout: Duration::from_secs(300),
+                connect_timeout: Duration::from_secs(10),
+            },
+            batch_size: Self::DEFAULT_BATCH_SIZE,
+            spool_dir: None,
+        }
+    }
+
+    /// A connector using the environment's standard AWS credential chain.
+    pub fn from_env() -> Self {
+        Self::new(Credentials::Environment)
+    }
+
+    /// Sets how S3 requests are retried.
+    #[must_use]
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.client.retry = retry;
+        self
+    }
+
+    /// Sets the timeout of one request.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.client.timeout = timeout;
+        self
+    }
+
+    /// Sets the connect timeout.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.client.connect_timeout = timeout;
+        self
+    }
+
+    /// Records per store write (at least 1).
+    #[must_use]
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// The folder where S3 objects are staged during a run (an unnamed temporary
+    /// file, removed when the run ends; default: the system's temporary folder).
+    /// It needs room for the largest file.
+    #[must_use]
+    pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = Some(dir.into());
+        self
+    }
+
+    /// The import job of the integration `integration`, writing into `store`. Its
+    /// settings are read from the integration's configuration at every run.
+    pub fn job(&self, integration: impl Into<String>, store: Arc<dyn Store>) -> S3Import {
+        S3Import {
+            name: integration.into(),
+            store,
+            connector: self.clone(),
+        }
+    }
+
+    /// "Test connection and discover": finds the file the next run would import
+    /// (the oldest match) and returns its header and first `sample_rows` rows.
+    ///
+    /// When `config` names a user-id column, the header is checked against the
+    /// mapping too. The error says what is wrong and how to fix it:
+    /// [`ErrorKind::NotFound`] for a missing bucket, folder or key (or no file
+    /// matching the glob), [`ErrorKind::Unauthorized`] for denied access (wrong
+    /// secret, unknown key, missing permission), [`ErrorKind::InvalidInput`] for a
+    /// file that is not CSV or lacks a mapped column, [`ErrorKind::Network`]
+    /// (temporary) when S3 could not be reached after retries.
+    pub async fn discover(&self, config: &S3Config, sample_rows: usize) -> Result<Discovery> {
+        let bucket = Bucket::open(config, &self.client)?;
+        let candidates = bucket.candidates().await?;
+        let matching_files = candidates.len();
+        let Some(meta) = candidates.into_iter().next() else {
+            let source = config.source();
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                if source.is_glob() {
+                    format!(
+                        "no file matches {source}: upload a file whose name matches {:?}, or fix the pattern",
+                        source.pattern()
+                    )
+                } else {
+                    format!(
+                        "no such key: nothing at {source}; check the path (a previous run may have moved the file to success/ or failed/)"
+                    )
+                },
+            ));
+        };
+        let url = bucket.url_of(&meta.location);
+        let delimiter = config.mapping_delimiter();
+        let mapping = (!config.user_id_column().trim().is_empty()).then(|| config.mapping());
+        let input = self.open(&bucket, &meta).await?;
+        let failure = input.failure.clone();
+        let reader = input.reader;
+        let checked = tokio::task::spawn_blocking(move || {
+            let (prefix, reader) = with_prefix(reader)?;
+            if let Some(reason) = not_csv_reason(&prefix) {
+                return Ok(Err(format!("it does not look like a CSV file: {reason}")));
+            }
+            let mut capture = Capture {
+                inner: reader,
+                captured: Vec::new(),
+                limit: DISCOVERY_CAPTURE_BYTES,
+            };
+            let sample = match discover_csv_with(&mut capture, sample_rows, delimiter) {
+                Ok(sample) => sample,
+                Err(e) => return Ok(Err(e.message().to_owned())),
+            };
+            if let Some(mapping) = mapping {
+                if let Err(e) = read_csv(capture.captured.as_slice(), &mapping) {
+                    let hint = delimiter_hint(&prefix, delimiter)
+                        .map(|h| format!("; {h}"))
+                        .unwrap_or_default();
+                    return Ok(Err(format!("{}{hint}", e.message())));
+                }
+            }
+            Ok::<_, std::io::Error>(Ok(sample))
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("discovery task failed: {e}")))?;
+        let sample = match checked {
+            Ok(Ok(sample)) => sample,
+            Ok(Err(reason)) => {
+                return Err(Error::invalid_input(format!(
+                    "{url} cannot be imported: {reason}"
+                )));
+            }
+            Err(io) => return Err(read_failure(&bucket, &meta, failure, io)),
+        };
+        Ok(Discovery {
+            object: url,
+            size: meta.size,
+            etag: meta.e_tag.clone(),
+            last_modified: meta.last_modified,
+            matching_files,
+            headers: sample.headers,
+            rows: sample.rows,
+            more_rows: sample.more,
+        })
+    }
+
+    /// Opens an object for streaming: a local file directly, an S3 object as a GET
+    /// stream bridged into a blocking reader.
+    async fn open(&self, bucket: &Bucket, meta: &ObjectMeta) -> Result<Opened> {
+        match bucket.source.location() {
+            Location::Local { folder } => {
+                let path = folder.join(meta.location.as_ref());
+                let file = File::open(&path).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Io,
+                        format!("cannot open {}: {e}", path.display()),
+                    )
+                    .with_source(e)
+                })?;
+                Ok(Opened {
+                    reader: Box::new(file),
+                    meta: meta.clone(),
+                    failure: None,
+                })
+            }
+            Location::S3 { .. } => {
+                let result = bucket
+                    .store
+                    .get(&meta.location)
+                    .await
+                    .map_err(|e| bucket.error(e, Op::Read, &meta.location))?;
+                let actual = result.meta.clone();
+                let reader = StreamReader::spawn(result.into_stream());
+                Ok(Opened {
+                    failure: Some(reader.failure()),
+                    reader: Box::new(reader),
+                    meta: actual,
+                })
+            }
+        }
+    }
+}
+
+/// An object opened for reading, with the metadata of the version being read.
+struct Opened {
+    reader: Box<dyn Read + Send>,
+    meta: ObjectMeta,
+    failure: Option<super::reader::FailureSlot>,
+}
+
+/// Turns an I/O error from reading an object into the object-store error behind
+/// it (if there is one), mapped.
+fn read_failure(
+    bucket: &Bucket,
+    meta: &ObjectMeta,
+    failure: Option<super::reader::FailureSlot>,
+    io: std::io::Error,
+) -> Error {
+    let source_error = failure.and_then(|slot| slot.lock().ok().and_then(|mut s| s.take()));
+    match source_error {
+        Some(e) => bucket.error(e, Op::Read, &meta.location),
+        None => Error::new(
+            ErrorKind::Io,
+            format!("reading {} failed: {io}", bucket.url_of(&meta.location)),
+        )
+        .with_source(io),
+    }
+}
+
+/// What "test connection and discover" found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovery {
+    /// The sampled file (`s3://bucket/key` or `file:///path`).
+    pub object: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its ETag.
+    pub etag: Option<String>,
+    /// When it was last modified.
+    pub last_modified: DateTime<Utc>,
+    /// How many files match the source (the oldest is sampled and imported next).
+    pub matching_files: usize,
+    /// The header row.
+    pub headers: Vec<String>,
+    /// The first data rows.
+    pub rows: Vec<Vec<String>>,
+    /// True if the file has more rows than were sampled.
+    pub more_rows: bool,
+}
+
+/// What an S3 run recorded in [`RunRecord::details`], typed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct S3RunDetails {
+    /// The file the run imported (`None` when no new file was waiting).
+    pub file: Option<String>,
+    /// The ETag of the version read.
+    pub etag: Option<String>,
+    /// Its size in bytes.
+    pub size: Option<u64>,
+    /// Where the file was moved (`…/success/…` or `…/failed/…`).
+    pub moved_to: Option<String>,
+    /// True if the file was left in place and its ETag remembered.
+    pub kept_in_place: bool,
+    /// True if the file changed during the run, so it was neither moved nor
+    /// remembered: the next run imports the new version.
+    pub source_changed: bool,
+    /// Other matching files still waiting for a run.
+    pub pending: u64,
+    /// Rows whose user id appeared on an earlier row (the later row won).
+    pub duplicate_user_ids: u64,
+}
+
+impl S3RunDetails {
+    /// Reads the details of a run of an S3 import (defaults where absent).
+    pub fn from_run(run: &RunRecord) -> Self {
+        serde_json::from_value(run.details.clone()).unwrap_or_default()
+    }
+
+    fn write_to(&self, ctx: &mut RunContext) {
+        if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(self) {
+            for (key, value) in map {
+                if key != "duplicate_user_ids" {
+                    ctx.set_detail(key, value);
+                }
+            }
+        }
+    }
+}
+
+/// The scheduled import of one integration: register it with a
+/// [`crate::schedule::Scheduler`], or call [`S3Import::run_once`].
+///
+/// One run imports one file — the oldest matching one not yet imported:
+///
+/// 1. The file is opened (an S3 object is downloaded, streaming, to an unnamed
+///    temporary file; a local file is read in place).
+/// 2. **Validation pass**: the header is checked against the mapping and every
+///    row is parsed and counted, writing nothing. A file that is not CSV, lacks
+///    a mapped column or is malformed beyond a row (an unterminated quote) fails
+///    the run here, with nothing written, and moves to `failed/`.
+/// 3. **Write pass**: the good rows are upserted in batches. The first batch
+///    carries every mapped attribute, so the attribute cap is enforced before
+///    anything is written.
+/// 4. The file moves under `success/` (also for a partial import) or `failed/`
+///    (every row rejected), or — with [`AfterImport::KeepInPlace`] — stays and its
+///    ETag is remembered for this integration.
+///
+/// A run that fails for a reason outside the file (S3 unreachable, access
+/// denied, the store failing, the attribute cap, shutdown) leaves the file where
+/// it is, so the next run imports it. A process that dies during the write pass
+/// leaves the rows written so far; the file stays in place and the next run
+/// writes every row again (upserts are idempotent, so the end state is the same).
+pub struct S3Import {
+    name: String,
+    store: Arc<dyn Store>,
+    connector: S3Connector,
+}
+
+impl std::fmt::Debug for S3Import {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Import")
+            .field("name", &self.name)
+            .field("connector", &self.connector)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a file could not be imported: its content, or something outside it.
+enum Failure {
+    /// The file is not importable (not CSV, missing column, malformed): it moves to `failed/`.
+    Content(String),
+    /// Something else failed; the file stays for the next run.
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+/// The file is staged and ready for the two passes.
+struct Staged {
+    file: File,
+    meta: ObjectMeta,
+}
+
+impl S3Import {
+    /// The integration's name.
+    pub fn integration(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the import once with `ctx` (the scheduler does this on schedule).
+    pub async fn run_once(&self, ctx: &mut RunContext) -> Result<()> {
+        let mut details = S3RunDetails::default();
+        let result = self.import(ctx, &mut details).await;
+        details.write_to(ctx);
+        result
+    }
+
+    fn scope(&self) -> String {
+        format!("s3-import:{}", self.name)
+    }
+
+    async fn import(&self, ctx: &mut RunContext, details: &mut S3RunDetails) -> Result<()> {
+        let config = S3Config::from_integration(ctx.config())?;
+        let bucket = Bucket::open(&config, &self.connector.client)?;
+        let now = ctx.started_at();
+        let scope = self.scope();
+
+        let mut waiting = Vec::new();
+        for meta in bucket.candidates().await? {
+            if config.after() == AfterImport::KeepInPlace {
+                // Remembering "until now" records nothing: this only asks.
+                let key = version_key(&bucket, &meta);
+                if !self.store.remember_once(&scope, &key, now, now).await? {
+                    continue;
+                }
+            }
+            waiting.push(meta);
+        }
+        details.pending = waiting.len().saturating_sub(1) as u64;
+        let Some(listed) = waiting.into_iter().next() else {
+            return Ok(());
+        };
+        details.file = Some(bucket.url_of(&listed.location));
+
+        let staged = self.stage(&bucket, &listed).await?;
+        details.etag = staged.meta.e_tag.clone();
+        details.size = Some(staged.meta.size);
+
+        let mapping = config.mapping();
+        let Staged { file, meta } = staged;
+        let outcome = self
+            .validate(
+                file,
+                mapping.clone(),
+                config.mapping_delimiter(),
+                ctx.shutdown().clone(),
+            )
+            .await;
+        let (file, summary) = match outcome {
+            Ok(ok) => ok,
+            Err(Failure::Other(e)) => return Err(e),
+            Err(Failure::Content(reason)) => {
+                let url = bucket.url_of(&meta.location);
+                let moved = self
+                    .finish_file(&bucket, &config, &meta, FAILED_FOLDER, ctx, details)
+                    .await;
+                let mut message =
+                    format!("{url} cannot be imported: {reason}; nothing was written");
+                match (moved, &details.moved_to) {
+                    (Err(e), _) => message.push_str(&format!("; {}", e.message())),
+                    (Ok(()), Some(to)) => message.push_str(&format!("; moved to {to}")),
+                    (Ok(()), None) => {}
+                }
+                return Err(Error::invalid_input(message));
+            }
+        };
+
+        if summary.rows_imported > 0 {
+            self.write(file, mapping, summary.rows_imported).await?;
+        }
+        ctx.record_import(&summary);
+        details.duplicate_user_ids = summary.duplicate_user_ids;
+        let folder = if summary.rows_imported == 0 && summary.rows_rejected > 0 {
+            FAILED_FOLDER
+        } else {
+            SUCCESS_FOLDER
+        };
+        self.finish_file(&bucket, &config, &meta, folder, ctx, details)
+            .await
+    }
+
+    /// Opens the file for two passes: a local file as it is, an S3 object
+    /// downloaded (streaming) into an unnamed temporary file.
+    async fn stage(&self, bucket: &Bucket, meta: &ObjectMeta) -> Result<Staged> {
+        if let Location::Local { folder } = bucket.source.location() {
+            let path = folder.join(meta.location.as_ref());
+            let file = File::open(&path).map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("cannot open {}: {e}", path.display()),
+                )
+                .with_source(e)
+            })?;
+            return Ok(Staged {
+                file,
+                meta: meta.clone(),
+            });
+        }
+        let opened = self.connector.open(bucket, meta).await?;
+        let spool_dir = self
+            .connector
+            .spool_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let Opened {
+            mut reader,
+            meta: actual,
+            failure,
+        } = opened;
+        let expected = actual.size;
+        let copied = tokio::task::spawn_blocking(move || {
+            let mut spool = tempfile::tempfile_in(&spool_dir).map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "cannot create a staging file in {}: {e}; set a writable spool_dir",
+                        spool_dir.display()
+                    ),
+                )
+                .with_source(e)
+            })?;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0u64;
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Ok(Err(e)),
+                };
+                std::io::Write::write_all(&mut spool, &buf[..n]).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Io,
+                        format!(
+                            "cannot write the staging file in {}: {e}; free disk space or set another spool_dir",
+                            spool_dir.display()
+                        ),
+                    )
+                    .with_source(e)
+                })?;
+                total += n as u64;
+            }
+            spool.seek(SeekFrom::Start(0))?;
+            Ok::<_, Error>(Ok((spool, total)))
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("download task failed: {e}")))??;
+        match copied {
+            Ok((file, total)) if total == expected => Ok(Staged { file, meta: actual }),
+            Ok((_, total)) => Err(Error::new(
+                ErrorKind::Network,
+                format!(
+                    "the download of {} ended after {total} of {expected} bytes; the next run tries again",
+                    bucket.url_of(&meta.location)
+                ),
+            )
+            .temporary()),
+            Err(io) => Err(read_failure(bucket, &actual, failure, io)),
+        }
+    }
+
+    /// The validation pass: reads every row, writes nothing.
+    async fn validate(
+        &self,
+        file: File,
+        mapping: CsvMapping,
+        delimiter: u8,
+        shutdown: Shutdown,
+    ) -> std::result::Result<(File, ImportSummary), Failure> {
+        tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            let io = |e: std::io::Error| {
+                Failure::Other(
+                    Error::new(ErrorKind::Io, format!("reading the staged file failed: {e}"))
+                        .with_source(e),
+                )
+            };
+            let (prefix, reader) = with_prefix(&mut file).map_err(io)?;
+            if let Some(reason) = not_csv_reason(&prefix) {
+                return Err(Failure::Content(format!(
+                    "it does not look like a CSV file: {reason}"
+                )));
+            }
+            let rows = read_csv(reader, &mapping).map_err(|e| {
+                let hint = delimiter_hint(&prefix, delimiter)
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                Failure::Content(format!("{}{hint}", e.message()))
+            })?;
+            let mut collector = ImportCollector::new().max_row_errors(MAX_ROW_ERRORS);
+            for (i, row) in rows.enumerate() {
+                if let Err(error) = &row {
+                    match &error.reason {
+                        RowErrorReason::TooLong { .. } => {
+                            return Err(Failure::Content(error.to_string()));
+                        }
+                        RowErrorReason::Read { message } => {
+                            return Err(Failure::Other(Error::new(
+                                ErrorKind::Io,
+                                format!(
+                                    "reading the staged file failed at line {}: {message}",
+                                    error.line
+                                ),
+                            )));
+                        }
+                        _ => {}
+                    }
+                }
+                // Batches are only counted here; the write pass builds its own.
+                drop(collector.push(row));
+                if i % 8192 == 0 && shutdown.is_requested() {
+                    return Err(Failure::Other(Error::new(
+                        ErrorKind::Shutdown,
+                        "shutting down: the import stopped before writing; the file stays for the next run",
+                    )));
+                }
+            }
+            let (_, summary) = collector.finish();
+            file.seek(SeekFrom::Start(0)).map_err(io)?;
+            Ok((file, summary))
+        })
+        .await
+        .map_err(|e| Failure::Other(Error::new(ErrorKind::Io, format!("validation task failed: {e}"))))?
+    }
+
+    /// The write pass: parses the file again and upserts the good rows in batches.
+    async fn write(&self, file: File, mapping: CsvMapping, expected: u64) -> Result<()> {
+        let batch_size = self.connector.batch_size;
+        let (tx, mut rx) = mpsc::channel::<Vec<AttributeRecord>>(1);
+        let producer = tokio::task::spawn_blocking(move || {
+            let rows = read_csv(file, &mapping)?;
+            let mut batch = Vec::with_capacity(batch_size);
+            let mut sent = 0u64;
+            for record in rows.flatten() {
+                batch.push(record);
+                if batch.len() == batch_size {
+                    sent += batch.len() as u64;
+                    if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                        return Ok(sent);
+                    }
+                    batch.reserve_exact(batch_size);
+                }
+            }
+            if !batch.is_empty() {
+                sent += batch.len() as u64;
+                // A closed channel means the consumer failed; it reports why.
+                let _ = tx.blocking_send(batch);
+            }
+            Ok::<_, Error>(sent)
+        });
+        let mut written = 0u64;
+        while let Some(batch) = rx.recv().await {
+            self.store.upsert(&batch).await.map_err(|e| {
+                let done = if written == 0 {
+                    "nothing was written".to_owned()
+                } else {
+                    format!("{written} rows were written before; the next run writes them again")
+                };
+                e.context(format!("import into the store stopped ({done})"))
+            })?;
+            written += batch.len() as u64;
+        }
+        let sent = producer
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("import task failed: {e}")))??;
+        if sent != expected || written != expected {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the file changed between the validation and the write pass ({expected} rows validated, {written} written); the next run imports it again"
+                ),
+            )
+            .temporary());
+        }
+        Ok(())
+    }
+
+    /// Moves the file to `folder` (or remembers its ETag), unless it changed
+    /// during the run.
+    async fn finish_file(
+        &self,
+        bucket: &Bucket,
+        config: &S3Config,
+        meta: &ObjectMeta,
+        folder: &str,
+        ctx: &RunContext,
+        details: &mut S3RunDetails,
+    ) -> Result<()> {
+        let now = ctx.started_at();
+        match config.after() {
+            AfterImport::KeepInPlace => {
+                let until = now + chrono::Duration::days(REMEMBER_FOR_DAYS);
+                self.store
+                    .remember_once(&self.scope(), &version_key(bucket, meta), until, now)
+                    .await?;
+                details.kept_in_place = true;
+                Ok(())
+            }
+            AfterImport::Move => {
+                let current = match bucket.store.head(&meta.location).await {
+                    Ok(current) => current,
+                    Err(object_store::Error::NotFound { .. }) => {
+                        details.source_changed = true;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(bucket.error(e, Op::Head, &meta.location)),
+                };
+                if current.e_tag != meta.e_tag || current.size != meta.size {
+                    details.source_changed = true;
+                    return Ok(());
+                }
+                let to = bucket
+                    .move_to(&current, folder, now, ctx.run_id())
+                    .await
+                    .map_err(|e| {
+                        e.context(format!(
+                            "the import finished but the file could not be moved to {folder}/ (it stays in place and is imported again next run)"
+                        ))
+                    })?;
+                details.moved_to = Some(bucket.url_of(&to));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Identifies one version of one object for keep-in-place bookkeeping.
+fn version_key(bucket: &Bucket, meta: &ObjectMeta) -> String {
+    let version = match &meta.e_tag {
+        Some(etag) => etag.clone(),
+        None => format!("{}@{}", meta.size, meta.last_modified.timestamp_millis()),
+    };
+    format!("{}#{version}", bucket.url_of(&meta.location))
+}
+
+#[async_trait]
+impl ScheduledJob for S3Import {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, ctx: &mut RunContext) -> Result<()> {
+        self.run_once(ctx).await
+    }
+}

@@ -1,0 +1,1239 @@
+//! The S3 connector against a real S3-protocol server (`s3s-fs`) started in process, with static credentials.
+#![cfg(feature = "s3")]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use switchboard::attributes::UpsertStats;
+use switchboard::destination::DeliveryId;
+use switchboard::identity::IdentityLink;
+use switchboard::integration::{IntegrationConfig, RunOutcome, RunRecord, Schedule};
+use switchboard::s3::{
+    AfterImport, Credentials, RetryPolicy, S3Config, S3Connector, S3Import, S3RunDetails,
+};
+use switchboard::schedule::{RunContext, Scheduler};
+use switchboard::store::{
+    ClaimedDelivery, Completion, DeadLetter, DeliveryState, DestinationStats, EnqueueOutcome,
+    Installation, LogEntry, NewDelivery,
+};
+use switchboard::{
+    AttributeRecord, AttributeStore, Attributes, ErrorKind, Event, Filter, MemoryStore, Shutdown,
+    SqliteStore, Store,
+};
+
+// ---------------------------------------------------------------------------
+// Heap accounting: the large-file test asserts the import's peak heap growth.
+
+struct CountingAlloc;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call forwards to the system allocator; the counters only observe sizes.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's arguments.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                let now = CURRENT.fetch_add(new_size - layout.size(), Ordering::Relaxed)
+                    + (new_size - layout.size());
+                PEAK.fetch_max(now, Ordering::Relaxed);
+            } else {
+                CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// The large-file test measures the heap alone: it takes this for writing, every
+/// other test for reading.
+static HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+// ---------------------------------------------------------------------------
+// The in-process S3 server.
+
+const ACCESS_KEY: &str = "AKIATESTSWITCHBOARD";
+const SECRET_KEY: &str = "test-secret-key-1234567890";
+const BUCKET: &str = "exports";
+
+struct S3Server {
+    endpoint: String,
+    root: tempfile::TempDir,
+    /// GET requests still to answer with `503 SlowDown`.
+    slow_downs: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl S3Server {
+    async fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let slow_downs = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let faults = Arc::clone(&slow_downs);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = service.clone();
+                let faults = Arc::clone(&faults);
+                let handler = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
+                        let service = service.clone();
+                        let throttle = req.method() == http::Method::GET
+                            && faults
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
+                        async move {
+                            if throttle {
+                                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                                return Ok(http::Response::builder()
+                                    .status(503)
+                                    .header("content-type", "application/xml")
+                                    .body(s3s::Body::from(body.to_owned()))
+                                    .unwrap());
+                            }
+                            service.call(req.map(s3s::Body::from)).await
+                        }
+                    },
+                );
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), handler)
+                        .await;
+                });
+            }
+        });
+        S3Server {
+            endpoint,
+            root,
+            slow_downs,
+            task,
+        }
+    }
+
+    /// A client for the test's own uploads.
+    fn client(&self) -> impl ObjectStore {
+        AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .unwrap()
+    }
+
+    async fn put(&self, key: &str, body: impl Into<Vec<u8>>) {
+        self.client()
+            .put(&ObjectPath::from(key), body.into().into())
+            .await
+            .unwrap();
+    }
+
+    fn exists(&self, key: &str) -> bool {
+        self.root.path().join(BUCKET).join(key).is_file()
+    }
+
+    /// The file names in a folder of the bucket (sorted).
+    fn files_in(&self, folder: &str) -> Vec<String> {
+        files_in(&self.root.path().join(BUCKET).join(folder))
+    }
+
+    fn config(&self, source: &str) -> S3Config {
+        S3Config::new(source, "Email")
+            .unwrap()
+            .endpoint(&self.endpoint)
+            .region("us-east-1")
+    }
+
+    fn connector(&self) -> S3Connector {
+        S3Connector::new(Credentials::access_key(ACCESS_KEY, SECRET_KEY)).retry(fast_retry())
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 4,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        total_timeout: Duration::from_secs(20),
+    }
+}
+
+const USERS_CSV: &str = "Email,Plan,Support Tickets,Notes\n\
+ada@example.com,Premium,3,vip\n\
+bob@example.com,Basic,0,\n\
+cy@example.com,Premium,7,\"late, payer\"\n";
+
+fn users_config(server: &S3Server, source: &str) -> S3Config {
+    server
+        .config(source)
+        .attribute_as("Plan", "plan")
+        .attribute_as("Support Tickets", "support_tickets")
+}
+
+fn hourly() -> Schedule {
+    Schedule::Interval(Duration::from_secs(3600))
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 1, 10, 30, 0).unwrap()
+}
+
+/// A scheduler with one S3 job, its integration saved, on a fixed clock.
+async fn scheduler_with(
+    store: Arc<dyn Store>,
+    connector: &S3Connector,
+    integrations: &[IntegrationConfig],
+    now: DateTime<Utc>,
+) -> Scheduler {
+    let mut scheduler = Scheduler::new(Arc::clone(&store)).clock(move || now);
+    for integration in integrations {
+        scheduler = scheduler.job(Arc::new(
+            connector.job(&integration.name, Arc::clone(&store)),
+        ));
+    }
+    for integration in integrations {
+        scheduler.put_integration(integration).await.unwrap();
+    }
+    scheduler
+}
+
+fn stores() -> Vec<(&'static str, Arc<dyn Store>)> {
+    vec![
+        ("memory", Arc::new(MemoryStore::new())),
+        ("sqlite", Arc::new(SqliteStore::open_in_memory().unwrap())),
+    ]
+}
+
+async fn attrs(store: &dyn Store, user: &str) -> Option<Attributes> {
+    store.get(user).await.unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Discovery.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_returns_the_header_and_sample_rows() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("hr/users.csv", USERS_CSV).await;
+    let config = users_config(&server, "s3://exports/hr/users.csv");
+    let found = server.connector().discover(&config, 2).await.unwrap();
+    assert_eq!(found.object, "s3://exports/hr/users.csv");
+    assert_eq!(found.headers, ["Email", "Plan", "Support Tickets", "Notes"]);
+    assert_eq!(found.rows.len(), 2);
+    assert_eq!(found.rows[0], ["ada@example.com", "Premium", "3", "vip"]);
+    assert!(found.more_rows);
+    assert_eq!(found.size, USERS_CSV.len() as u64);
+    assert!(found.etag.is_some());
+    assert_eq!(found.matching_files, 1);
+
+    // A glob samples the oldest match and counts them all; other names and
+    // sub-folders are not matches.
+    server.put("hr/users-2.csv", USERS_CSV).await;
+    server.put("hr/readme.txt", "not data").await;
+    server.put("hr/success/old.csv", USERS_CSV).await;
+    let glob = users_config(&server, "s3://exports/hr/*.csv");
+    let found = server.connector().discover(&glob, 10).await.unwrap();
+    assert_eq!(found.matching_files, 2);
+    assert_eq!(found.object, "s3://exports/hr/users.csv");
+    assert_eq!(found.rows.len(), 3);
+    assert!(!found.more_rows);
+
+    // Before any column is chosen, discovery works without a mapping.
+    let bare = S3Config::new("s3://exports/hr/users.csv", "")
+        .unwrap()
+        .endpoint(&server.endpoint);
+    assert_eq!(
+        server
+            .connector()
+            .discover(&bare, 1)
+            .await
+            .unwrap()
+            .headers
+            .len(),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_errors_say_what_is_wrong() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("users.csv", USERS_CSV).await;
+    server
+        .put("semicolon.csv", "Email;Plan;Seats\na@x.com;Basic;1\n")
+        .await;
+    server
+        .put(
+            "archive.csv",
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03".to_vec(),
+        )
+        .await;
+    let connector = server.connector();
+
+    let missing_bucket = users_config(&server, "s3://no-such-bucket/users.csv");
+    let e = connector.discover(&missing_bucket, 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(
+        e.message().contains("\"no-such-bucket\" does not exist"),
+        "{e}"
+    );
+
+    let missing_key = users_config(&server, "s3://exports/nope.csv");
+    let e = connector.discover(&missing_key, 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.message().contains("no such key"), "{e}");
+    assert!(e.message().contains("s3://exports/nope.csv"), "{e}");
+
+    let no_match = users_config(&server, "s3://exports/*.tsv");
+    let e = connector.discover(&no_match, 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.message().contains("no file matches"), "{e}");
+
+    let wrong_secret =
+        S3Connector::new(Credentials::access_key(ACCESS_KEY, "wrong-secret")).retry(fast_retry());
+    let e = wrong_secret
+        .discover(&users_config(&server, "s3://exports/users.csv"), 1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    assert!(e.message().contains("access denied"), "{e}");
+    assert!(e.message().contains("secret"), "{e}");
+    assert!(
+        !e.to_string().contains("wrong-secret"),
+        "the secret leaked: {e}"
+    );
+    assert!(!e.is_temporary());
+
+    let unknown_key = S3Connector::new(Credentials::access_key("AKIAUNKNOWN", SECRET_KEY));
+    let e = unknown_key
+        .discover(&users_config(&server, "s3://exports/users.csv"), 1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    assert!(e.message().contains("access key id"), "{e}");
+
+    let gz = users_config(&server, "s3://exports/archive.csv");
+    let e = connector.discover(&gz, 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(
+        e.message().contains("not look like a CSV file") && e.message().contains("gzip"),
+        "{e}"
+    );
+
+    let missing_column = server.config("s3://exports/users.csv").attribute("Seats");
+    let e = connector.discover(&missing_column, 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.message().contains("\"Seats\""), "{e}");
+    assert!(
+        e.message().contains("\"Support Tickets\""),
+        "lists the columns there are: {e}"
+    );
+
+    let semicolons = server
+        .config("s3://exports/semicolon.csv")
+        .attribute("Plan");
+    let e = connector.discover(&semicolons, 1).await.unwrap_err();
+    assert!(e.message().contains("';'-separated"), "{e}");
+    let fixed = semicolons.delimiter(';');
+    assert_eq!(
+        connector.discover(&fixed, 1).await.unwrap().headers,
+        ["Email", "Plan", "Seats"]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Runs.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_file_is_imported_recorded_and_moved_to_success() {
+    let _shared = HEAVY.read().await;
+    for (store_name, store) in stores() {
+        let server = S3Server::start().await;
+        server.put("hr/users.csv", USERS_CSV).await;
+        let integration = users_config(&server, "s3://exports/hr/users.csv")
+            .integration("hr-users", hourly())
+            .unwrap();
+        let connector = server.connector();
+        let scheduler = scheduler_with(Arc::clone(&store), &connector, &[integration], t0()).await;
+
+        let run = scheduler.run_now("hr-users").await.unwrap();
+        assert_eq!(run.outcome, RunOutcome::Success, "{store_name}: {run:?}");
+        assert_eq!(
+            (run.rows_read, run.rows_imported, run.rows_rejected),
+            (3, 3, 0)
+        );
+        assert_eq!(run.properties_imported, 2);
+        assert!(run.row_errors.is_empty());
+
+        let ada = attrs(store.as_ref(), "ada@example.com").await.unwrap();
+        assert_eq!(ada["plan"], "Premium");
+        assert_eq!(ada["support_tickets"], "3");
+        assert!(
+            !ada.contains_key("Notes"),
+            "unmapped columns are not imported"
+        );
+        let premium = store
+            .query(&Filter::parse("plan = \"Premium\" and support_tickets > 2").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(premium, ["ada@example.com", "cy@example.com"]);
+
+        let details = S3RunDetails::from_run(&run);
+        assert_eq!(details.file.as_deref(), Some("s3://exports/hr/users.csv"));
+        assert_eq!(
+            details.moved_to.as_deref(),
+            Some("s3://exports/hr/success/users-20250301T103000Z.csv")
+        );
+        assert!(!server.exists("hr/users.csv"));
+        assert_eq!(
+            server.files_in("hr/success"),
+            ["users-20250301T103000Z.csv"]
+        );
+        assert_eq!(
+            std::fs::read_to_string(
+                server
+                    .root
+                    .path()
+                    .join("exports/hr/success/users-20250301T103000Z.csv")
+            )
+            .unwrap(),
+            USERS_CSV,
+            "the moved copy is the file"
+        );
+
+        // The run history has it; the next run finds no new file.
+        let history = store.runs("hr-users", 10).await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].outcome, RunOutcome::Success);
+        let next = scheduler.run_now("hr-users").await.unwrap();
+        assert_eq!(next.outcome, RunOutcome::Success);
+        assert_eq!(next.rows_read, 0);
+        assert_eq!(S3RunDetails::from_run(&next).file, None);
+
+        // A rerun in the same second never overwrites an earlier move.
+        server.put("hr/users.csv", USERS_CSV).await;
+        let again = scheduler.run_now("hr-users").await.unwrap();
+        let moved = S3RunDetails::from_run(&again).moved_to.unwrap();
+        assert!(
+            moved.ends_with(&format!("users-20250301T103000Z-run{}.csv", again.id)),
+            "{moved}"
+        );
+        assert_eq!(server.files_in("hr/success").len(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_bad_file_is_partial_and_lists_the_rejected_lines() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    let csv = "Email,Plan,Support Tickets\n\
+        ada@example.com,Premium,3\n\
+        ,Basic,1\n\
+        bob@example.com,Basic\n\
+        cy@example.com,Premium,7\n";
+    server.put("users.csv", csv).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/users.csv")
+        .integration("hr", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+
+    let run = scheduler.run_now("hr").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Partial, "{run:?}");
+    assert_eq!(
+        (run.rows_read, run.rows_imported, run.rows_rejected),
+        (4, 2, 2)
+    );
+    assert_eq!(run.row_errors.len(), 2);
+    assert!(
+        run.row_errors[0].starts_with("line 3: ") && run.row_errors[0].contains("empty"),
+        "{:?}",
+        run.row_errors
+    );
+    assert!(
+        run.row_errors[1].starts_with("line 4: ") && run.row_errors[1].contains("fields"),
+        "{:?}",
+        run.row_errors
+    );
+    assert!(attrs(store.as_ref(), "ada@example.com").await.is_some());
+    assert!(attrs(store.as_ref(), "cy@example.com").await.is_some());
+    assert!(attrs(store.as_ref(), "bob@example.com").await.is_none());
+    // Good rows were imported, so the file counts as processed.
+    assert_eq!(server.files_in("success").len(), 1);
+    assert!(server.files_in("failed").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_whose_rows_are_all_rejected_fails_and_moves_to_failed() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server
+        .put(
+            "users.csv",
+            "Email,Plan,Support Tickets\n,Basic,1\n,Premium,2\n",
+        )
+        .await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/users.csv")
+        .integration("hr", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+    let run = scheduler.run_now("hr").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    assert_eq!(
+        (run.rows_read, run.rows_imported, run.rows_rejected),
+        (2, 0, 2)
+    );
+    assert!(run.error.unwrap().contains("all 2 rows were rejected"));
+    assert_eq!(server.files_in("failed"), ["users-20250301T103000Z.csv"]);
+    assert!(!server.exists("users.csv"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_column_fails_the_run_writes_nothing_and_moves_to_failed() {
+    let _shared = HEAVY.read().await;
+    for (store_name, store) in stores() {
+        let server = S3Server::start().await;
+        server.put("users.csv", USERS_CSV).await;
+        let integration = server
+            .config("s3://exports/users.csv")
+            .attribute_as("Plan", "plan")
+            .attribute("Seats")
+            .integration("hr", hourly())
+            .unwrap();
+        let scheduler = scheduler_with(
+            Arc::clone(&store),
+            &server.connector(),
+            &[integration],
+            t0(),
+        )
+        .await;
+        let run = scheduler.run_now("hr").await.unwrap();
+        assert_eq!(run.outcome, RunOutcome::Failed, "{store_name}");
+        let error = run.error.clone().unwrap();
+        assert!(
+            error.contains("\"Seats\"") && error.contains("nothing was written"),
+            "{error}"
+        );
+        assert!(
+            error.contains("failed/users-20250301T103000Z.csv"),
+            "{error}"
+        );
+        assert_eq!(run.rows_imported, 0);
+        assert!(attrs(store.as_ref(), "ada@example.com").await.is_none());
+        assert_eq!(server.files_in("failed"), ["users-20250301T103000Z.csv"]);
+        assert_eq!(
+            S3RunDetails::from_run(&run).moved_to.as_deref(),
+            Some("s3://exports/failed/users-20250301T103000Z.csv")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_broken_mid_stream_writes_nothing() {
+    let _shared = HEAVY.read().await;
+    // 2,000 good rows, then an unterminated quote that swallows more than the
+    // 1 MiB record cap: reading stops there. The validation pass finds it before
+    // a single row is written.
+    let server = S3Server::start().await;
+    let mut csv = String::from("Email,Plan,Support Tickets\n");
+    for i in 0..2000 {
+        csv.push_str(&format!("user{i}@example.com,Basic,{i}\n"));
+    }
+    csv.push_str("broken@example.com,\"Premium,1\n");
+    csv.push_str(&"x".repeat(1_300_000));
+    server.put("users.csv", csv).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/users.csv")
+        .integration("hr", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+    let run = scheduler.run_now("hr").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    let error = run.error.unwrap();
+    assert!(
+        error.contains("line 2002") && error.contains("nothing was written"),
+        "{error}"
+    );
+    assert!(
+        attrs(store.as_ref(), "user0@example.com").await.is_none(),
+        "half-written"
+    );
+    assert_eq!(server.files_in("failed").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_denied_is_permanent_reported_and_leaves_the_file() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("users.csv", USERS_CSV).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/users.csv")
+        .integration("hr", hourly())
+        .unwrap();
+    let wrong =
+        S3Connector::new(Credentials::access_key(ACCESS_KEY, "not-the-secret")).retry(fast_retry());
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &wrong,
+        std::slice::from_ref(&integration),
+        t0(),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let run = scheduler.run_now("hr").await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "access denied is not retried"
+    );
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    let error = run.error.unwrap();
+    assert!(
+        error.contains("access denied") && error.contains("secret"),
+        "{error}"
+    );
+    assert!(
+        server.exists("users.csv"),
+        "the file stays for the next run"
+    );
+    assert!(server.files_in("failed").is_empty());
+
+    // A missing bucket is reported the same way.
+    let gone = users_config(&server, "s3://other-bucket/users.csv")
+        .integration("gone", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(Arc::clone(&store), &server.connector(), &[gone], t0()).await;
+    let run = scheduler.run_now("gone").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    assert!(
+        run.error
+            .unwrap()
+            .contains("\"other-bucket\" does not exist")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_with_backoff() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("users.csv", USERS_CSV).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/users.csv")
+        .integration("hr", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+
+    server.slow_downs.store(3, Ordering::SeqCst);
+    let run = scheduler.run_now("hr").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Success, "{run:?}");
+    assert_eq!(
+        server.slow_downs.load(Ordering::SeqCst),
+        0,
+        "the 503s were answered"
+    );
+    assert_eq!(run.rows_imported, 3);
+
+    // When S3 keeps throttling past the retry budget the run fails as temporary
+    // and the file stays.
+    server.put("users.csv", USERS_CSV).await;
+    server.slow_downs.store(1000, Ordering::SeqCst);
+    let run = scheduler.run_now("hr").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    let error = run.error.unwrap();
+    assert!(
+        error.contains("failed after retries") && error.contains("temporary"),
+        "{error}"
+    );
+    assert!(server.exists("users.csv"));
+    server.slow_downs.store(0, Ordering::SeqCst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attribute_cap_is_enforced_before_anything_is_written() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("users.csv", USERS_CSV).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new().with_attribute_cap(1));
+    let integration = users_config(&server, "s3://exports/users.csv")
+        .integration("hr", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+    let run = scheduler.run_now("hr").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    let error = run.error.unwrap();
+    assert!(
+        error.contains("over the cap of 1") && error.contains("nothing was written"),
+        "{error}"
+    );
+    assert!(attrs(store.as_ref(), "ada@example.com").await.is_none());
+    assert!(
+        server.exists("users.csv"),
+        "the file is fine: it stays until the cap or mapping is fixed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_in_place_lets_two_integrations_read_one_file() {
+    let _shared = HEAVY.read().await;
+    for (store_name, store) in stores() {
+        let server = S3Server::start().await;
+        server.put("shared/users.csv", USERS_CSV).await;
+        let plans = server
+            .config("s3://exports/shared/users.csv")
+            .attribute_as("Plan", "plan")
+            .after_import(AfterImport::KeepInPlace)
+            .integration("plans", hourly())
+            .unwrap();
+        let tickets = server
+            .config("s3://exports/shared/users.csv")
+            .attribute_as("Support Tickets", "tickets")
+            .after_import(AfterImport::KeepInPlace)
+            .integration("tickets", hourly())
+            .unwrap();
+        let scheduler = scheduler_with(
+            Arc::clone(&store),
+            &server.connector(),
+            &[plans, tickets],
+            t0(),
+        )
+        .await;
+
+        let runs = scheduler.run_due(t0()).await.unwrap();
+        assert_eq!(runs.len(), 2, "{store_name}");
+        for run in &runs {
+            assert_eq!(run.outcome, RunOutcome::Success, "{store_name}: {run:?}");
+            assert_eq!(run.rows_imported, 3);
+            let details = S3RunDetails::from_run(run);
+            assert!(details.kept_in_place && details.moved_to.is_none());
+        }
+        let ada = attrs(store.as_ref(), "ada@example.com").await.unwrap();
+        assert_eq!(
+            (ada["plan"].as_str(), ada["tickets"].as_str()),
+            ("Premium", "3")
+        );
+        assert!(server.exists("shared/users.csv"));
+        assert!(server.files_in("shared/success").is_empty());
+
+        // The same version is not imported again by either integration…
+        for name in ["plans", "tickets"] {
+            let run = scheduler.run_now(name).await.unwrap();
+            assert_eq!(run.rows_read, 0, "{store_name} {name}");
+            assert_eq!(S3RunDetails::from_run(&run).file, None);
+        }
+        // …but a new version (new ETag) is.
+        server
+            .put(
+                "shared/users.csv",
+                "Email,Plan,Support Tickets\nada@example.com,Basic,4\n",
+            )
+            .await;
+        for name in ["plans", "tickets"] {
+            let run = scheduler.run_now(name).await.unwrap();
+            assert_eq!(run.rows_imported, 1, "{store_name} {name}");
+        }
+        let ada = attrs(store.as_ref(), "ada@example.com").await.unwrap();
+        assert_eq!(
+            (ada["plan"].as_str(), ada["tickets"].as_str()),
+            ("Basic", "4")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_glob_imports_the_oldest_file_per_run_and_skips_the_rest() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server
+        .put(
+            "daily/users-1.csv",
+            "Email,Plan,Support Tickets\nada@example.com,Basic,1\n",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // S3 times have 1 s resolution
+    server
+        .put(
+            "daily/users-2.csv",
+            "Email,Plan,Support Tickets\nada@example.com,Premium,2\n",
+        )
+        .await;
+    server.put("daily/notes.txt", "ignore me").await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/daily/*.csv")
+        .integration("daily", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+
+    let first = scheduler.run_now("daily").await.unwrap();
+    let details = S3RunDetails::from_run(&first);
+    assert_eq!(
+        details.file.as_deref(),
+        Some("s3://exports/daily/users-1.csv")
+    );
+    assert_eq!(details.pending, 1);
+    assert_eq!(
+        attrs(store.as_ref(), "ada@example.com").await.unwrap()["plan"],
+        "Basic"
+    );
+
+    let second = scheduler.run_now("daily").await.unwrap();
+    assert_eq!(
+        S3RunDetails::from_run(&second).file.as_deref(),
+        Some("s3://exports/daily/users-2.csv")
+    );
+    assert_eq!(
+        attrs(store.as_ref(), "ada@example.com").await.unwrap()["plan"],
+        "Premium"
+    );
+
+    let third = scheduler.run_now("daily").await.unwrap();
+    assert_eq!(
+        S3RunDetails::from_run(&third).file,
+        None,
+        "success/ is never re-imported"
+    );
+    assert_eq!(server.files_in("daily"), ["notes.txt"]);
+    assert_eq!(server.files_in("daily/success").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_folder_works_the_same_way() {
+    let _shared = HEAVY.read().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.csv"), USERS_CSV).unwrap();
+    let source = format!("file://{}/", dir.path().display());
+    let config = S3Config::new(&source, "Email")
+        .unwrap()
+        .attribute_as("Plan", "plan");
+    let connector = S3Connector::from_env();
+    let found = connector.discover(&config, 5).await.unwrap();
+    assert_eq!(found.rows.len(), 3);
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let integration = config.integration("local", hourly()).unwrap();
+    let scheduler = scheduler_with(Arc::clone(&store), &connector, &[integration], t0()).await;
+    let run = scheduler.run_now("local").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Success, "{run:?}");
+    assert_eq!(run.rows_imported, 3);
+    assert_eq!(files_in(dir.path()), Vec::<String>::new());
+    assert_eq!(
+        files_in(&dir.path().join("success")),
+        ["users-20250301T103000Z.csv"]
+    );
+
+    let missing = S3Config::new("file:///definitely/not/here/", "Email")
+        .unwrap()
+        .attribute("Plan");
+    let e = connector.discover(&missing, 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.message().contains("/definitely/not/here"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_streams_in_bounded_memory() {
+    let _alone = HEAVY.write().await;
+    // ~48 MB of CSV, 200,000 rows over 1,000 users, written straight into the
+    // server's folder. The import downloads, validates and writes it; the heap
+    // never grows by more than a fraction of the file.
+    let server = S3Server::start().await;
+    let path = server.root.path().join(BUCKET).join("big.csv");
+    let rows = 200_000u64;
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        writeln!(out, "Email,Plan,Support Tickets,Notes").unwrap();
+        let filler = "n".repeat(200);
+        for i in 0..rows {
+            writeln!(
+                out,
+                "user{}@example.com,Plan {},{},{filler}",
+                i % 1000,
+                i % 7,
+                i
+            )
+            .unwrap();
+        }
+        out.flush().unwrap();
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > 45_000_000, "{size}");
+
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/big.csv")
+        .integration("big", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+
+    let baseline = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(baseline, Ordering::SeqCst);
+    let run = scheduler.run_now("big").await.unwrap();
+    let growth = PEAK.load(Ordering::SeqCst).saturating_sub(baseline);
+    eprintln!(
+        "peak heap growth: {} KiB for a {} KiB file",
+        growth >> 10,
+        size >> 10
+    );
+
+    assert_eq!(run.outcome, RunOutcome::Success, "{run:?}");
+    assert_eq!(run.rows_imported, rows);
+    assert_eq!(S3RunDetails::from_run(&run).duplicate_user_ids, rows - 1000);
+    assert!(
+        growth < 16 << 20,
+        "peak heap growth {} MB for a {} MB file",
+        growth >> 20,
+        size >> 20
+    );
+    assert!(!path.exists());
+}
+
+// ---------------------------------------------------------------------------
+// A crash mid-run.
+
+/// A store whose upserts stop forever after `allowed` batches: a process that
+/// dies while writing.
+struct HangingStore {
+    inner: MemoryStore,
+    allowed: AtomicUsize,
+    written: AtomicUsize,
+}
+
+#[async_trait]
+impl AttributeStore for HangingStore {
+    async fn upsert(&self, batch: &[AttributeRecord]) -> switchboard::Result<UpsertStats> {
+        if self
+            .allowed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
+        let stats = self.inner.upsert(batch).await?;
+        self.written.fetch_add(batch.len(), Ordering::SeqCst);
+        Ok(stats)
+    }
+    async fn get(&self, user_id: &str) -> switchboard::Result<Option<Attributes>> {
+        self.inner.get(user_id).await
+    }
+    async fn query(&self, filter: &Filter) -> switchboard::Result<Vec<String>> {
+        self.inner.query(filter).await
+    }
+}
+
+#[async_trait]
+impl Store for HangingStore {
+    async fn enqueue(
+        &self,
+        e: &Event,
+        d: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> switchboard::Result<EnqueueOutcome> {
+        self.inner.enqueue(e, d, now).await
+    }
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> switchboard::Result<Vec<ClaimedDelivery>> {
+        self.inner.claim(now, lease, limit).await
+    }
+    async fn complete(&self, c: &[Completion], now: DateTime<Utc>) -> switchboard::Result<()> {
+        self.inner.complete(c, now).await
+    }
+    async fn set_connected(
+        &self,
+        d: &str,
+        c: bool,
+        r: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> switchboard::Result<u64> {
+        self.inner.set_connected(d, c, r, now).await
+    }
+    async fn disconnected(&self) -> switchboard::Result<Vec<String>> {
+        self.inner.disconnected().await
+    }
+    async fn next_due(&self) -> switchboard::Result<Option<DateTime<Utc>>> {
+        self.inner.next_due().await
+    }
+    async fn dead_letters(&self, limit: usize) -> switchboard::Result<Vec<DeadLetter>> {
+        self.inner.dead_letters(limit).await
+    }
+    async fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> switchboard::Result<()> {
+        self.inner.replay(id, now).await
+    }
+    async fn delivery_log(&self, id: DeliveryId) -> switchboard::Result<Vec<LogEntry>> {
+        self.inner.delivery_log(id).await
+    }
+    async fn delivery_state(&self, id: DeliveryId) -> switchboard::Result<Option<DeliveryState>> {
+        self.inner.delivery_state(id).await
+    }
+    async fn destination_stats(&self) -> switchboard::Result<Vec<DestinationStats>> {
+        self.inner.destination_stats().await
+    }
+    async fn put_link(&self, link: &IdentityLink) -> switchboard::Result<()> {
+        self.inner.put_link(link).await
+    }
+    async fn link(&self, p: &str, u: &str) -> switchboard::Result<Option<IdentityLink>> {
+        self.inner.link(p, u).await
+    }
+    async fn links(&self, p: &str) -> switchboard::Result<Vec<IdentityLink>> {
+        self.inner.links(p).await
+    }
+    async fn delete_link(&self, p: &str, u: &str) -> switchboard::Result<bool> {
+        self.inner.delete_link(p, u).await
+    }
+    async fn put_integration(&self, c: &IntegrationConfig) -> switchboard::Result<()> {
+        self.inner.put_integration(c).await
+    }
+    async fn integrations(&self) -> switchboard::Result<Vec<IntegrationConfig>> {
+        self.inner.integrations().await
+    }
+    async fn start_run(
+        &self,
+        i: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> switchboard::Result<Option<RunRecord>> {
+        self.inner.start_run(i, now, lease).await
+    }
+    async fn finish_run(&self, run: &RunRecord) -> switchboard::Result<()> {
+        self.inner.finish_run(run).await
+    }
+    async fn runs(&self, i: &str, limit: usize) -> switchboard::Result<Vec<RunRecord>> {
+        self.inner.runs(i, limit).await
+    }
+    async fn put_installation(&self, i: &Installation) -> switchboard::Result<()> {
+        self.inner.put_installation(i).await
+    }
+    async fn installation(&self, p: &str, k: &str) -> switchboard::Result<Option<Installation>> {
+        self.inner.installation(p, k).await
+    }
+    async fn delete_installation(&self, p: &str, k: &str) -> switchboard::Result<bool> {
+        self.inner.delete_installation(p, k).await
+    }
+    async fn remember_once(
+        &self,
+        s: &str,
+        k: &str,
+        e: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> switchboard::Result<bool> {
+        self.inner.remember_once(s, k, e, now).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_after_a_crash_imports_the_file_that_stayed_in_place() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    let mut csv = String::from("Email,Plan,Support Tickets\n");
+    for i in 0..1000 {
+        csv.push_str(&format!("user{i}@example.com,Basic,{i}\n"));
+    }
+    server.put("users.csv", csv).await;
+    let hanging = Arc::new(HangingStore {
+        inner: MemoryStore::new(),
+        allowed: AtomicUsize::new(2),
+        written: AtomicUsize::new(0),
+    });
+    let store: Arc<dyn Store> = hanging.clone();
+    let integration = users_config(&server, "s3://exports/users.csv")
+        .integration("hr", hourly())
+        .unwrap();
+    store.put_integration(&integration).await.unwrap();
+    let connector = server.connector().batch_size(100);
+    let lease = Duration::from_secs(3600);
+
+    // The "process" starts a run under the store's lease and dies while writing:
+    // two batches are in, the third never finishes, and the task is gone.
+    let run = store.start_run("hr", t0(), lease).await.unwrap().unwrap();
+    let job: Arc<S3Import> = Arc::new(connector.job("hr", Arc::clone(&store)));
+    let (_trigger, shutdown) = Shutdown::new();
+    let mut ctx = RunContext::new(integration.clone(), run.id, run.started_at, shutdown);
+    let task = tokio::spawn({
+        let job = Arc::clone(&job);
+        async move { job.run_once(&mut ctx).await }
+    });
+    while hanging.written.load(Ordering::SeqCst) < 200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    assert_eq!(
+        hanging.written.load(Ordering::SeqCst),
+        200,
+        "half the file was written"
+    );
+    assert!(server.exists("users.csv"), "the file stays where it was");
+    assert!(server.files_in("success").is_empty());
+    hanging.allowed.store(usize::MAX, Ordering::SeqCst);
+
+    // While the dead run's lease holds, no other run starts: runs never overlap.
+    let early = scheduler_with(
+        Arc::clone(&store),
+        &connector,
+        std::slice::from_ref(&integration),
+        t0() + chrono::Duration::minutes(10),
+    )
+    .await;
+    let e = early.run_now("hr").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+
+    // Once the lease has expired the next run takes over and imports it all.
+    let later = t0() + chrono::Duration::hours(2);
+    let scheduler = scheduler_with(Arc::clone(&store), &connector, &[integration], later).await;
+    let rerun = scheduler.run_now("hr").await.unwrap();
+    assert_eq!(rerun.outcome, RunOutcome::Success, "{rerun:?}");
+    assert_eq!(rerun.rows_imported, 1000);
+    assert!(attrs(store.as_ref(), "user999@example.com").await.is_some());
+    assert_eq!(server.files_in("success"), ["users-20250301T123000Z.csv"]);
+    let history = store.runs("hr", 10).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].outcome, RunOutcome::Success);
+    assert_eq!(history[1].outcome, RunOutcome::Failed);
+    assert!(
+        history[1]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("abandoned")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_are_read_at_every_run_and_disabled_integrations_do_not_run() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("users.csv", USERS_CSV).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mut integration = users_config(&server, "s3://exports/users.csv")
+        .integration("hr", hourly())
+        .unwrap();
+    integration.enabled = false;
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration.clone()],
+        t0(),
+    )
+    .await;
+    assert!(scheduler.run_due(t0()).await.unwrap().is_empty());
+    assert!(server.exists("users.csv"));
+
+    // Re-enabled with a renamed attribute: the next run uses the new settings.
+    let mut changed = server
+        .config("s3://exports/users.csv")
+        .attribute_as("Plan", "tier")
+        .integration("hr", hourly())
+        .unwrap();
+    changed.enabled = true;
+    scheduler.put_integration(&changed).await.unwrap();
+    let runs = scheduler.run_due(t0()).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        attrs(store.as_ref(), "ada@example.com").await.unwrap()["tier"],
+        "Premium"
+    );
+}
