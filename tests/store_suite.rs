@@ -212,7 +212,7 @@ async fn enqueue_and_duplicate(b: Backend) {
     let claimed = claim_all(&s, t(5)).await;
     assert_eq!(claimed.len(), 2, "a duplicate must not add deliveries");
     for c in &claimed {
-        assert_eq!(c.event, e, "the event round-trips unchanged");
+        assert_eq!(*c.event, e, "the event round-trips unchanged");
         assert_eq!(c.attempts, 0);
         let log = s.delivery_log(c.id).await.unwrap();
         assert_eq!(log.len(), 1);
@@ -1516,7 +1516,7 @@ mod sqlite_only {
         );
         let now_due = store.claim(t(1), LEASE, 10).await.unwrap();
         assert_eq!(now_due.len(), 1, "the unclaimed one");
-        assert_eq!(now_due[0].event, e);
+        assert_eq!(*now_due[0].event, e);
         assert_ne!(now_due[0].id, held);
         // The dead worker's lease (taken at t(0)) expires at t(30).
         assert!(store.claim(t(29), LEASE, 10).await.unwrap().is_empty());

@@ -103,9 +103,9 @@ impl From<SlackApiError> for Error {
             FailureClass::Permanent => (ErrorKind::Platform, false),
             FailureClass::RecipientUnknown => (ErrorKind::NotFound, false),
         };
+        // The message already says everything the source would.
         let err = Error::new(kind, e.to_string());
-        let err = if temporary { err.temporary() } else { err };
-        err.with_source(e)
+        if temporary { err.temporary() } else { err }
     }
 }
 

@@ -811,7 +811,7 @@ impl Inner {
         }
         let delivery = Delivery {
             id: c.id,
-            event: Arc::new(c.event.clone()),
+            event: c.event.clone(),
             route: c.route.clone(),
             target: c.target.clone(),
             recipient,

@@ -259,7 +259,7 @@ impl Store for MemoryStore {
             out.push(ClaimedDelivery {
                 id,
                 lease: token,
-                event: (*row.event).clone(),
+                event: row.event.clone(),
                 route: row.route.clone(),
                 destination: row.destination.clone(),
                 target: row.target.clone(),
@@ -329,7 +329,7 @@ impl Store for MemoryStore {
                 }
                 Outcome::Parked { reason } => {
                     s.set_state(c.id, DeliveryState::Parked, now, None);
-                    s.log(c.id, attempts, now, LogStatus::Parked, Some(reason.clone()));
+                    s.log(c.id, 0, now, LogStatus::Parked, Some(reason.clone()));
                 }
             }
         }
@@ -366,15 +366,15 @@ impl Store for MemoryStore {
                 LogStatus::Parked,
             )
         };
-        let ids: Vec<(DeliveryId, u32)> = s
+        let ids: Vec<DeliveryId> = s
             .rows
             .iter()
             .filter(|(_, r)| r.destination == destination && r.state == from)
-            .map(|(id, r)| (*id, r.attempts))
+            .map(|(id, _)| *id)
             .collect();
-        for (id, attempts) in &ids {
+        for id in &ids {
             s.set_state(*id, to, now, None);
-            s.log(*id, *attempts, now, status, reason.map(str::to_owned));
+            s.log(*id, 0, now, status, reason.map(str::to_owned));
         }
         Ok(ids.len() as u64)
     }

@@ -134,8 +134,8 @@ pub struct ClaimedDelivery {
     pub id: DeliveryId,
     /// Identifies this claim; a completion with a stale token is ignored.
     pub lease: i64,
-    /// The event.
-    pub event: Event,
+    /// The event (shared by the deliveries of one event in a batch).
+    pub event: std::sync::Arc<Event>,
     /// The route's name.
     pub route: String,
     /// The destination's name.

@@ -503,13 +503,13 @@ fn claim_rows(conn: &mut Connection, now: i64, until: i64, limit: i64) -> Db<Vec
 }
 
 fn decode_claims(raw: Vec<RawClaim>) -> Db<Vec<ClaimedDelivery>> {
-    let mut events: HashMap<i64, Event> = HashMap::new();
+    let mut events: HashMap<i64, std::sync::Arc<Event>> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for r in raw {
         let event = match events.get(&r.event_seq) {
             Some(e) => e.clone(),
             None => {
-                let e: Event = from_json(&r.event)?;
+                let e: std::sync::Arc<Event> = std::sync::Arc::new(from_json(&r.event)?);
                 events.insert(r.event_seq, e.clone());
                 e
             }
