@@ -172,16 +172,16 @@ async fn main() {
         .await
         .expect("upload");
 
-    let connector = S3Connector::new(Credentials::access_key(ACCESS_KEY, SECRET_KEY))
-        .spool_dir(dir.path());
+    let connector =
+        S3Connector::new(Credentials::access_key(ACCESS_KEY, SECRET_KEY)).spool_dir(dir.path());
     let s3_config = S3Config::new(&format!("s3://{BUCKET}/users.csv"), "Email")
         .expect("config")
         .endpoint(&endpoint);
     let from_s3 = import(s3_config, &connector, &dir.path().join("s3.db")).await;
     print("S3 (s3s-fs, loopback)", &from_s3, bytes);
 
-    let local_config = S3Config::new(&format!("file://{}/users.csv", local.display()), "Email")
-        .expect("config");
+    let local_config =
+        S3Config::new(&format!("file://{}/users.csv", local.display()), "Email").expect("config");
     let from_local = import(local_config, &connector, &dir.path().join("local.db")).await;
     print("local folder", &from_local, bytes);
 

@@ -96,7 +96,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .resolver("slack", identity)
         .route(
             Route::on("catalog.perk_added")
-                .to("slack", Target::ChannelId { id: "C0GENERAL".into() })
+                .to(
+                    "slack",
+                    Target::ChannelId {
+                        id: "C0GENERAL".into(),
+                    },
+                )
                 .template("New perk: *{{ data.title }}*"),
         )
         .route(
@@ -136,11 +141,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("  delivered      {}", summary.delivered);
     println!("  posted (fake)  {}", fake.posted.load(Ordering::Relaxed));
     println!("  total          {:.3} s", total.as_secs_f64());
-    println!("  minimum        {:.3} s (limits: 1/s per channel, 300/min per workspace)", minimum.as_secs_f64());
+    println!(
+        "  minimum        {:.3} s (limits: 1/s per channel, 300/min per workspace)",
+        minimum.as_secs_f64()
+    );
     println!("  ratio          {ratio:.3}x (goal <= 1.1x)");
     println!("  429s received  {rejected} (goal 0)");
     if summary.delivered != (CHANNEL_MESSAGES + DMS) as u64 {
-        return Err(format!("only {} of {} delivered", summary.delivered, CHANNEL_MESSAGES + DMS).into());
+        return Err(format!(
+            "only {} of {} delivered",
+            summary.delivered,
+            CHANNEL_MESSAGES + DMS
+        )
+        .into());
     }
     Ok(())
 }
@@ -148,7 +161,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too, so keep
     // it to one measured iteration either way.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("slack bench: cannot start a runtime: {e}");

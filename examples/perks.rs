@@ -29,8 +29,7 @@ use switchboard::{
     Switchboard, Target,
 };
 
-const USAGE: &str =
-    "usage: perks [--input FILE] [--channel NAME] [--store sqlite://PATH]";
+const USAGE: &str = "usage: perks [--input FILE] [--channel NAME] [--store sqlite://PATH]";
 
 struct Args {
     input: PathBuf,
@@ -45,7 +44,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         store: None,
     };
     while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
         match flag.as_str() {
             "--input" => parsed.input = PathBuf::from(value()?),
             "--channel" => parsed.channel = value()?.trim_start_matches('#').to_owned(),
@@ -103,9 +105,10 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args(std::env::args().skip(1))?;
-    let input: Input = serde_json::from_slice(&std::fs::read(&args.input).map_err(|e| {
-        format!("cannot read {}: {e}", args.input.display())
-    })?)?;
+    let input: Input = serde_json::from_slice(
+        &std::fs::read(&args.input)
+            .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?,
+    )?;
 
     let people: Vec<Person> = input
         .people

@@ -209,13 +209,20 @@ async fn run() -> Result<bool, String> {
     let user_id_column = match (&args.user_id_column, defaults) {
         (Some(column), _) => column.clone(),
         (None, true) => "Email".to_owned(),
-        (None, false) => return Err(format!("--user-id-column is required with --source\n{USAGE}")),
+        (None, false) => {
+            return Err(format!(
+                "--user-id-column is required with --source\n{USAGE}"
+            ));
+        }
     };
     let mut attributes = args.attributes.clone();
     if attributes.is_empty() && defaults {
         attributes = vec![
             ("Plan".to_owned(), Some("plan".to_owned())),
-            ("Support Tickets".to_owned(), Some("support_tickets".to_owned())),
+            (
+                "Support Tickets".to_owned(),
+                Some("support_tickets".to_owned()),
+            ),
             ("Country".to_owned(), Some("country".to_owned())),
         ];
     }

@@ -14,11 +14,12 @@ pub mod integration;
 pub mod message;
 pub mod schedule;
 pub mod source;
+pub mod store;
+pub mod template;
+
 #[cfg(feature = "slack")]
 #[path = "../connectors/slack/mod.rs"]
 pub mod slack;
-pub mod store;
-pub mod template;
 
 #[cfg(feature = "s3")]
 #[path = "../connectors/s3/mod.rs"]

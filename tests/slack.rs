@@ -117,14 +117,24 @@ async fn posts_to_a_channel_by_id_with_escaped_text_and_blocks() {
         .destination(destination(&server))
         .route(
             Route::on("catalog.perk_added")
-                .to("slack", Target::ChannelId { id: "C123ABC456".into() })
+                .to(
+                    "slack",
+                    Target::ChannelId {
+                        id: "C123ABC456".into(),
+                    },
+                )
                 .template("New perk: *{{ data.title }}*"),
         )
         .build()
         .unwrap();
-    sb.publish(event("e1", "catalog.perk_added", None, json!({"title": "<!channel> & yoga"})))
-        .await
-        .unwrap();
+    sb.publish(event(
+        "e1",
+        "catalog.perk_added",
+        None,
+        json!({"title": "<!channel> & yoga"}),
+    ))
+    .await
+    .unwrap();
     let s = sb.run_until_idle().await.unwrap();
     assert_eq!(s.delivered, 1);
 
@@ -141,7 +151,11 @@ async fn posts_to_a_channel_by_id_with_escaped_text_and_blocks() {
 #[tokio::test]
 async fn long_text_is_split_into_sections_and_truncated_not_rejected() {
     let server = MockServer::start().await;
-    post_message().respond_with(posted("C1")).expect(1).mount(&server).await;
+    post_message()
+        .respond_with(posted("C1"))
+        .expect(1)
+        .mount(&server)
+        .await;
     let sb = Switchboard::builder()
         .store(MemoryStore::new())
         .destination(destination(&server))
@@ -153,9 +167,14 @@ async fn long_text_is_split_into_sections_and_truncated_not_rejected() {
         .build()
         .unwrap();
     let line = format!("{}\n", "a".repeat(99));
-    sb.publish(event("e1", "report", None, json!({"body": line.repeat(500)})))
-        .await
-        .unwrap();
+    sb.publish(event(
+        "e1",
+        "report",
+        None,
+        json!({"body": line.repeat(500)}),
+    ))
+    .await
+    .unwrap();
     assert_eq!(sb.run_until_idle().await.unwrap().delivered, 1);
     let body = &bodies(&server, "/chat.postMessage").await[0];
     let text = body["text"].as_str().unwrap();
@@ -167,7 +186,10 @@ async fn long_text_is_split_into_sections_and_truncated_not_rejected() {
         let t = b["text"]["text"].as_str().unwrap();
         assert!(t.chars().count() <= 3_000);
         // Split at line breaks: every chunk is made of whole lines.
-        assert!(t.split('\n').all(|l| l.len() == 99 || l == "…" || l.ends_with('…')));
+        assert!(
+            t.split('\n')
+                .all(|l| l.len() == 99 || l == "…" || l.ends_with('…'))
+        );
     }
 }
 
@@ -180,11 +202,19 @@ async fn blocks_slack_refuses_fall_back_to_plain_text() {
         .expect(1)
         .mount(&server)
         .await;
-    post_message().respond_with(posted("C1")).expect(1).mount(&server).await;
+    post_message()
+        .respond_with(posted("C1"))
+        .expect(1)
+        .mount(&server)
+        .await;
     let sb = Switchboard::builder()
         .store(MemoryStore::new())
         .destination(destination(&server))
-        .route(Route::on("x").to("slack", Target::ChannelId { id: "C1".into() }).template("hi"))
+        .route(
+            Route::on("x")
+                .to("slack", Target::ChannelId { id: "C1".into() })
+                .template("hi"),
+        )
         .build()
         .unwrap();
     sb.publish(event("e1", "x", None, json!({}))).await.unwrap();
@@ -227,7 +257,10 @@ async fn channel_names_are_resolved_once_across_short_pages() {
     };
     list()
         .and(query_param_is_missing("cursor"))
-        .respond_with(channels_page(&[("C0RANDOM1", "random")], "dGVhbTpDMDYxRkE1UEI="))
+        .respond_with(channels_page(
+            &[("C0RANDOM1", "random")],
+            "dGVhbTpDMDYxRkE1UEI=",
+        ))
         .expect(1)
         .mount(&server)
         .await;
@@ -260,9 +293,14 @@ async fn channel_names_are_resolved_once_across_short_pages() {
         .build()
         .unwrap();
     for i in 0..2 {
-        sb.publish(event(&format!("e{i}"), "catalog.perk_added", None, json!({"title": i})))
-            .await
-            .unwrap();
+        sb.publish(event(
+            &format!("e{i}"),
+            "catalog.perk_added",
+            None,
+            json!({"title": i}),
+        ))
+        .await
+        .unwrap();
     }
     let s = sb.drain(Duration::from_secs(10)).await.unwrap();
     assert_eq!(s.delivered, 2);
@@ -280,7 +318,11 @@ async fn an_unknown_channel_name_is_a_dead_letter_that_says_what_to_do() {
     let sb = Switchboard::builder()
         .store(MemoryStore::new())
         .destination(destination(&server))
-        .route(Route::on("x").to("slack", Target::channel("secret-club")).template("hi"))
+        .route(
+            Route::on("x")
+                .to("slack", Target::channel("secret-club"))
+                .template("hi"),
+        )
         .build()
         .unwrap();
     sb.publish(event("e1", "x", None, json!({}))).await.unwrap();
@@ -326,8 +368,12 @@ async fn dms_open_the_conversation_once_and_post_there() {
         .mount(&server)
         .await;
     let store = store_with_link("u-egon", "W012A3CDE").await;
-    let identity = SlackIdentity::new(&config(&server), BotToken::new(secret(TOKEN)), store.clone())
-        .unwrap();
+    let identity = SlackIdentity::new(
+        &config(&server),
+        BotToken::new(secret(TOKEN)),
+        store.clone(),
+    )
+    .unwrap();
     let sb = Switchboard::builder()
         .store_arc(store)
         .destination(destination(&server))
@@ -340,9 +386,14 @@ async fn dms_open_the_conversation_once_and_post_there() {
         .build()
         .unwrap();
     for i in 0..2 {
-        sb.publish(event(&format!("e{i}"), "wallet.funded", Some("u-egon"), json!({"amount": 25})))
-            .await
-            .unwrap();
+        sb.publish(event(
+            &format!("e{i}"),
+            "wallet.funded",
+            Some("u-egon"),
+            json!({"amount": 25}),
+        ))
+        .await
+        .unwrap();
     }
     let s = sb.drain(Duration::from_secs(10)).await.unwrap();
     assert_eq!(s.delivered, 2);
@@ -360,8 +411,12 @@ async fn a_user_slack_does_not_know_is_a_recipient_problem() {
         .mount(&server)
         .await;
     let store = store_with_link("u-gone", "U0GONE").await;
-    let identity =
-        SlackIdentity::new(&config(&server), BotToken::new(secret(TOKEN)), store.clone()).unwrap();
+    let identity = SlackIdentity::new(
+        &config(&server),
+        BotToken::new(secret(TOKEN)),
+        store.clone(),
+    )
+    .unwrap();
     let sb = Switchboard::builder()
         .store_arc(store)
         .destination(destination(&server))
@@ -369,10 +424,15 @@ async fn a_user_slack_does_not_know_is_a_recipient_problem() {
         .route(Route::on("x").to("slack", Target::SubjectDm).template("hi"))
         .build()
         .unwrap();
-    sb.publish(event("e1", "x", Some("u-gone"), json!({}))).await.unwrap();
+    sb.publish(event("e1", "x", Some("u-gone"), json!({})))
+        .await
+        .unwrap();
     assert_eq!(sb.run_until_idle().await.unwrap().dead, 1);
     let dead = sb.dead_letters(10).await.unwrap();
-    assert!(matches!(dead[0].error, DeliveryError::RecipientUnknown { .. }));
+    assert!(matches!(
+        dead[0].error,
+        DeliveryError::RecipientUnknown { .. }
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -390,18 +450,23 @@ async fn rate_limited_posts_wait_for_retry_after() {
         .expect(1)
         .mount(&server)
         .await;
-    post_message().respond_with(posted("C1")).expect(1).mount(&server).await;
+    post_message()
+        .respond_with(posted("C1"))
+        .expect(1)
+        .mount(&server)
+        .await;
     // No client timeout: under a paused clock a pending timer fires while a
     // request waits for the network.
-    let dest = SlackDestination::new(
-        config(&server).timeout(None),
-        BotToken::new(secret(TOKEN)),
-    )
-    .unwrap();
+    let dest =
+        SlackDestination::new(config(&server).timeout(None), BotToken::new(secret(TOKEN))).unwrap();
     let sb = Switchboard::builder()
         .store(MemoryStore::new())
         .destination(dest)
-        .route(Route::on("x").to("slack", Target::ChannelId { id: "C1".into() }).template("hi"))
+        .route(
+            Route::on("x")
+                .to("slack", Target::ChannelId { id: "C1".into() })
+                .template("hi"),
+        )
         .build()
         .unwrap();
     sb.publish(event("e1", "x", None, json!({}))).await.unwrap();
@@ -410,9 +475,18 @@ async fn rate_limited_posts_wait_for_retry_after() {
     let log = sb.store().delivery_log(1).await.unwrap();
     let failed = log.iter().find(|e| e.status == LogStatus::Failed).unwrap();
     let sent = log.iter().find(|e| e.status == LogStatus::Sent).unwrap();
-    assert!(failed.detail.as_deref().unwrap_or("").contains("ratelimited"));
+    assert!(
+        failed
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("ratelimited")
+    );
     assert!(sent.at - failed.at >= chrono::Duration::seconds(30));
-    assert!(wall.elapsed() < Duration::from_secs(20), "the clock was paused");
+    assert!(
+        wall.elapsed() < Duration::from_secs(20),
+        "the clock was paused"
+    );
 }
 
 #[tokio::test]
@@ -426,7 +500,16 @@ async fn not_in_channel_is_a_dead_letter_with_an_actionable_reason() {
     let sb = Switchboard::builder()
         .store(MemoryStore::new())
         .destination(destination(&server))
-        .route(Route::on("x").to("slack", Target::ChannelId { id: "G0PRIVATE".into() }).template("hi"))
+        .route(
+            Route::on("x")
+                .to(
+                    "slack",
+                    Target::ChannelId {
+                        id: "G0PRIVATE".into(),
+                    },
+                )
+                .template("hi"),
+        )
         .build()
         .unwrap();
     sb.publish(event("e1", "x", None, json!({}))).await.unwrap();
@@ -489,13 +572,23 @@ async fn token_revoked_parks_everything_until_a_reinstall_reconnects() {
         .await;
 
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    store.put_installation(&installation("T9TK3CUKW", "xoxb-old")).await.unwrap();
-    let dest = SlackDestination::new(config(&server), BotToken::installed(store.clone(), "T9TK3CUKW"))
+    store
+        .put_installation(&installation("T9TK3CUKW", "xoxb-old"))
+        .await
         .unwrap();
+    let dest = SlackDestination::new(
+        config(&server),
+        BotToken::installed(store.clone(), "T9TK3CUKW"),
+    )
+    .unwrap();
     let sb = Switchboard::builder()
         .store_arc(store.clone())
         .destination(dest)
-        .route(Route::on("x").to("slack", Target::ChannelId { id: "C1".into() }).template("hi {{ id }}"))
+        .route(
+            Route::on("x")
+                .to("slack", Target::ChannelId { id: "C1".into() })
+                .template("hi {{ id }}"),
+        )
         .build()
         .unwrap();
     sb.publish(event("e1", "x", None, json!({}))).await.unwrap();
@@ -505,18 +598,27 @@ async fn token_revoked_parks_everything_until_a_reinstall_reconnects() {
     let status = sb.status().await.unwrap();
     assert!(!status[0].connected);
     assert_eq!(status[0].parked, 2);
-    assert!(status[0].disconnected_reason.as_deref().unwrap().contains("reinstall"));
+    assert!(
+        status[0]
+            .disconnected_reason
+            .as_deref()
+            .unwrap()
+            .contains("reinstall")
+    );
 
     // Parked stays parked.
     assert_eq!(sb.run_until_idle().await.unwrap().delivered, 0);
 
     // Reinstall through the OAuth callback.
-    let oauth = SlackOAuth::builder("2141029472.691202649728", secret("e1b9e11dfcd19c1982d5de12921e17e8c"))
-        .config(config(&server))
-        .redirect_uri("https://perks.example.com/slack/oauth/callback")
-        .switchboard(sb.clone())
-        .build()
-        .unwrap();
+    let oauth = SlackOAuth::builder(
+        "2141029472.691202649728",
+        secret("e1b9e11dfcd19c1982d5de12921e17e8c"),
+    )
+    .config(config(&server))
+    .redirect_uri("https://perks.example.com/slack/oauth/callback")
+    .switchboard(sb.clone())
+    .build()
+    .unwrap();
     let install = url::Url::parse(&oauth.install_url().unwrap()).unwrap();
     let state = install
         .query_pairs()
@@ -528,28 +630,43 @@ async fn token_revoked_parks_everything_until_a_reinstall_reconnects() {
             "/slack/oauth/callback?code=4724469134.4644010092847.232b4e6d82c3&state={}",
             url::form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>()
         );
-        http::Request::builder().uri(uri).body(Bytes::new()).unwrap()
+        http::Request::builder()
+            .uri(uri)
+            .body(Bytes::new())
+            .unwrap()
     };
     let resp = oauth.handle_callback(&callback(&state)).await;
     assert_eq!(resp.status(), 200);
 
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(
-        &requests(&server, "/oauth.v2.access").await[0].body,
-    )
-    .into_owned()
-    .collect();
+    let form: Vec<(String, String)> =
+        url::form_urlencoded::parse(&requests(&server, "/oauth.v2.access").await[0].body)
+            .into_owned()
+            .collect();
     for (k, v) in [
         ("client_id", "2141029472.691202649728"),
         ("client_secret", "e1b9e11dfcd19c1982d5de12921e17e8c"),
         ("code", "4724469134.4644010092847.232b4e6d82c3"),
-        ("redirect_uri", "https://perks.example.com/slack/oauth/callback"),
+        (
+            "redirect_uri",
+            "https://perks.example.com/slack/oauth/callback",
+        ),
     ] {
-        assert!(form.contains(&(k.to_owned(), v.to_owned())), "{k} in {form:?}");
+        assert!(
+            form.contains(&(k.to_owned(), v.to_owned())),
+            "{k} in {form:?}"
+        );
     }
-    let stored = store.installation("slack", "T9TK3CUKW").await.unwrap().unwrap();
+    let stored = store
+        .installation("slack", "T9TK3CUKW")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.token.expose_secret(), "xoxb-new");
     assert_eq!(stored.data["bot_user_id"], "U0KRQLJ9H");
-    assert_eq!(stored.data["scopes"], json!(["commands", "incoming-webhook"]));
+    assert_eq!(
+        stored.data["scopes"],
+        json!(["commands", "incoming-webhook"])
+    );
     assert!(!format!("{stored:?}").contains("xoxb-new"));
 
     // The state is single use.
@@ -573,8 +690,12 @@ async fn rotating_tokens_are_refreshed_before_they_expire() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/oauth.v2.access"))
-        .and(wiremock::matchers::body_string_contains("grant_type=refresh_token"))
-        .and(wiremock::matchers::body_string_contains("refresh_token=xoxe-1-old"))
+        .and(wiremock::matchers::body_string_contains(
+            "grant_type=refresh_token",
+        ))
+        .and(wiremock::matchers::body_string_contains(
+            "refresh_token=xoxe-1-old",
+        ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "ok": true,
             "app_id": "A0KRD7HC3",
@@ -606,12 +727,19 @@ async fn rotating_tokens_are_refreshed_before_they_expire() {
     let sb = Switchboard::builder()
         .store_arc(store.clone())
         .destination(SlackDestination::new(config(&server), token).unwrap())
-        .route(Route::on("x").to("slack", Target::ChannelId { id: "C1".into() }).template("hi"))
+        .route(
+            Route::on("x")
+                .to("slack", Target::ChannelId { id: "C1".into() })
+                .template("hi"),
+        )
         .build()
         .unwrap();
     sb.publish(event("e1", "x", None, json!({}))).await.unwrap();
     sb.publish(event("e2", "x", None, json!({}))).await.unwrap();
-    assert_eq!(sb.drain(Duration::from_secs(10)).await.unwrap().delivered, 2);
+    assert_eq!(
+        sb.drain(Duration::from_secs(10)).await.unwrap().delivered,
+        2
+    );
     let stored = store.installation("slack", "T1").await.unwrap().unwrap();
     assert_eq!(stored.refresh_token.unwrap().expose_secret(), "xoxe-1-new");
     let left = stored.expires_at.unwrap() - Utc::now();
@@ -686,16 +814,25 @@ async fn sync_sweeps_short_pages_matches_by_email_and_skips_what_it_must() {
         (
             vec![
                 member("USLACKBOT", Some("slackbot@example.com")),
-                with(member("W0GUEST", Some("guest@example.com")), "is_restricted"),
+                with(
+                    member("W0GUEST", Some("guest@example.com")),
+                    "is_restricted",
+                ),
             ],
             "c3",
         ),
         (
-            vec![with(member("W0SINGLE", Some("single@example.com")), "is_ultra_restricted")],
+            vec![with(
+                member("W0SINGLE", Some("single@example.com")),
+                "is_ultra_restricted",
+            )],
             "c4",
         ),
         (
-            vec![member("W0TWIN1", Some("twin@example.com")), member("W0TWIN2", Some("TWIN@example.com"))],
+            vec![
+                member("W0TWIN1", Some("twin@example.com")),
+                member("W0TWIN2", Some("TWIN@example.com")),
+            ],
             "",
         ),
     ];
@@ -706,7 +843,10 @@ async fn sync_sweeps_short_pages_matches_by_email_and_skips_what_it_must() {
             None => m.and(query_param_is_missing("cursor")),
             Some(c) => m.and(query_param("cursor", c)),
         };
-        m.respond_with(users_page(members, next)).expect(1).mount(&server).await;
+        m.respond_with(users_page(members, next))
+            .expect(1)
+            .mount(&server)
+            .await;
         cursor = Some(next);
     }
     Mock::given(path("/users.lookupByEmail"))
@@ -717,8 +857,12 @@ async fn sync_sweeps_short_pages_matches_by_email_and_skips_what_it_must() {
         .await;
 
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let identity =
-        SlackIdentity::new(&config(&server), BotToken::new(secret(TOKEN)), store.clone()).unwrap();
+    let identity = SlackIdentity::new(
+        &config(&server),
+        BotToken::new(secret(TOKEN)),
+        store.clone(),
+    )
+    .unwrap();
     let people = vec![
         Person::new("u-ada").email("ada@example.com"),
         Person::new("u-old").email("old@example.com"),
@@ -727,19 +871,38 @@ async fn sync_sweeps_short_pages_matches_by_email_and_skips_what_it_must() {
         Person::new("u-new").email("new@example.com"),
     ];
     let report = identity.sync(&people).await.unwrap();
-    assert_eq!(report.matched, vec![("u-ada".to_owned(), "W0ADA".to_owned())]);
-    let unmatched: Vec<_> = report.unmatched.iter().map(|u| u.user_id.as_str()).collect();
+    assert_eq!(
+        report.matched,
+        vec![("u-ada".to_owned(), "W0ADA".to_owned())]
+    );
+    let unmatched: Vec<_> = report
+        .unmatched
+        .iter()
+        .map(|u| u.user_id.as_str())
+        .collect();
     assert_eq!(unmatched, vec!["u-old", "u-guest", "u-new"]);
     assert_eq!(report.ambiguous.len(), 1);
     assert_eq!(report.ambiguous[0].user_id, "u-twin");
     assert_eq!(report.ambiguous[0].candidates, vec!["W0TWIN1", "W0TWIN2"]);
     assert_eq!(
-        (report.skipped.deleted, report.skipped.bots, report.skipped.guests),
+        (
+            report.skipped.deleted,
+            report.skipped.bots,
+            report.skipped.guests
+        ),
         (1, 2, 2)
     );
     assert_eq!(report.directory_size, 8);
     assert_eq!(report.api_calls, 5);
-    assert_eq!(store.link("slack", "u-ada").await.unwrap().unwrap().platform_id, "W0ADA");
+    assert_eq!(
+        store
+            .link("slack", "u-ada")
+            .await
+            .unwrap()
+            .unwrap()
+            .platform_id,
+        "W0ADA"
+    );
     server.verify().await;
 
     // Resolution: the link answers; ambiguity is never guessed; no lookups.
@@ -747,7 +910,10 @@ async fn sync_sweeps_short_pages_matches_by_email_and_skips_what_it_must() {
         identity.resolve(&people[0]).await.unwrap(),
         Resolution::Matched("W0ADA".into())
     );
-    assert!(matches!(identity.resolve(&people[3]).await.unwrap(), Resolution::Ambiguous(_)));
+    assert!(matches!(
+        identity.resolve(&people[3]).await.unwrap(),
+        Resolution::Ambiguous(_)
+    ));
     assert!(requests(&server, "/users.lookupByEmail").await.is_empty());
 }
 
@@ -755,7 +921,10 @@ async fn sync_sweeps_short_pages_matches_by_email_and_skips_what_it_must() {
 async fn lookup_by_email_only_for_someone_the_sync_did_not_find_and_cached() {
     let server = MockServer::start().await;
     users_list()
-        .respond_with(users_page(vec![member("W0ADA", Some("ada@example.com"))], ""))
+        .respond_with(users_page(
+            vec![member("W0ADA", Some("ada@example.com"))],
+            "",
+        ))
         .expect(1)
         .mount(&server)
         .await;
@@ -778,20 +947,44 @@ async fn lookup_by_email_only_for_someone_the_sync_did_not_find_and_cached() {
         .mount(&server)
         .await;
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let identity =
-        SlackIdentity::new(&config(&server), BotToken::new(secret(TOKEN)), store.clone()).unwrap();
+    let identity = SlackIdentity::new(
+        &config(&server),
+        BotToken::new(secret(TOKEN)),
+        store.clone(),
+    )
+    .unwrap();
     let ada = Person::new("u-ada").email("ada@example.com");
     let newbie = Person::new("u-new").email("New@Example.com");
     let nobody = Person::new("u-nobody").email("nobody@example.com");
-    identity.sync(&[ada.clone(), newbie.clone(), nobody.clone()]).await.unwrap();
+    identity
+        .sync(&[ada.clone(), newbie.clone(), nobody.clone()])
+        .await
+        .unwrap();
 
     for _ in 0..2 {
-        assert_eq!(identity.resolve(&ada).await.unwrap(), Resolution::Matched("W0ADA".into()));
-        assert_eq!(identity.resolve(&newbie).await.unwrap(), Resolution::Matched("W0NEW".into()));
-        assert_eq!(identity.resolve(&nobody).await.unwrap(), Resolution::NotFound);
+        assert_eq!(
+            identity.resolve(&ada).await.unwrap(),
+            Resolution::Matched("W0ADA".into())
+        );
+        assert_eq!(
+            identity.resolve(&newbie).await.unwrap(),
+            Resolution::Matched("W0NEW".into())
+        );
+        assert_eq!(
+            identity.resolve(&nobody).await.unwrap(),
+            Resolution::NotFound
+        );
     }
     // The single lookup's match became a link.
-    assert_eq!(store.link("slack", "u-new").await.unwrap().unwrap().platform_id, "W0NEW");
+    assert_eq!(
+        store
+            .link("slack", "u-new")
+            .await
+            .unwrap()
+            .unwrap()
+            .platform_id,
+        "W0NEW"
+    );
 }
 
 #[tokio::test]
@@ -805,7 +998,11 @@ async fn ten_thousand_users_take_at_most_51_calls_and_no_lookups() {
                 member(&format!("W{n:07}"), Some(&format!("person{n}@example.com")))
             })
             .collect();
-        let next = if page == 49 { String::new() } else { format!("cursor-{}", page + 1) };
+        let next = if page == 49 {
+            String::new()
+        } else {
+            format!("cursor-{}", page + 1)
+        };
         let m = users_list();
         let m = if page == 0 {
             m.and(query_param_is_missing("cursor"))
@@ -813,7 +1010,8 @@ async fn ten_thousand_users_take_at_most_51_calls_and_no_lookups() {
             m.and(query_param("cursor", format!("cursor-{page}")))
         };
         let calls = calls.clone();
-        let body = json!({"ok": true, "members": members, "response_metadata": {"next_cursor": next}});
+        let body =
+            json!({"ok": true, "members": members, "response_metadata": {"next_cursor": next}});
         m.respond_with(move |_: &Request| {
             calls.fetch_add(1, Ordering::SeqCst);
             ResponseTemplate::new(200).set_body_json(body.clone())
@@ -827,8 +1025,12 @@ async fn ten_thousand_users_take_at_most_51_calls_and_no_lookups() {
         .mount(&server)
         .await;
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let identity =
-        SlackIdentity::new(&config(&server), BotToken::new(secret(TOKEN)), store.clone()).unwrap();
+    let identity = SlackIdentity::new(
+        &config(&server),
+        BotToken::new(secret(TOKEN)),
+        store.clone(),
+    )
+    .unwrap();
     let people: Vec<Person> = (0..10_000)
         .map(|n| Person::new(format!("u{n}")).email(&format!("Person{n}@Example.com")))
         .collect();
@@ -888,12 +1090,27 @@ const DOC_TS: i64 = 1_531_420_618;
 
 #[test]
 fn slacks_documented_signature_example_verifies() {
-    verify_signature(SIGNING_SECRET, "1531420618", DOC_BODY.as_bytes(), DOC_SIG, DOC_TS).unwrap();
+    verify_signature(
+        SIGNING_SECRET,
+        "1531420618",
+        DOC_BODY.as_bytes(),
+        DOC_SIG,
+        DOC_TS,
+    )
+    .unwrap();
 }
 
 #[test]
 fn the_signature_window_is_five_minutes_both_ways() {
-    let v = |now: i64| verify_signature(SIGNING_SECRET, "1531420618", DOC_BODY.as_bytes(), DOC_SIG, now);
+    let v = |now: i64| {
+        verify_signature(
+            SIGNING_SECRET,
+            "1531420618",
+            DOC_BODY.as_bytes(),
+            DOC_SIG,
+            now,
+        )
+    };
     assert!(v(DOC_TS + 300).is_ok());
     assert!(v(DOC_TS - 300).is_ok());
     assert!(v(DOC_TS + 301).is_err());
@@ -909,13 +1126,29 @@ fn tampering_is_rejected() {
     assert!(!ok(SIGNING_SECRET, "1531420618", &tampered, DOC_SIG));
     assert!(!ok("another-secret", "1531420618", DOC_BODY, DOC_SIG));
     assert!(!ok(SIGNING_SECRET, "1531420619", DOC_BODY, DOC_SIG));
-    assert!(!ok(SIGNING_SECRET, "1531420618", DOC_BODY, &DOC_SIG.replace("v0=", "v1=")));
+    assert!(!ok(
+        SIGNING_SECRET,
+        "1531420618",
+        DOC_BODY,
+        &DOC_SIG.replace("v0=", "v1=")
+    ));
     assert!(!ok(SIGNING_SECRET, "1531420618", DOC_BODY, "v0=zz"));
-    assert!(!ok(SIGNING_SECRET, "1531420618", DOC_BODY, &DOC_SIG[..DOC_SIG.len() - 2]));
+    assert!(!ok(
+        SIGNING_SECRET,
+        "1531420618",
+        DOC_BODY,
+        &DOC_SIG[..DOC_SIG.len() - 2]
+    ));
     assert!(!ok(SIGNING_SECRET, "soon", DOC_BODY, DOC_SIG));
     assert!(!ok(SIGNING_SECRET, "", DOC_BODY, ""));
-    let e = verify_signature(SIGNING_SECRET, "1531420618", tampered.as_bytes(), DOC_SIG, DOC_TS)
-        .unwrap_err();
+    let e = verify_signature(
+        SIGNING_SECRET,
+        "1531420618",
+        tampered.as_bytes(),
+        DOC_SIG,
+        DOC_TS,
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), switchboard::ErrorKind::Unauthorized);
 }
 
@@ -949,7 +1182,10 @@ async fn slash_commands_are_verified_then_answered_ephemerally() {
         ("channel_id", "C1"),
         ("team_id", "T1DC2JH3J"),
         ("response_url", "https://hooks.slack.com/commands/1/2/3"),
-        ("trigger_id", "398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"),
+        (
+            "trigger_id",
+            "398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c",
+        ),
     ];
     let resp = handlers.handle_command(&signed_form(&pairs)).await;
     assert_eq!(resp.status(), 200);
@@ -981,7 +1217,9 @@ async fn slow_commands_are_acknowledged_then_answered_via_response_url() {
     Mock::given(method("POST"))
         .and(path("/commands/T1/1/abc"))
         .and(header("content-type", "application/json; charset=utf-8"))
-        .and(body_partial_json(json!({"response_type": "ephemeral", "text": "Your report is ready"})))
+        .and(body_partial_json(
+            json!({"response_type": "ephemeral", "text": "Your report is ready"}),
+        ))
         .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
         .expect(1)
         .mount(&server)
@@ -1135,24 +1373,39 @@ async fn a_capture_command_opens_a_prefilled_modal_and_the_submission_becomes_an
     let view = &opened["view"];
     let text_input = &view["blocks"][0]["element"];
     assert_eq!(text_input["type"], "plain_text_input");
-    assert_eq!(text_input["initial_value"], "<@U0BOB|bob> customers want <dark mode>");
+    assert_eq!(
+        text_input["initial_value"],
+        "<@U0BOB|bob> customers want <dark mode>"
+    );
     assert_eq!(view["blocks"][1]["element"]["type"], "users_select");
     assert_eq!(view["blocks"][1]["element"]["initial_user"], "U0BOB");
     assert_eq!(view["blocks"][1]["optional"], true);
     let metadata = view["private_metadata"].as_str().unwrap().to_owned();
 
     // An empty submission is refused inline; nothing is published.
-    let resp = handlers.handle(&submission("VMHU10V25", &metadata, "  ", None)).await;
+    let resp = handlers
+        .handle(&submission("VMHU10V25", &metadata, "  ", None))
+        .await;
     assert_eq!(json_of(&resp)["response_action"], "errors");
 
     let resp = handlers
-        .handle(&submission("VMHU10V25", &metadata, "Customers want dark mode", Some("U0BOB")))
+        .handle(&submission(
+            "VMHU10V25",
+            &metadata,
+            "Customers want dark mode",
+            Some("U0BOB"),
+        ))
         .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.body().is_empty(), "an empty 200 closes the modal");
     // A double submit of the same view is the same event.
     handlers
-        .handle(&submission("VMHU10V25", &metadata, "Customers want dark mode", Some("U0BOB")))
+        .handle(&submission(
+            "VMHU10V25",
+            &metadata,
+            "Customers want dark mode",
+            Some("U0BOB"),
+        ))
         .await;
 
     assert_eq!(sb.run_until_idle().await.unwrap().delivered, 1);
@@ -1167,7 +1420,10 @@ async fn a_capture_command_opens_a_prefilled_modal_and_the_submission_becomes_an
     assert_eq!(e.data["author"]["slack_user_id"], "U0ANN");
     assert_eq!(e.data["author"]["name"], "ann");
     assert_eq!(e.data["subject"]["slack_user_id"], "U0BOB");
-    assert_eq!(e.data["channel"], json!({"id": "C0FEEDBACK", "name": "feedback", "type": "channel"}));
+    assert_eq!(
+        e.data["channel"],
+        json!({"id": "C0FEEDBACK", "name": "feedback", "type": "channel"})
+    );
     assert_eq!(e.data["source"], "slash_command");
     assert_eq!(e.data["team_id"], "T1DC2JH3J");
     assert!(e.data["captured_at"].as_str().is_some());
@@ -1197,12 +1453,19 @@ async fn a_message_shortcut_prefills_the_modal_with_the_message() {
         "message": { "type": "message", "text": "The export is slow &amp; buggy", "user": "U0BOB", "ts": "1581106239.002100" },
         "response_url": "https://hooks.slack.com/app/T/1/x"
     });
-    let resp = handlers.handle(&signed_form(&[("payload", &payload.to_string())])).await;
+    let resp = handlers
+        .handle(&signed_form(&[("payload", &payload.to_string())]))
+        .await;
     assert_eq!(resp.status(), 200);
     let view = bodies(&server, "/views.open").await[0]["view"].clone();
-    assert_eq!(view["blocks"][0]["element"]["initial_value"], "The export is slow & buggy");
+    assert_eq!(
+        view["blocks"][0]["element"]["initial_value"],
+        "The export is slow & buggy"
+    );
     let metadata = view["private_metadata"].as_str().unwrap().to_owned();
-    handlers.handle(&submission("V2", &metadata, "Export is slow", None)).await;
+    handlers
+        .handle(&submission("V2", &metadata, "Export is slow", None))
+        .await;
     sb.run_until_idle().await.unwrap();
     let e = recorder.0.lock().unwrap()[0].clone();
     assert_eq!(e.data["source"], "message_shortcut");
@@ -1213,7 +1476,10 @@ async fn a_message_shortcut_prefills_the_modal_with_the_message() {
 
 #[tokio::test]
 async fn url_verification_echoes_the_challenge() {
-    let handlers = inbound().store(Arc::new(MemoryStore::new())).build().unwrap();
+    let handlers = inbound()
+        .store(Arc::new(MemoryStore::new()))
+        .build()
+        .unwrap();
     let resp = handlers
         .handle_event(&signed_json(&json!({
             "token": "Jhj5dZrVaK7ZwHHjRyZWjbDl",
@@ -1255,8 +1521,13 @@ async fn duplicate_event_deliveries_are_processed_once() {
     });
     assert_eq!(handlers.handle(&signed_json(&body)).await.status(), 200);
     let mut retry = signed_json(&body);
-    retry.headers_mut().insert("x-slack-retry-num", http::HeaderValue::from_static("1"));
-    retry.headers_mut().insert("x-slack-retry-reason", http::HeaderValue::from_static("http_timeout"));
+    retry
+        .headers_mut()
+        .insert("x-slack-retry-num", http::HeaderValue::from_static("1"));
+    retry.headers_mut().insert(
+        "x-slack-retry-reason",
+        http::HeaderValue::from_static("http_timeout"),
+    );
     assert_eq!(handlers.handle(&retry).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(*seen.lock().unwrap(), vec!["Ev123ABC456".to_owned()]);
@@ -1266,15 +1537,26 @@ async fn duplicate_event_deliveries_are_processed_once() {
 async fn app_uninstalled_disconnects_and_forgets_the_installation() {
     let server = MockServer::start().await;
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    store.put_installation(&installation("TXXXXXXXX", TOKEN)).await.unwrap();
+    store
+        .put_installation(&installation("TXXXXXXXX", TOKEN))
+        .await
+        .unwrap();
     let token = BotToken::installed(store.clone(), "TXXXXXXXX");
     let sb = Switchboard::builder()
         .store_arc(store.clone())
         .destination(SlackDestination::new(config(&server), token.clone()).unwrap())
-        .route(Route::on("x").to("slack", Target::ChannelId { id: "C1".into() }).template("hi"))
+        .route(
+            Route::on("x")
+                .to("slack", Target::ChannelId { id: "C1".into() })
+                .template("hi"),
+        )
         .build()
         .unwrap();
-    let handlers = inbound().token(token).switchboard(sb.clone()).build().unwrap();
+    let handlers = inbound()
+        .token(token)
+        .switchboard(sb.clone())
+        .build()
+        .unwrap();
     let resp = handlers
         .handle(&signed_json(&json!({
             "token": "XXYYZZ",
@@ -1287,7 +1569,13 @@ async fn app_uninstalled_disconnects_and_forgets_the_installation() {
         })))
         .await;
     assert_eq!(resp.status(), 200);
-    assert!(store.installation("slack", "TXXXXXXXX").await.unwrap().is_none());
+    assert!(
+        store
+            .installation("slack", "TXXXXXXXX")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let status = sb.status().await.unwrap();
     assert!(!status[0].connected);
     // Published while disconnected: parked, not lost, no call to Slack.
@@ -1360,4 +1648,71 @@ mod parsers {
             let _ = Interaction::from_json(v);
         }
     }
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn the_axum_router_serves_the_handlers() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let handlers = inbound()
+        .store(store.clone())
+        .command("/perks", |_cmd| async { Ok::<_, switchboard::Error>("hi") })
+        .build()
+        .unwrap();
+    let oauth = SlackOAuth::builder("123.456", secret("client-secret"))
+        .store(store)
+        .build()
+        .unwrap();
+    let app = switchboard::slack::router(handlers, Some(Arc::new(oauth)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let send = |path: &str, req: InboundRequest| {
+        client
+            .post(format!("http://{addr}{path}"))
+            .headers(req.headers().clone())
+            .body(req.body().clone())
+            .send()
+    };
+
+    let challenge = json!({"type": "url_verification", "challenge": "abc", "token": "x"});
+    let resp = send("/slack/events", signed_json(&challenge))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"challenge": "abc"})
+    );
+
+    let resp = send(
+        "/slack/commands",
+        signed_form(&[("command", "/perks"), ("text", "")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["text"], "hi");
+
+    let mut forged = signed_json(&challenge);
+    *forged.body_mut() =
+        Bytes::from_static(b"{\"type\":\"url_verification\",\"challenge\":\"evil\"}");
+    assert_eq!(send("/slack/events", forged).await.unwrap().status(), 401);
+
+    let resp = client
+        .get(format!("http://{addr}/slack/install"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(
+            "https://slack.com/oauth/v2/authorize?client_id=123.456&scope=chat%3Awrite"
+        )
+    );
+    assert!(location.contains("&state="));
 }

@@ -49,23 +49,33 @@ impl Op {
 pub(crate) struct ClientSettings {
     pub(crate) credentials: Credentials,
     pub(crate) retry: RetryPolicy,
+    /// Timeout of one metadata request (HEAD, LIST, COPY, DELETE).
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    /// Longest wait for the next chunk of a download.
+    pub(crate) read_idle_timeout: Duration,
 }
 
 /// An opened source: the object store and the URL it serves.
 #[derive(Debug, Clone)]
 pub(crate) struct Bucket {
+    /// For metadata requests (HEAD, LIST, COPY, DELETE), with a request timeout.
     pub(crate) store: Arc<dyn ObjectStore>,
+    /// For downloads: no timeout on the whole request (a large file may take
+    /// long); the reader enforces an idle timeout between chunks instead.
+    pub(crate) downloads: Arc<dyn ObjectStore>,
     pub(crate) source: SourceUrl,
+    pub(crate) read_idle_timeout: Duration,
 }
 
 impl Bucket {
-    /// Builds the store for `config` (no request is made yet).
+    /// Builds the stores for `config` (no request is made yet).
     pub(crate) fn open(config: &S3Config, settings: &ClientSettings) -> Result<Bucket> {
         config.validate_connection()?;
         let source = config.source().clone();
-        let store: Arc<dyn ObjectStore> = match source.location() {
+        let (store, downloads): (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>) = match source
+            .location()
+        {
             Location::S3 { bucket } => {
                 let mut builder = match &settings.credentials {
                     Credentials::Environment => AmazonS3Builder::from_env(),
@@ -87,38 +97,65 @@ impl Bucket {
                 if let Some(region) = config.configured_region() {
                     builder = builder.with_region(region);
                 }
-                let mut client = ClientOptions::new()
-                    .with_timeout(settings.timeout)
-                    .with_connect_timeout(settings.connect_timeout);
-                if let Some(endpoint) = config.configured_endpoint() {
+                // The endpoint in use: the configuration's, else (with
+                // environment credentials) `AWS_ENDPOINT_URL` / `AWS_ENDPOINT`.
+                let env_endpoint = match settings.credentials {
+                    Credentials::Environment => std::env::var("AWS_ENDPOINT_URL")
+                        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                        .ok()
+                        .filter(|e| !e.is_empty()),
+                    Credentials::AccessKey { .. } => None,
+                };
+                let endpoint = config
+                    .configured_endpoint()
+                    .map(str::to_owned)
+                    .or(env_endpoint);
+                if let Some(endpoint) = &endpoint {
                     builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
-                    if endpoint.starts_with("http://") {
-                        client = client.with_allow_http(true);
-                    }
                 }
+                let allow_http = endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"));
+                let path_style = config.path_style_setting().unwrap_or(endpoint.is_some());
                 builder = builder
-                    .with_virtual_hosted_style_request(!config.uses_path_style())
-                    .with_client_options(client)
+                    .with_virtual_hosted_style_request(!path_style)
                     .with_retry(settings.retry.to_object_store());
-                let s3 = builder.build().map_err(|e| {
-                    Error::config(format!("cannot set up the S3 client for {source}: {e}"))
-                })?;
-                Arc::new(s3)
+                let client = ClientOptions::new()
+                    .with_allow_http(allow_http)
+                    .with_connect_timeout(settings.connect_timeout);
+                let build = |client: ClientOptions| {
+                    builder
+                        .clone()
+                        .with_client_options(client)
+                        .build()
+                        .map_err(|e| {
+                            Error::config(format!("cannot set up the S3 client for {source}: {e}"))
+                        })
+                };
+                let store = build(client.clone().with_timeout(settings.timeout))?;
+                let downloads = build(client.with_timeout_disabled())?;
+                (Arc::new(store), Arc::new(downloads))
             }
             Location::Local { folder } => {
                 let fs = LocalFileSystem::new_with_prefix(folder).map_err(|e| {
-                    Error::new(
-                        ErrorKind::NotFound,
-                        format!(
-                            "the local folder {} cannot be opened ({e}); create it or fix the file:// source",
-                            folder.display()
-                        ),
-                    )
-                })?;
-                Arc::new(fs)
+                        Error::new(
+                            ErrorKind::NotFound,
+                            format!(
+                                "the local folder {} cannot be opened ({e}); create it or fix the file:// source",
+                                folder.display()
+                            ),
+                        )
+                    })?;
+                let fs: Arc<dyn ObjectStore> = Arc::new(fs);
+                (Arc::clone(&fs), fs)
             }
         };
-        Ok(Bucket { store, source })
+        Ok(Bucket {
+            store,
+            downloads,
+            source,
+            read_idle_timeout: settings.read_idle_timeout,
+        })
     }
 
     /// True for an S3 bucket, false for a local folder.

@@ -527,9 +527,14 @@ impl S3Config {
         self.after_import
     }
 
-    /// True when requests use path-style addressing.
+    /// True when requests use path-style addressing (the default with an endpoint
+    /// override, unless [`S3Config::path_style`] says otherwise).
     pub fn uses_path_style(&self) -> bool {
         self.path_style.unwrap_or(self.endpoint.is_some())
+    }
+
+    pub(crate) fn path_style_setting(&self) -> Option<bool> {
+        self.path_style
     }
 
     /// The delimiter as a byte (`,` if it is not ASCII; `validate` rejects that).

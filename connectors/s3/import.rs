@@ -16,7 +16,8 @@ use super::client::{Bucket, ClientSettings, Op};
 use super::config::{AfterImport, Credentials, Location, RetryPolicy, S3Config};
 use super::reader::{Capture, StreamReader, delimiter_hint, not_csv_reason, with_prefix};
 use crate::attributes::{
-    AttributeRecord, CsvMapping, ImportCollector, ImportSummary, RowErrorReason, discover_csv_with, read_csv,
+    AttributeRecord, CsvMapping, ImportCollector, ImportSummary, RowErrorReason, discover_csv_with,
+    read_csv,
 };
 use crate::integration::RunRecord;
 use crate::schedule::{MAX_ROW_ERRORS, RunContext, ScheduledJob};
@@ -60,8 +61,8 @@ impl S3Connector {
 
     /// A connector authenticating with `credentials`.
     ///
-    /// Defaults: [`RetryPolicy::default`], a 5-minute request timeout (a download
-    /// cut short resumes where it stopped, pinned to the object's ETag), a
+    /// Defaults: [`RetryPolicy::default`], a 5-minute timeout for metadata
+    /// requests, no overall timeout for downloads but a 60-second idle timeout, a
     /// 10-second connect timeout, batches of 5,000 records and the system's
     /// temporary folder for staging downloads.
     pub fn new(credentials: Credentials) -> Self {
@@ -71,6 +72,7 @@ impl S3Connector {
                 retry: RetryPolicy::default(),
                 timeout: Duration::from_secs(300),
                 connect_timeout: Duration::from_secs(10),
+                read_idle_timeout: Duration::from_secs(60),
             },
             batch_size: Self::DEFAULT_BATCH_SIZE,
             spool_dir: None,
@@ -89,10 +91,20 @@ impl S3Connector {
         self
     }
 
-    /// Sets the timeout of one request.
+    /// Sets the timeout of one metadata request (HEAD, LIST, COPY, DELETE).
+    /// Downloads have no overall timeout — a large file may take long — but see
+    /// [`S3Connector::read_idle_timeout`].
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.client.timeout = timeout;
+        self
+    }
+
+    /// Sets how long a download may go without receiving data before it fails
+    /// (default 60 s); the run fails as temporary and the file stays in place.
+    #[must_use]
+    pub fn read_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.client.read_idle_timeout = timeout;
         self
     }
 
@@ -233,12 +245,12 @@ impl S3Connector {
             }
             Location::S3 { .. } => {
                 let result = bucket
-                    .store
+                    .downloads
                     .get(&meta.location)
                     .await
                     .map_err(|e| bucket.error(e, Op::Read, &meta.location))?;
                 let actual = result.meta.clone();
-                let reader = StreamReader::spawn(result.into_stream());
+                let reader = StreamReader::spawn(result.into_stream(), bucket.read_idle_timeout);
                 Ok(Opened {
                     failure: Some(reader.failure()),
                     reader: Box::new(reader),

@@ -2,6 +2,7 @@
 
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
@@ -28,11 +29,26 @@ pub(crate) struct StreamReader {
 }
 
 impl StreamReader {
-    /// Starts pulling `stream` on the current runtime.
-    pub(crate) fn spawn(mut stream: BoxStream<'static, object_store::Result<Bytes>>) -> Self {
+    /// Starts pulling `stream` on the current runtime. If no chunk arrives for
+    /// `idle_timeout`, reading fails with a timeout.
+    pub(crate) fn spawn(
+        mut stream: BoxStream<'static, object_store::Result<Bytes>>,
+        idle_timeout: Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let task = tokio::spawn(async move {
-            while let Some(item) = stream.next().await {
+            loop {
+                let item = match tokio::time::timeout(idle_timeout, stream.next()).await {
+                    Ok(Some(item)) => item,
+                    Ok(None) => break,
+                    Err(_) => Err(object_store::Error::Generic {
+                        store: "S3",
+                        source: Box::new(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the download timed out: no data for {idle_timeout:?}"),
+                        )),
+                    }),
+                };
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {
                     break;
@@ -237,7 +253,10 @@ mod tests {
         let chunks: Vec<object_store::Result<Bytes>> = (0..100)
             .map(|i| Ok(Bytes::from(format!("chunk {i:03}\n"))))
             .collect();
-        let mut reader = StreamReader::spawn(futures::stream::iter(chunks).boxed());
+        let mut reader = StreamReader::spawn(
+            futures::stream::iter(chunks).boxed(),
+            Duration::from_secs(5),
+        );
         let text = tokio::task::spawn_blocking(move || {
             let mut out = String::new();
             reader.read_to_string(&mut out).map(|_| out)
@@ -250,12 +269,30 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_download_times_out() {
+        let stalled = futures::stream::iter(vec![Ok(Bytes::from_static(b"id\n"))])
+            .chain(futures::stream::pending())
+            .boxed();
+        let mut reader = StreamReader::spawn(stalled, Duration::from_millis(50));
+        let slot = reader.failure();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out)
+        })
+        .await
+        .unwrap();
+        assert!(result.unwrap_err().to_string().contains("timed out"));
+        assert!(slot.lock().unwrap().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keeps_the_stream_error() {
         let items: Vec<object_store::Result<Bytes>> = vec![
             Ok(Bytes::from_static(b"id\n")),
             Err(object_store::Error::NotImplemented),
         ];
-        let mut reader = StreamReader::spawn(futures::stream::iter(items).boxed());
+        let mut reader =
+            StreamReader::spawn(futures::stream::iter(items).boxed(), Duration::from_secs(5));
         let slot = reader.failure();
         let result = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();

@@ -379,7 +379,10 @@ impl fmt::Debug for OAuthAccess {
             .field("team_id", &self.team_id)
             .field("team_name", &self.team_name)
             .field("enterprise_id", &self.enterprise_id)
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
             .field("expires_in", &self.expires_in)
             .finish()
     }
@@ -571,14 +574,16 @@ impl SlackClient {
         let v = self
             .call(token, "conversations.open", &json!({ "users": user }))
             .await?;
-        str_at(&v, &["channel", "id"]).map(str::to_owned).ok_or_else(|| {
-            SlackApiError::new(
-                FailureClass::Temporary,
-                "conversations.open",
-                None,
-                "the answer has no channel id",
-            )
-        })
+        str_at(&v, &["channel", "id"])
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                SlackApiError::new(
+                    FailureClass::Temporary,
+                    "conversations.open",
+                    None,
+                    "the answer has no channel id",
+                )
+            })
     }
 
     /// One page of `users.list`.
@@ -680,7 +685,11 @@ impl SlackClient {
     }
 }
 
-fn page<T: DeserializeOwned>(v: Value, field: &str, method: &str) -> Result<Page<T>, SlackApiError> {
+fn page<T: DeserializeOwned>(
+    v: Value,
+    field: &str,
+    method: &str,
+) -> Result<Page<T>, SlackApiError> {
     let next_cursor = str_at(&v, &["response_metadata", "next_cursor"]).map(str::to_owned);
     let items = match v.get(field) {
         Some(Value::Array(list)) => {
@@ -750,8 +759,13 @@ mod tests {
 
     #[test]
     fn ok_false_is_an_error_even_with_http_200() {
-        let e = interpret("chat.postMessage", 200, None, br#"{"ok":false,"error":"not_in_channel"}"#)
-            .unwrap_err();
+        let e = interpret(
+            "chat.postMessage",
+            200,
+            None,
+            br#"{"ok":false,"error":"not_in_channel"}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.class(), FailureClass::Permanent);
         assert_eq!(e.code(), Some("not_in_channel"));
         assert!(e.message().contains("invite"));

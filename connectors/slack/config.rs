@@ -124,7 +124,9 @@ mod tests {
 
     #[test]
     fn base_url_is_validated_and_normalised() {
-        let c = SlackConfig::new().base_url("http://127.0.0.1:9/api/").unwrap();
+        let c = SlackConfig::new()
+            .base_url("http://127.0.0.1:9/api/")
+            .unwrap();
         assert_eq!(c.api_base_url(), "http://127.0.0.1:9/api");
         assert!(SlackConfig::new().base_url("not a url").is_err());
         assert!(SlackConfig::new().base_url("ftp://x/api").is_err());

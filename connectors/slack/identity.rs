@@ -15,8 +15,7 @@ use crate::Result;
 use crate::event::Person;
 use crate::identity::{
     AccountStatus, DirectoryEntry, DirectoryPager, IdentityLink, IdentityResolver, LinkOrigin,
-    MatchBy, Resolution, ResolutionCache, SyncOptions, SyncReport, normalize_email,
-    sync_directory,
+    MatchBy, Resolution, ResolutionCache, SyncOptions, SyncReport, normalize_email, sync_directory,
 };
 use crate::store::Store;
 
@@ -237,11 +236,10 @@ impl IdentityResolver for SlackIdentity {
         if let Some(link) = self.store.link(&self.platform, &person.id).await? {
             return Ok(Resolution::Matched(link.platform_id));
         }
-        let ambiguous = self
-            .last_sync
-            .read()
-            .ok()
-            .and_then(|s| s.as_ref().and_then(|s| s.ambiguous.get(&person.id).cloned()));
+        let ambiguous = self.last_sync.read().ok().and_then(|s| {
+            s.as_ref()
+                .and_then(|s| s.ambiguous.get(&person.id).cloned())
+        });
         if let Some(candidates) = ambiguous {
             return Ok(Resolution::Ambiguous(candidates));
         }

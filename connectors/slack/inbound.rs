@@ -389,8 +389,8 @@ impl Interaction {
             .find(|(k, _)| k == "payload")
             .map(|(_, v)| v.into_owned())
             .ok_or_else(|| invalid("interaction without a payload"))?;
-        let value: Value =
-            serde_json::from_str(&payload).map_err(|_| invalid("interaction payload is not JSON"))?;
+        let value: Value = serde_json::from_str(&payload)
+            .map_err(|_| invalid("interaction payload is not JSON"))?;
         Self::from_json(value)
     }
 
@@ -676,7 +676,8 @@ pub struct SlackInboundBuilder {
 
 impl std::fmt::Debug for SlackInboundBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlackInboundBuilder").finish_non_exhaustive()
+        f.debug_struct("SlackInboundBuilder")
+            .finish_non_exhaustive()
     }
 }
 
@@ -776,7 +777,10 @@ impl SlackInboundBuilder {
             ));
         }
         if self.signing_secret.expose_secret().is_empty() {
-            return Err(Error::new(ErrorKind::Config, "the Slack signing secret is empty"));
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the Slack signing secret is empty",
+            ));
         }
         let client = match self.client {
             Some(c) => c,
@@ -1037,13 +1041,19 @@ impl SlackInbound {
             .token
             .as_ref()
             .ok_or_else(|| Error::new(ErrorKind::Config, "no bot token for views.open"))?;
-        let token = token.get(&self.inner.client).await?;
         let view = capture_view(prefill, subject, context);
-        self.inner
-            .client
-            .views_open(&token, trigger_id, &view)
-            .await?;
-        Ok(())
+        // The trigger_id is only good for about 3 seconds, and so is Slack's patience.
+        let open = async {
+            let token = token.get(&self.inner.client).await?;
+            self.inner
+                .client
+                .views_open(&token, trigger_id, &view)
+                .await
+        };
+        match tokio::time::timeout(self.inner.deadline, open).await {
+            Ok(result) => result.map(|_| ()).map_err(Error::from),
+            Err(_) => Err(Error::new(ErrorKind::Network, "views.open took too long").temporary()),
+        }
     }
 
     async fn interaction(&self, body: &[u8]) -> InboundResponse {
@@ -1264,21 +1274,24 @@ impl SlackInbound {
 /// `POST /slack/events`, and with `oauth` `GET /slack/install` and
 /// `GET /slack/oauth/callback`.
 #[cfg(feature = "axum")]
-pub fn router(
-    inbound: SlackInbound,
-    oauth: Option<Arc<super::oauth::SlackOAuth>>,
-) -> axum::Router {
+pub fn router(inbound: SlackInbound, oauth: Option<Arc<super::oauth::SlackOAuth>>) -> axum::Router {
     use axum::body::Body;
     use axum::extract::Request;
     use axum::response::Response;
     use axum::routing::{get, post};
 
-    async fn into_inbound(request: Request, limit: usize) -> std::result::Result<InboundRequest, Response> {
+    async fn into_inbound(
+        request: Request,
+        limit: usize,
+    ) -> std::result::Result<InboundRequest, Response> {
         let (parts, body) = request.into_parts();
         match axum::body::to_bytes(body, limit).await {
             Ok(bytes) => Ok(http::Request::from_parts(parts, bytes)),
-            Err(_) => Err(error_response(&Error::new(ErrorKind::PayloadTooLarge, "body too large"))
-                .map(Body::from)),
+            Err(_) => Err(error_response(&Error::new(
+                ErrorKind::PayloadTooLarge,
+                "body too large",
+            ))
+            .map(Body::from)),
         }
     }
 
@@ -1353,7 +1366,14 @@ mod tests {
 
     #[test]
     fn the_documented_vector_verifies_and_parses() {
-        verify_signature(DOC_SECRET, DOC_TS, DOC_BODY.as_bytes(), DOC_SIG, 1_531_420_618).unwrap();
+        verify_signature(
+            DOC_SECRET,
+            DOC_TS,
+            DOC_BODY.as_bytes(),
+            DOC_SIG,
+            1_531_420_618,
+        )
+        .unwrap();
         let cmd = SlashCommand::parse(DOC_BODY.as_bytes()).unwrap();
         assert_eq!(cmd.command, "/webhook-collect");
         assert_eq!(cmd.user_name, "roadrunner");
@@ -1366,11 +1386,20 @@ mod tests {
 
     #[test]
     fn mentions_and_channel_types() {
-        assert_eq!(leading_mention("<@U123|ann> great call"), Some("U123".to_owned()));
+        assert_eq!(
+            leading_mention("<@U123|ann> great call"),
+            Some("U123".to_owned())
+        );
         assert_eq!(leading_mention("hi <@U123>"), None);
         assert_eq!(ChannelType::infer("D1", None), ChannelType::DirectMessage);
-        assert_eq!(ChannelType::infer("C1", Some("general")), ChannelType::Channel);
-        assert_eq!(ChannelType::infer("G1", Some("mpdm-a--b-1")), ChannelType::GroupMessage);
+        assert_eq!(
+            ChannelType::infer("C1", Some("general")),
+            ChannelType::Channel
+        );
+        assert_eq!(
+            ChannelType::infer("G1", Some("mpdm-a--b-1")),
+            ChannelType::GroupMessage
+        );
     }
 
     #[test]

@@ -21,10 +21,10 @@ pub use inbound::{
     CAPTURE_CALLBACK_ID, CAPTURE_SUBJECT_BLOCK, CAPTURE_TEXT_BLOCK, ChannelRef, ChannelType,
     CommandReply, ElementState, EventCallback, EventsRequest, INSIGHT_EVENT_KIND, Interaction,
     InteractionUser, MessageShortcut, RETRY_NUM_HEADER, SIGNATURE_HEADER, Shortcut,
-    SlackEvent, SlackInbound, SlackInboundBuilder, SlashCommand, TIMESTAMP_HEADER, View,
-    ViewSubmission, Visibility, verify_signature,
+    ShortcutMessage, SlackEvent, SlackInbound, SlackInboundBuilder, SlashCommand, TIMESTAMP_HEADER,
+    TeamRef, View, ViewState, ViewSubmission, Visibility, verify_signature,
 };
-pub use oauth::{BotToken, DEFAULT_BOT_SCOPES, SlackOAuth, SlackOAuthBuilder, STATE_TTL};
+pub use oauth::{BotToken, DEFAULT_BOT_SCOPES, STATE_TTL, SlackOAuth, SlackOAuthBuilder};
 
 #[cfg(feature = "axum")]
 pub use inbound::router;

@@ -361,7 +361,10 @@ impl SlackOAuthBuilder {
             Error::new(ErrorKind::Config, "invalid Slack authorize URL").with_source(e)
         })?;
         if self.client_id.trim().is_empty() {
-            return Err(Error::new(ErrorKind::Config, "the Slack client id is empty"));
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the Slack client id is empty",
+            ));
         }
         Ok(SlackOAuth {
             client: SlackClient::new(&self.config)?,
@@ -501,7 +504,9 @@ impl SlackOAuth {
                     resumed = n,
                     "Slack app installed; destination reconnected"
                 ),
-                Err(e) => tracing::warn!(error = %e, "Slack app installed but the destination could not be reconnected"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Slack app installed but the destination could not be reconnected")
+                }
             }
         }
         Ok(installation)

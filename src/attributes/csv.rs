@@ -330,7 +330,7 @@ pub struct CsvRecords<R> {
     headers: Vec<String>,
     user_col: usize,
     user_header: String,
-    /// Sorted by attribute name, so records are built in key order.
+    /// Sorted by attribute name, descending (see `convert`).
     columns: Vec<MappedColumn>,
     header_len: usize,
     header_trailing_empty: bool,
@@ -370,8 +370,17 @@ impl<R: Read> CsvRecords<R> {
                 found,
             });
         }
-        let raw_id = self.record.get(self.user_col).unwrap_or_default();
-        let Ok(user_id) = std::str::from_utf8(raw_id) else {
+        // Validate the whole record once (the common case: all valid), then slice
+        // fields out of it; fall back to per-field validation otherwise, so
+        // invalid bytes in a column that is not imported do not reject the row.
+        let whole = std::str::from_utf8(self.record.as_slice()).ok();
+        let field = |index: usize| -> Option<&str> {
+            match whole {
+                Some(text) => text.get(self.record.range(index)?),
+                None => std::str::from_utf8(self.record.get(index)?).ok(),
+            }
+        };
+        let Some(user_id) = field(self.user_col) else {
             return reject(RowErrorReason::InvalidUtf8 {
                 column: self.user_header.clone(),
             });
@@ -388,24 +397,29 @@ impl<R: Read> CsvRecords<R> {
                 detail: format!("longer than {MAX_USER_ID_BYTES} bytes"),
             });
         }
-        if user_id.chars().any(char::is_control) {
+        let has_control = if user_id.is_ascii() {
+            user_id.bytes().any(|b| b.is_ascii_control())
+        } else {
+            user_id.chars().any(char::is_control)
+        };
+        if has_control {
             return reject(RowErrorReason::InvalidUserId {
                 column: self.user_header.clone(),
                 detail: "contains control characters".to_owned(),
             });
         }
-        let mut pairs = Vec::with_capacity(self.columns.len());
-        for column in &self.columns {
-            let raw = self.record.get(column.index).unwrap_or_default();
-            let Ok(value) = std::str::from_utf8(raw) else {
-                return reject(RowErrorReason::InvalidUtf8 {
-                    column: column.header.clone(),
-                });
-            };
-            pairs.push((column.as_name.clone(), value.to_owned()));
+        if let Some(bad) = self.columns.iter().find(|c| field(c.index).is_none()) {
+            return reject(RowErrorReason::InvalidUtf8 {
+                column: bad.header.clone(),
+            });
         }
-        // `pairs` is sorted by key (columns are), so this is a bulk build.
-        let attributes: Attributes = pairs.into_iter().collect();
+        // Columns are sorted by attribute name, descending: each insert lands
+        // before every key already there, found with a single comparison.
+        let mut attributes = Attributes::new();
+        for c in &self.columns {
+            let value = field(c.index).unwrap_or_default().to_owned();
+            attributes.insert(c.as_name.clone(), value);
+        }
         Ok(AttributeRecord {
             user_id: user_id.to_owned(),
             attributes,
@@ -519,7 +533,7 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
             ),
         ));
     };
-    columns.sort_by(|a, b| a.as_name.cmp(&b.as_name));
+    columns.sort_by(|a, b| b.as_name.cmp(&a.as_name));
 
     let header_len = headers.len();
     let header_trailing_empty =

@@ -1,8 +1,10 @@
 //! `SqliteStore`: the embedded default [`Store`], kept in one SQLite file (feature `sqlite`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +16,7 @@ use rusqlite::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
 
 use super::{
     ClaimedDelivery, Completion, DeadLetter, DeliveryState, DestinationStats, EnqueueOutcome,
@@ -61,19 +64,23 @@ impl Durability {
 ///   version of switchboard fails rather than guessing.
 /// - Write-ahead logging; durability per [`Durability`] (default
 ///   [`Durability::Normal`]: survives process crashes).
-/// - Blocking SQLite calls run on Tokio's blocking thread pool
-///   (`spawn_blocking`), never on the async workers; one writer connection and,
-///   for files, one separate reader connection, each behind a mutex. Several
-///   processes may open the same file: writes take the database lock up front
-///   (`BEGIN IMMEDIATE`) and wait up to 5 seconds for it; a busy database is
-///   reported as a temporary [`ErrorKind::Store`] error.
-/// - Times are stored as Unix milliseconds.
+/// - No SQLite call runs on an async worker thread. Writes go to one dedicated
+///   writer thread that commits the requests waiting at that moment together
+///   (group commit): each request runs in its own savepoint, so it succeeds or
+///   fails on its own, and its caller is answered only after the commit. Reads
+///   run on Tokio's blocking pool, on a second connection for files (the
+///   write-ahead log lets it read while the writer writes).
+/// - Several processes may open the same file: writes take the database lock
+///   up front (`BEGIN IMMEDIATE`) and wait up to 5 seconds for it; a database
+///   that stays busy is reported as a temporary [`ErrorKind::Store`] error.
+/// - Times are stored as Unix milliseconds; the store never reads the clock.
 /// - **Installation tokens are stored in plain text** in the `installations`
 ///   table (columns `token`, `refresh_token`): protect the file like any other
 ///   credential store (file permissions, disk encryption). They never appear in
 ///   `Debug` output or errors.
 ///
-/// Cheap to clone (an `Arc` inside); usable as `Arc<dyn Store>`.
+/// Cheap to clone (an `Arc` inside); usable as `Arc<dyn Store>`. The writer
+/// thread stops and the file is closed when the last clone is dropped.
 ///
 /// ```no_run
 /// # fn main() -> switchboard::Result<()> {
@@ -90,23 +97,39 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    writer: Mutex<Connection>,
-    /// A second connection for reads (files only; WAL lets it read while the writer writes).
+    /// Feeds the writer thread; `None` once dropping.
+    jobs: Option<mpsc::Sender<Box<dyn Queued>>>,
+    writer_thread: Option<JoinHandle<()>>,
+    /// The writer connection: used by the writer thread, and for reads of
+    /// in-memory databases (which cannot have a second connection).
+    writer: Arc<Mutex<Connection>>,
+    /// A second connection for reads (files only).
     reader: Option<Mutex<Connection>>,
     path: Option<PathBuf>,
 }
 
-impl Inner {
-    fn write(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock unwinds through `Transaction::drop`, which
-        // rolls back: the connection is consistent, so poisoning is ignored.
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+/// Locks a connection. A panic while holding the lock cannot leave a
+/// transaction open (jobs are unwound and rolled back, reads hold none), so
+/// poisoning is ignored.
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
+impl Inner {
     fn read(&self) -> MutexGuard<'_, Connection> {
-        match &self.reader {
-            Some(reader) => reader.lock().unwrap_or_else(PoisonError::into_inner),
-            None => self.write(),
+        lock(self.reader.as_ref().unwrap_or(&self.writer))
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer thread after its last batch; waiting
+        // for it means the file is closed when the last handle is gone.
+        drop(self.jobs.take());
+        if let Some(thread) = self.writer_thread.take() {
+            if thread.thread().id() != std::thread::current().id() && thread.join().is_err() {
+                tracing::error!("the SQLite store's writer thread panicked");
+            }
         }
     }
 }
@@ -140,14 +163,7 @@ impl SqliteStore {
         )
         .map_err(|e| opening(e.into()))?;
         configure(&reader, false).map_err(opening)?;
-        Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
-                reader: Some(Mutex::new(reader)),
-                path: Some(path),
-            }),
-            attribute_cap: DEFAULT_ATTRIBUTE_CAP,
-        })
+        Self::start(writer, Some(reader), Some(path.clone())).map_err(opening)
     }
 
     /// A private in-memory database (gone when the last clone is dropped); for
@@ -157,11 +173,32 @@ impl SqliteStore {
         let mut writer = Connection::open_in_memory().map_err(|e| opening(e.into()))?;
         configure(&writer, true).map_err(opening)?;
         migrate(&mut writer).map_err(opening)?;
+        Self::start(writer, None, None).map_err(opening)
+    }
+
+    fn start(
+        writer: Connection,
+        reader: Option<Connection>,
+        path: Option<PathBuf>,
+    ) -> Db<SqliteStore> {
+        let writer = Arc::new(Mutex::new(writer));
+        let (jobs, queue) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("switchboard-sqlite".to_owned())
+            .spawn({
+                let writer = Arc::clone(&writer);
+                move || writer_loop(&writer, &queue)
+            })
+            .map_err(|e| {
+                Error::new(ErrorKind::Store, "could not start the writer thread").with_source(e)
+            })?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
-                reader: None,
-                path: None,
+                jobs: Some(jobs),
+                writer_thread: Some(thread),
+                writer,
+                reader: reader.map(Mutex::new),
+                path,
             }),
             attribute_cap: DEFAULT_ATTRIBUTE_CAP,
         })
@@ -177,10 +214,9 @@ impl SqliteStore {
     }
 
     /// Sets how durable commits are (default [`Durability::Normal`]). Applies to
-    /// the shared connection, so to every clone.
+    /// the shared writer connection, so to every clone.
     pub fn with_durability(self, durability: Durability) -> Result<Self> {
-        self.inner
-            .write()
+        lock(&self.inner.writer)
             .pragma_update(None, "synchronous", durability.pragma())
             .map_err(|e| Error::from(DbError::from(e)).context("setting durability"))?;
         Ok(self)
@@ -191,23 +227,35 @@ impl SqliteStore {
         self.inner.path.as_deref()
     }
 
-    /// Runs `f` on the blocking thread pool; `what` names the operation in errors.
-    async fn run<R, F>(&self, what: &'static str, f: F) -> Result<R>
+    /// Runs `f` on the writer thread, atomically, and waits for the commit.
+    /// `what` names the operation in errors.
+    async fn write<R, F>(&self, what: &'static str, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Inner) -> Db<R> + Send + 'static,
+        F: FnOnce(&Connection) -> Db<R> + Send + 'static,
+    {
+        let stopped = || {
+            Error::new(
+                ErrorKind::Store,
+                format!("{what}: the store's writer thread has stopped"),
+            )
+        };
+        let (reply, answer) = oneshot::channel();
+        let jobs = self.inner.jobs.as_ref().ok_or_else(stopped)?;
+        jobs.send(Box::new(Job { what, f, reply }))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `f` on the blocking thread pool with the reader connection.
+    async fn read<R, F>(&self, what: &'static str, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Db<R> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        match tokio::task::spawn_blocking(move || f(&inner)).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => {
-                let e = Error::from(e);
-                Err(if e.kind() == ErrorKind::Store {
-                    e.context(what)
-                } else {
-                    e
-                })
-            }
+        match tokio::task::spawn_blocking(move || f(&inner.read())).await {
+            Ok(result) => result.map_err(|e| with_context(e.into(), what)),
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
             Err(join) => Err(Error::new(
                 ErrorKind::Store,
@@ -215,6 +263,199 @@ impl SqliteStore {
             )
             .with_source(join)),
         }
+    }
+}
+
+/// Names the operation in store errors; other kinds (NotFound, AttributeCap…)
+/// keep their message as is.
+fn with_context(e: Error, what: &str) -> Error {
+    if e.kind() == ErrorKind::Store {
+        e.context(what)
+    } else {
+        e
+    }
+}
+
+// --- the writer thread ---
+
+/// The most requests committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Why a whole batch failed (shared by every request in it).
+struct BatchFailure {
+    message: String,
+    temporary: bool,
+}
+
+impl BatchFailure {
+    fn new(e: &rusqlite::Error) -> Self {
+        BatchFailure {
+            message: e.to_string(),
+            temporary: is_busy(e),
+        }
+    }
+
+    fn error(&self, what: &str) -> Error {
+        let e = Error::new(
+            ErrorKind::Store,
+            format!("{what}: the transaction failed: {}", self.message),
+        );
+        if self.temporary { e.temporary() } else { e }
+    }
+}
+
+/// A write request waiting for the writer thread.
+trait Queued: Send {
+    /// Runs it (inside the open transaction).
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Ran>;
+    /// Answers it with the batch's failure without running it.
+    fn abort(self: Box<Self>, failure: &BatchFailure);
+}
+
+/// A request that ran and waits for its transaction's outcome.
+trait Ran: Send {
+    fn succeeded(&self) -> bool;
+    /// Answers the caller: its own result, or the commit's failure.
+    fn finish(self: Box<Self>, failure: Option<&BatchFailure>);
+}
+
+struct Job<R, F> {
+    what: &'static str,
+    f: F,
+    reply: oneshot::Sender<Result<R>>,
+}
+
+struct Done<R> {
+    what: &'static str,
+    result: Result<R>,
+    reply: oneshot::Sender<Result<R>>,
+}
+
+impl<R, F> Queued for Job<R, F>
+where
+    R: Send + 'static,
+    F: FnOnce(&Connection) -> Db<R> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Ran> {
+        let Job { what, f, reply } = *self;
+        let result = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+            Ok(result) => result.map_err(|e| with_context(e.into(), what)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Store,
+                format!("{what}: panicked on the store's writer thread"),
+            )),
+        };
+        Box::new(Done {
+            what,
+            result,
+            reply,
+        })
+    }
+
+    fn abort(self: Box<Self>, failure: &BatchFailure) {
+        // The caller may have given up waiting; nothing to do then.
+        let _ = self.reply.send(Err(failure.error(self.what)));
+    }
+}
+
+impl<R: Send + 'static> Ran for Done<R> {
+    fn succeeded(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    fn finish(self: Box<Self>, failure: Option<&BatchFailure>) {
+        let result = match (self.result, failure) {
+            (Ok(_), Some(failure)) => Err(failure.error(self.what)),
+            (result, _) => result,
+        };
+        // The caller may have given up waiting; nothing to do then.
+        let _ = self.reply.send(result);
+    }
+}
+
+fn writer_loop(conn: &Mutex<Connection>, queue: &mpsc::Receiver<Box<dyn Queued>>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&lock(conn), batch);
+    }
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        if let Err(e) = exec(conn, "ROLLBACK") {
+            tracing::error!(error = %e, "SQLite store: rollback failed");
+        }
+    }
+}
+
+/// Runs a batch of requests in one transaction, each in its own savepoint (a
+/// lone request needs none), commits, then answers every caller.
+fn run_batch(conn: &Connection, batch: Vec<Box<dyn Queued>>) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        let failure = BatchFailure::new(&e);
+        for job in batch {
+            job.abort(&failure);
+        }
+        return;
+    }
+    let single = batch.len() == 1;
+    let mut ran: Vec<Box<dyn Ran>> = Vec::with_capacity(batch.len());
+    let mut broken: Option<BatchFailure> = None;
+    for job in batch {
+        if let Some(failure) = &broken {
+            job.abort(failure);
+            continue;
+        }
+        if single {
+            ran.push(job.run(conn));
+            continue;
+        }
+        if let Err(e) = exec(conn, "SAVEPOINT job") {
+            let failure = BatchFailure::new(&e);
+            job.abort(&failure);
+            broken = Some(failure);
+            continue;
+        }
+        let done = job.run(conn);
+        let end = if done.succeeded() {
+            exec(conn, "RELEASE job")
+        } else {
+            exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+        };
+        if let Err(e) = end {
+            broken = Some(BatchFailure::new(&e));
+        }
+        ran.push(done);
+    }
+    let failure = if broken.is_some() {
+        rollback(conn);
+        broken
+    } else if single && !ran.iter().all(|r| r.succeeded()) {
+        rollback(conn);
+        None
+    } else {
+        match exec(conn, "COMMIT") {
+            Ok(()) => None,
+            Err(e) => {
+                rollback(conn);
+                Some(BatchFailure::new(&e))
+            }
+        }
+    };
+    for done in ran {
+        done.finish(failure.as_ref());
     }
 }
 
@@ -257,11 +498,7 @@ impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Sql(e) => {
-                let busy = matches!(
-                    &e,
-                    rusqlite::Error::SqliteFailure(f, _)
-                        if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-                );
+                let busy = is_busy(&e);
                 let err = Error::new(ErrorKind::Store, "SQLite failed").with_source(e);
                 if busy { err.temporary() } else { err }
             }
@@ -271,6 +508,14 @@ impl From<DbError> for Error {
             DbError::Other(e) => e,
         }
     }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 fn corrupt(message: impl Into<String>) -> DbError {
@@ -340,6 +585,7 @@ const MIGRATIONS: &[&str] = &[
         due_at      INTEGER NOT NULL,
         lease       INTEGER NOT NULL DEFAULT 0,  -- the current claim's token
         attempts    INTEGER NOT NULL DEFAULT 0,
+        log_steps   INTEGER NOT NULL DEFAULT 0,  -- entries in delivery_log
         error       TEXT,                    -- dead: the DeliveryError as JSON
         died_at     INTEGER
     );
@@ -347,15 +593,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_pending ON deliveries (due_at) WHERE state IN ('queued', 'in_flight');
     CREATE INDEX deliveries_destination ON deliveries (destination, state);
     CREATE INDEX deliveries_dead ON deliveries (died_at) WHERE state = 'dead';
+    -- Clustered by delivery: one B-tree, no second index to write.
     CREATE TABLE delivery_log (
-        seq         INTEGER PRIMARY KEY,
         delivery_id INTEGER NOT NULL,
+        step        INTEGER NOT NULL,        -- 1, 2, … (deliveries.log_steps)
         attempt     INTEGER NOT NULL,
         at          INTEGER NOT NULL,
         status      TEXT NOT NULL,           -- LogStatus::as_str
-        detail      TEXT
-    );
-    CREATE INDEX delivery_log_delivery ON delivery_log (delivery_id);
+        detail      TEXT,
+        PRIMARY KEY (delivery_id, step)
+    ) WITHOUT ROWID;
     CREATE TABLE destinations (
         name                TEXT PRIMARY KEY,
         connected           INTEGER NOT NULL DEFAULT 1,
@@ -447,12 +694,8 @@ fn migrate(conn: &mut Connection) -> Db<()> {
     Ok(())
 }
 
-fn immediate(conn: &mut Connection) -> Db<rusqlite::Transaction<'_>> {
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
-}
-
-const INSERT_LOG: &str = "INSERT INTO delivery_log (delivery_id, attempt, at, status, detail) \
-                          VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_LOG: &str = "INSERT INTO delivery_log (delivery_id, step, attempt, at, status, detail) \
+                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 // --- outbox ---
 
@@ -467,38 +710,35 @@ struct RawClaim {
     attempts: i64,
 }
 
-fn claim_rows(conn: &mut Connection, now: i64, until: i64, limit: i64) -> Db<Vec<RawClaim>> {
-    let tx = immediate(conn)?;
+fn claim_rows(conn: &Connection, now: i64, until: i64, limit: i64) -> Db<Vec<RawClaim>> {
     let mut claims = Vec::new();
-    {
-        let mut select = tx.prepare_cached(
-            "SELECT d.id, d.event_seq, e.body, d.route, d.destination, d.target, d.attempts \
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-             WHERE d.state IN ('queued', 'in_flight') AND d.due_at <= ?1 \
-             ORDER BY d.due_at, d.id LIMIT ?2",
-        )?;
-        let mut rows = select.query(params![now, limit])?;
-        while let Some(row) = rows.next()? {
-            claims.push(RawClaim {
-                id: row.get(0)?,
-                lease: 0,
-                event_seq: row.get(1)?,
-                event: row.get(2)?,
-                route: row.get(3)?,
-                destination: row.get(4)?,
-                target: row.get(5)?,
-                attempts: row.get(6)?,
-            });
-        }
-        let mut update = tx.prepare_cached(
-            "UPDATE deliveries SET state = 'in_flight', due_at = ?2, lease = lease + 1 \
-             WHERE id = ?1 RETURNING lease",
-        )?;
-        for claim in &mut claims {
-            claim.lease = update.query_row(params![claim.id, until], |r| r.get(0))?;
-        }
+    let mut select = conn.prepare_cached(
+        "SELECT d.id, d.event_seq, e.body, d.route, d.destination, d.target, d.attempts \
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+         WHERE d.state IN ('queued', 'in_flight') AND d.due_at <= ?1 \
+         ORDER BY d.due_at, d.id LIMIT ?2",
+    )?;
+    let mut rows = select.query(params![now, limit])?;
+    while let Some(row) = rows.next()? {
+        claims.push(RawClaim {
+            id: row.get(0)?,
+            lease: 0,
+            event_seq: row.get(1)?,
+            event: row.get(2)?,
+            route: row.get(3)?,
+            destination: row.get(4)?,
+            target: row.get(5)?,
+            attempts: row.get(6)?,
+        });
     }
-    tx.commit()?;
+    drop(rows);
+    let mut update = conn.prepare_cached(
+        "UPDATE deliveries SET state = 'in_flight', due_at = ?2, lease = lease + 1 \
+         WHERE id = ?1 RETURNING lease",
+    )?;
+    for claim in &mut claims {
+        claim.lease = update.query_row(params![claim.id, until], |r| r.get(0))?;
+    }
     Ok(claims)
 }
 
@@ -592,142 +832,143 @@ struct DestinationUpdate {
 }
 
 const COMPLETE_SENT: &str = "UPDATE deliveries SET state = 'sent', attempts = attempts + 1, \
-     due_at = ?3 WHERE id = ?1 AND lease = ?2 AND state = 'in_flight' \
-     RETURNING attempts, destination";
+     due_at = ?3, log_steps = log_steps + 1 \
+     WHERE id = ?1 AND lease = ?2 AND state = 'in_flight' \
+     RETURNING attempts, destination, log_steps";
 const COMPLETE_RETRY: &str = "UPDATE deliveries SET state = 'queued', attempts = attempts + 1, \
-     due_at = ?3 WHERE id = ?1 AND lease = ?2 AND state = 'in_flight' \
-     RETURNING attempts, destination";
+     due_at = ?3, log_steps = log_steps + 1 \
+     WHERE id = ?1 AND lease = ?2 AND state = 'in_flight' \
+     RETURNING attempts, destination, log_steps";
 const COMPLETE_DEFER: &str = "UPDATE deliveries SET state = 'queued', due_at = ?3 \
      WHERE id = ?1 AND lease = ?2 AND state = 'in_flight' \
-     RETURNING attempts, destination";
+     RETURNING attempts, destination, log_steps";
 const COMPLETE_DEAD: &str = "UPDATE deliveries SET state = 'dead', attempts = attempts + ?3, \
-     error = ?4, died_at = ?5, due_at = ?5 WHERE id = ?1 AND lease = ?2 AND state = 'in_flight' \
-     RETURNING attempts, destination";
-const COMPLETE_PARKED: &str = "UPDATE deliveries SET state = 'parked', due_at = ?3 \
+     error = ?4, died_at = ?5, due_at = ?5, log_steps = log_steps + 1 \
      WHERE id = ?1 AND lease = ?2 AND state = 'in_flight' \
-     RETURNING attempts, destination";
+     RETURNING attempts, destination, log_steps";
+const COMPLETE_PARKED: &str = "UPDATE deliveries SET state = 'parked', due_at = ?3, \
+     log_steps = log_steps + 1 \
+     WHERE id = ?1 AND lease = ?2 AND state = 'in_flight' \
+     RETURNING attempts, destination, log_steps";
 
-fn attempts_and_destination(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String)> {
-    Ok((row.get(0)?, row.get(1)?))
+/// What a completion's UPDATE returns: attempts, destination, log step.
+type Completed = (i64, String, i64);
+
+fn completed(row: &rusqlite::Row<'_>) -> rusqlite::Result<Completed> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
 }
 
-fn complete_rows(conn: &mut Connection, applies: &[Apply], now: i64) -> Db<()> {
-    let tx = immediate(conn)?;
-    {
-        let mut log = tx.prepare_cached(INSERT_LOG)?;
-        let mut updates: BTreeMap<String, DestinationUpdate> = BTreeMap::new();
-        for a in applies {
-            // Each UPDATE only matches an in-flight row still holding this lease;
-            // `None` means the completion is stale and is ignored.
-            match &a.kind {
-                ApplyKind::Sent { remote_id } => {
-                    let row = tx
-                        .prepare_cached(COMPLETE_SENT)?
-                        .query_row(params![a.id, a.lease, now], attempts_and_destination)
-                        .optional()?;
-                    if let Some((attempts, destination)) = row {
-                        log.execute(params![a.id, attempts, now, "sent", remote_id])?;
-                        updates.entry(destination).or_default().success = true;
-                    }
+fn complete_rows(conn: &Connection, applies: &[Apply], now: i64) -> Db<()> {
+    let mut log = conn.prepare_cached(INSERT_LOG)?;
+    let mut updates: BTreeMap<String, DestinationUpdate> = BTreeMap::new();
+    for a in applies {
+        // Each UPDATE only matches an in-flight row still holding this lease;
+        // `None` means the completion is stale and is ignored.
+        match &a.kind {
+            ApplyKind::Sent { remote_id } => {
+                let row = conn
+                    .prepare_cached(COMPLETE_SENT)?
+                    .query_row(params![a.id, a.lease, now], completed)
+                    .optional()?;
+                if let Some((attempts, destination, step)) = row {
+                    log.execute(params![a.id, step, attempts, now, "sent", remote_id])?;
+                    updates.entry(destination).or_default().success = true;
                 }
-                ApplyKind::Retry { at, error } => {
-                    let row = tx
-                        .prepare_cached(COMPLETE_RETRY)?
-                        .query_row(params![a.id, a.lease, at], attempts_and_destination)
-                        .optional()?;
-                    if let Some((attempts, destination)) = row {
-                        log.execute(params![a.id, attempts, now, "failed", error])?;
-                        updates.entry(destination).or_default().error = Some(error.clone());
-                    }
+            }
+            ApplyKind::Retry { at, error } => {
+                let row = conn
+                    .prepare_cached(COMPLETE_RETRY)?
+                    .query_row(params![a.id, a.lease, at], completed)
+                    .optional()?;
+                if let Some((attempts, destination, step)) = row {
+                    log.execute(params![a.id, step, attempts, now, "failed", error])?;
+                    updates.entry(destination).or_default().error = Some(error.clone());
                 }
-                ApplyKind::Defer { until } => {
-                    tx.prepare_cached(COMPLETE_DEFER)?
-                        .query_row(params![a.id, a.lease, until], attempts_and_destination)
-                        .optional()?;
+            }
+            ApplyKind::Defer { until } => {
+                conn.prepare_cached(COMPLETE_DEFER)?
+                    .query_row(params![a.id, a.lease, until], completed)
+                    .optional()?;
+            }
+            ApplyKind::Dead {
+                json,
+                text,
+                attempted,
+            } => {
+                let row = conn
+                    .prepare_cached(COMPLETE_DEAD)?
+                    .query_row(
+                        params![a.id, a.lease, i64::from(*attempted), json, now],
+                        completed,
+                    )
+                    .optional()?;
+                if let Some((attempts, destination, step)) = row {
+                    log.execute(params![a.id, step, attempts, now, "dead", text])?;
+                    updates.entry(destination).or_default().error = Some(text.clone());
                 }
-                ApplyKind::Dead {
-                    json,
-                    text,
-                    attempted,
-                } => {
-                    let row = tx
-                        .prepare_cached(COMPLETE_DEAD)?
-                        .query_row(
-                            params![a.id, a.lease, i64::from(*attempted), json, now],
-                            attempts_and_destination,
-                        )
-                        .optional()?;
-                    if let Some((attempts, destination)) = row {
-                        log.execute(params![a.id, attempts, now, "dead", text])?;
-                        updates.entry(destination).or_default().error = Some(text.clone());
-                    }
-                }
-                ApplyKind::Parked { reason } => {
-                    let row = tx
-                        .prepare_cached(COMPLETE_PARKED)?
-                        .query_row(params![a.id, a.lease, now], attempts_and_destination)
-                        .optional()?;
-                    if row.is_some() {
-                        log.execute(params![a.id, 0, now, "parked", reason])?;
-                    }
+            }
+            ApplyKind::Parked { reason } => {
+                let row = conn
+                    .prepare_cached(COMPLETE_PARKED)?
+                    .query_row(params![a.id, a.lease, now], completed)
+                    .optional()?;
+                if let Some((_, _, step)) = row {
+                    log.execute(params![a.id, step, 0, now, "parked", reason])?;
                 }
             }
         }
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO destinations (name, last_success_at, last_error, last_error_at) \
-             VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (name) DO UPDATE SET \
-               last_success_at = coalesce(excluded.last_success_at, last_success_at), \
-               last_error = CASE WHEN excluded.last_error_at IS NULL THEN last_error \
-                                 ELSE excluded.last_error END, \
-               last_error_at = coalesce(excluded.last_error_at, last_error_at)",
-        )?;
-        for (name, u) in &updates {
-            let success = u.success.then_some(now);
-            let error_at = u.error.as_ref().map(|_| now);
-            upsert.execute(params![name, success, u.error, error_at])?;
-        }
     }
-    tx.commit()?;
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO destinations (name, last_success_at, last_error, last_error_at) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (name) DO UPDATE SET \
+           last_success_at = coalesce(excluded.last_success_at, last_success_at), \
+           last_error = CASE WHEN excluded.last_error_at IS NULL THEN last_error \
+                             ELSE excluded.last_error END, \
+           last_error_at = coalesce(excluded.last_error_at, last_error_at)",
+    )?;
+    for (name, u) in &updates {
+        let success = u.success.then_some(now);
+        let error_at = u.error.as_ref().map(|_| now);
+        upsert.execute(params![name, success, u.error, error_at])?;
+    }
     Ok(())
 }
 
 fn set_connected_rows(
-    conn: &mut Connection,
+    conn: &Connection,
     destination: &str,
     connected: bool,
     reason: Option<&str>,
     now: i64,
 ) -> Db<u64> {
-    let tx = immediate(conn)?;
-    let changed = {
-        tx.prepare_cached(
-            "INSERT INTO destinations (name, connected, disconnected_reason) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO UPDATE SET connected = excluded.connected, \
-             disconnected_reason = excluded.disconnected_reason",
-        )?
-        .execute(params![
-            destination,
-            connected,
-            if connected { None } else { reason }
-        ])?;
-        let (from, to, status) = if connected {
-            ("parked", "queued", "queued")
-        } else {
-            ("queued", "parked", "parked")
-        };
-        tx.prepare_cached(
-            "INSERT INTO delivery_log (delivery_id, attempt, at, status, detail) \
-             SELECT id, 0, ?3, ?4, ?5 FROM deliveries \
-             WHERE destination = ?1 AND state = ?2 ORDER BY id",
-        )?
-        .execute(params![destination, from, now, status, reason])?;
-        tx.prepare_cached(
-            "UPDATE deliveries SET state = ?3, due_at = ?4 WHERE destination = ?1 AND state = ?2",
-        )?
-        .execute(params![destination, from, to, now])?
+    conn.prepare_cached(
+        "INSERT INTO destinations (name, connected, disconnected_reason) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET connected = excluded.connected, \
+         disconnected_reason = excluded.disconnected_reason",
+    )?
+    .execute(params![
+        destination,
+        connected,
+        if connected { None } else { reason }
+    ])?;
+    let (from, to, status) = if connected {
+        ("parked", "queued", "queued")
+    } else {
+        ("queued", "parked", "parked")
     };
-    tx.commit()?;
+    conn.prepare_cached(
+        "INSERT INTO delivery_log (delivery_id, step, attempt, at, status, detail) \
+         SELECT id, log_steps + 1, 0, ?3, ?4, ?5 FROM deliveries \
+         WHERE destination = ?1 AND state = ?2",
+    )?
+    .execute(params![destination, from, now, status, reason])?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = ?3, due_at = ?4, log_steps = log_steps + 1 \
+             WHERE destination = ?1 AND state = ?2",
+        )?
+        .execute(params![destination, from, to, now])?;
     Ok(u64::try_from(changed).unwrap_or(u64::MAX))
 }
 
@@ -833,55 +1074,50 @@ fn new_run(integration: &str, started_at: DateTime<Utc>) -> RunRecord {
 }
 
 fn start_run_rows(
-    conn: &mut Connection,
+    conn: &Connection,
     integration: &str,
     now: DateTime<Utc>,
     lease: Duration,
 ) -> Db<Option<RunRecord>> {
     let now_ms = millis(now);
-    let tx = immediate(conn)?;
-    let record = {
-        let mut running = tx.prepare_cached(
+    let found: Vec<(i64, Option<i64>, String)> = conn
+        .prepare_cached(
             "SELECT id, lease_until, record FROM runs \
              WHERE integration = ?1 AND outcome = 'running'",
-        )?;
-        let found: Vec<(i64, Option<i64>, String)> = running
-            .query_map(params![integration], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        if found
-            .iter()
-            .any(|(_, until, _)| until.is_some_and(|t| t > now_ms))
-        {
-            return Ok(None);
-        }
-        let mut abandon = tx.prepare_cached(
-            "UPDATE runs SET outcome = 'failed', finished_at = ?2, lease_until = NULL, \
-             record = ?3 WHERE id = ?1",
-        )?;
-        for (id, _, record) in found {
-            let mut run: RunRecord = from_json(&record)?;
-            run.id = id;
-            run.outcome = RunOutcome::Failed;
-            run.finished_at = Some(now);
-            run.error = Some(ABANDONED.to_owned());
-            abandon.execute(params![id, now_ms, to_json(&run)?])?;
-        }
-        let mut run = new_run(integration, now);
-        let until = now_ms.saturating_add(duration_millis(lease));
-        run.id = tx
-            .prepare_cached(
-                "INSERT INTO runs (integration, started_at, outcome, lease_until, record) \
-                 VALUES (?1, ?2, 'running', ?3, ?4) RETURNING id",
-            )?
-            .query_row(params![integration, now_ms, until, to_json(&run)?], |r| {
-                r.get(0)
-            })?;
-        run
-    };
-    tx.commit()?;
-    Ok(Some(record))
+        )?
+        .query_map(params![integration], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if found
+        .iter()
+        .any(|(_, until, _)| until.is_some_and(|t| t > now_ms))
+    {
+        return Ok(None);
+    }
+    let mut abandon = conn.prepare_cached(
+        "UPDATE runs SET outcome = 'failed', finished_at = ?2, lease_until = NULL, \
+         record = ?3 WHERE id = ?1",
+    )?;
+    for (id, _, record) in found {
+        let mut run: RunRecord = from_json(&record)?;
+        run.id = id;
+        run.outcome = RunOutcome::Failed;
+        run.finished_at = Some(now);
+        run.error = Some(ABANDONED.to_owned());
+        abandon.execute(params![id, now_ms, to_json(&run)?])?;
+    }
+    let mut run = new_run(integration, now);
+    let until = now_ms.saturating_add(duration_millis(lease));
+    run.id = conn
+        .prepare_cached(
+            "INSERT INTO runs (integration, started_at, outcome, lease_until, record) \
+             VALUES (?1, ?2, 'running', ?3, ?4) RETURNING id",
+        )?
+        .query_row(params![integration, now_ms, until, to_json(&run)?], |r| {
+            r.get(0)
+        })?;
+    Ok(Some(run))
 }
 
 fn run_from_row(row: &rusqlite::Row<'_>) -> Db<RunRecord> {
@@ -914,40 +1150,37 @@ fn link_from_row(row: &rusqlite::Row<'_>) -> Db<IdentityLink> {
 // --- attributes ---
 
 fn upsert_rows(
-    conn: &mut Connection,
+    conn: &Connection,
     users: &[(String, String)],
     names: &AttributeRecord,
     cap: usize,
 ) -> Db<UpsertStats> {
-    let tx = immediate(conn)?;
     let mut stats = UpsertStats::default();
-    {
-        let registered: BTreeSet<String> = tx
-            .prepare_cached("SELECT name FROM attribute_names")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let new_names = check_attribute_cap(&registered, [names], cap)?;
-        stats.new_attribute_names = new_names.len();
-        let mut register =
-            tx.prepare_cached("INSERT OR IGNORE INTO attribute_names (name) VALUES (?1)")?;
-        for name in &new_names {
-            register.execute(params![name])?;
-        }
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO attributes (user_id, attrs) VALUES (?1, ?2) \
-             ON CONFLICT (user_id) DO UPDATE SET attrs = json_patch(attrs, excluded.attrs), \
-             updates = updates + 1 RETURNING updates",
-        )?;
-        for (user_id, json) in users {
-            let updates: i64 = upsert.query_row(params![user_id, json], |r| r.get(0))?;
-            if updates == 0 {
-                stats.users_created += 1;
-            } else {
-                stats.users_updated += 1;
-            }
+    let registered: BTreeSet<String> = conn
+        .prepare_cached("SELECT name FROM attribute_names")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    // Fails before anything is written.
+    let new_names = check_attribute_cap(&registered, [names], cap)?;
+    stats.new_attribute_names = new_names.len();
+    let mut register =
+        conn.prepare_cached("INSERT OR IGNORE INTO attribute_names (name) VALUES (?1)")?;
+    for name in &new_names {
+        register.execute(params![name])?;
+    }
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO attributes (user_id, attrs) VALUES (?1, ?2) \
+         ON CONFLICT (user_id) DO UPDATE SET attrs = json_patch(attrs, excluded.attrs), \
+         updates = updates + 1 RETURNING updates",
+    )?;
+    for (user_id, json) in users {
+        let updates: i64 = upsert.query_row(params![user_id, json], |r| r.get(0))?;
+        if updates == 0 {
+            stats.users_created += 1;
+        } else {
+            stats.users_updated += 1;
         }
     }
-    tx.commit()?;
     Ok(stats)
 }
 
@@ -1080,32 +1313,28 @@ impl Store for SqliteStore {
             .map(|d| Ok((d.route.clone(), d.destination.clone(), to_json(&d.target)?)))
             .collect::<Result<_>>()?;
         let now = millis(now);
-        self.run("enqueue", move |inner| {
-            let mut conn = inner.write();
-            let tx = immediate(&mut conn)?;
-            {
-                let inserted = tx
-                    .prepare_cached(
-                        "INSERT INTO events (id, kind, body, enqueued_at) VALUES (?1, ?2, ?3, ?4) \
-                         ON CONFLICT (id) DO NOTHING",
-                    )?
-                    .execute(params![id, kind, body, now])?;
-                if inserted == 0 {
-                    return Ok(EnqueueOutcome::Duplicate);
-                }
-                let seq = tx.last_insert_rowid();
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO deliveries (event_seq, route, destination, target, state, due_at) \
-                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
-                )?;
-                let mut log = tx.prepare_cached(INSERT_LOG)?;
-                for (route, destination, target) in &rows {
-                    insert.execute(params![seq, route, destination, target, now])?;
-                    let delivery = tx.last_insert_rowid();
-                    log.execute(params![delivery, 0, now, "queued", None::<String>])?;
-                }
+        self.write("enqueue", move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO events (id, kind, body, enqueued_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![id, kind, body, now])?;
+            if inserted == 0 {
+                return Ok(EnqueueOutcome::Duplicate);
             }
-            tx.commit()?;
+            let seq = conn.last_insert_rowid();
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO deliveries \
+                   (event_seq, route, destination, target, state, due_at, log_steps) \
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, 1)",
+            )?;
+            let mut log = conn.prepare_cached(INSERT_LOG)?;
+            for (route, destination, target) in &rows {
+                insert.execute(params![seq, route, destination, target, now])?;
+                let delivery = conn.last_insert_rowid();
+                log.execute(params![delivery, 1, 0, now, "queued", None::<String>])?;
+            }
             Ok(EnqueueOutcome::Accepted {
                 deliveries: rows.len(),
             })
@@ -1125,12 +1354,11 @@ impl Store for SqliteStore {
         let now = millis(now);
         let until = now.saturating_add(duration_millis(lease));
         let limit = sql_limit(limit);
-        self.run("claim", move |inner| {
-            let raw = claim_rows(&mut inner.write(), now, until, limit)?;
-            // Decoding happens after the connection is released.
-            decode_claims(raw)
-        })
-        .await
+        let raw = self
+            .write("claim", move |conn| claim_rows(conn, now, until, limit))
+            .await?;
+        // Decoded here, keeping the writer thread free for SQL.
+        decode_claims(raw).map_err(|e| with_context(e.into(), "claim"))
     }
 
     async fn complete(&self, completions: &[Completion], now: DateTime<Utc>) -> Result<()> {
@@ -1139,10 +1367,8 @@ impl Store for SqliteStore {
         }
         let applies: Vec<Apply> = completions.iter().map(Apply::new).collect::<Result<_>>()?;
         let now = millis(now);
-        self.run("complete", move |inner| {
-            complete_rows(&mut inner.write(), &applies, now)
-        })
-        .await
+        self.write("complete", move |conn| complete_rows(conn, &applies, now))
+            .await
     }
 
     async fn set_connected(
@@ -1155,25 +1381,16 @@ impl Store for SqliteStore {
         let destination = destination.to_owned();
         let reason = reason.map(str::to_owned);
         let now = millis(now);
-        self.run("set_connected", move |inner| {
-            set_connected_rows(
-                &mut inner.write(),
-                &destination,
-                connected,
-                reason.as_deref(),
-                now,
-            )
+        self.write("set_connected", move |conn| {
+            set_connected_rows(conn, &destination, connected, reason.as_deref(), now)
         })
         .await
     }
 
     async fn disconnected(&self) -> Result<Vec<String>> {
-        self.run("disconnected", |inner| {
-            let conn = inner.read();
-            let mut stmt = conn.prepare_cached(
-                "SELECT name FROM destinations WHERE connected = 0 ORDER BY name",
-            )?;
-            let names = stmt
+        self.read("disconnected", |conn| {
+            let names = conn
+                .prepare_cached("SELECT name FROM destinations WHERE connected = 0 ORDER BY name")?
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(names)
@@ -1182,8 +1399,7 @@ impl Store for SqliteStore {
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        self.run("next_due", |inner| {
-            let conn = inner.read();
+        self.read("next_due", |conn| {
             let due: Option<i64> = conn
                 .prepare_cached(
                     "SELECT due_at FROM deliveries WHERE state IN ('queued', 'in_flight') \
@@ -1198,46 +1414,40 @@ impl Store for SqliteStore {
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
         let limit = sql_limit(limit);
-        self.run("dead_letters", move |inner| {
-            dead_letter_rows(&inner.read(), limit)
-        })
-        .await
+        self.read("dead_letters", move |conn| dead_letter_rows(conn, limit))
+            .await
     }
 
     async fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> Result<()> {
         let now = millis(now);
-        self.run("replay", move |inner| {
-            let mut conn = inner.write();
-            let tx = immediate(&mut conn)?;
-            {
-                let n = tx
-                    .prepare_cached(
-                        "UPDATE deliveries SET state = 'queued', attempts = 0, due_at = ?2, \
-                         error = NULL, died_at = NULL WHERE id = ?1 AND state = 'dead'",
-                    )?
-                    .execute(params![id, now])?;
-                if n == 0 {
-                    return Err(Error::new(
-                        ErrorKind::NotFound,
-                        format!("delivery {id} is not a dead letter"),
-                    )
-                    .into());
-                }
-                tx.prepare_cached(INSERT_LOG)?
-                    .execute(params![id, 0, now, "queued", "replayed"])?;
-            }
-            tx.commit()?;
+        self.write("replay", move |conn| {
+            let step: Option<i64> = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET state = 'queued', attempts = 0, due_at = ?2, \
+                     error = NULL, died_at = NULL, log_steps = log_steps + 1 \
+                     WHERE id = ?1 AND state = 'dead' RETURNING log_steps",
+                )?
+                .query_row(params![id, now], |r| r.get(0))
+                .optional()?;
+            let Some(step) = step else {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("delivery {id} is not a dead letter"),
+                )
+                .into());
+            };
+            conn.prepare_cached(INSERT_LOG)?
+                .execute(params![id, step, 0, now, "queued", "replayed"])?;
             Ok(())
         })
         .await
     }
 
     async fn delivery_log(&self, id: DeliveryId) -> Result<Vec<LogEntry>> {
-        self.run("delivery_log", move |inner| {
-            let conn = inner.read();
+        self.read("delivery_log", move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT attempt, at, status, detail FROM delivery_log \
-                 WHERE delivery_id = ?1 ORDER BY seq",
+                 WHERE delivery_id = ?1 ORDER BY step",
             )?;
             let mut rows = stmt.query(params![id])?;
             let mut out = Vec::new();
@@ -1258,8 +1468,7 @@ impl Store for SqliteStore {
     }
 
     async fn delivery_state(&self, id: DeliveryId) -> Result<Option<DeliveryState>> {
-        self.run("delivery_state", move |inner| {
-            let conn = inner.read();
+        self.read("delivery_state", move |conn| {
             let s: Option<String> = conn
                 .prepare_cached("SELECT state FROM deliveries WHERE id = ?1")?
                 .query_row(params![id], |r| r.get(0))
@@ -1270,32 +1479,28 @@ impl Store for SqliteStore {
     }
 
     async fn destination_stats(&self) -> Result<Vec<DestinationStats>> {
-        self.run("destination_stats", |inner| {
-            destination_stats_rows(&inner.read())
-        })
-        .await
+        self.read("destination_stats", destination_stats_rows).await
     }
 
     async fn put_link(&self, link: &IdentityLink) -> Result<()> {
         let link = link.clone();
-        self.run("put_link", move |inner| {
+        self.write("put_link", move |conn| {
             // A manual link replaces anything; an automatic one never replaces a manual one.
-            inner.write()
-                .prepare_cached(
-                    "INSERT INTO identity_links (platform, user_id, platform_id, origin, linked_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (platform, user_id) DO UPDATE SET \
-                       platform_id = excluded.platform_id, origin = excluded.origin, \
-                       linked_at = excluded.linked_at \
-                     WHERE excluded.origin = 'manual' OR identity_links.origin <> 'manual'",
-                )?
-                .execute(params![
-                    link.platform,
-                    link.user_id,
-                    link.platform_id,
-                    link.origin.as_str(),
-                    millis(link.linked_at)
-                ])?;
+            conn.prepare_cached(
+                "INSERT INTO identity_links (platform, user_id, platform_id, origin, linked_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (platform, user_id) DO UPDATE SET \
+                   platform_id = excluded.platform_id, origin = excluded.origin, \
+                   linked_at = excluded.linked_at \
+                 WHERE excluded.origin = 'manual' OR identity_links.origin <> 'manual'",
+            )?
+            .execute(params![
+                link.platform,
+                link.user_id,
+                link.platform_id,
+                link.origin.as_str(),
+                millis(link.linked_at)
+            ])?;
             Ok(())
         })
         .await
@@ -1304,8 +1509,7 @@ impl Store for SqliteStore {
     async fn link(&self, platform: &str, user_id: &str) -> Result<Option<IdentityLink>> {
         let platform = platform.to_owned();
         let user_id = user_id.to_owned();
-        self.run("link", move |inner| {
-            let conn = inner.read();
+        self.read("link", move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT platform, user_id, platform_id, origin, linked_at FROM identity_links \
                  WHERE platform = ?1 AND user_id = ?2",
@@ -1321,8 +1525,7 @@ impl Store for SqliteStore {
 
     async fn links(&self, platform: &str) -> Result<Vec<IdentityLink>> {
         let platform = platform.to_owned();
-        self.run("links", move |inner| {
-            let conn = inner.read();
+        self.read("links", move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT platform, user_id, platform_id, origin, linked_at FROM identity_links \
                  WHERE platform = ?1 ORDER BY user_id",
@@ -1340,9 +1543,8 @@ impl Store for SqliteStore {
     async fn delete_link(&self, platform: &str, user_id: &str) -> Result<bool> {
         let platform = platform.to_owned();
         let user_id = user_id.to_owned();
-        self.run("delete_link", move |inner| {
-            let n = inner
-                .write()
+        self.write("delete_link", move |conn| {
+            let n = conn
                 .prepare_cached("DELETE FROM identity_links WHERE platform = ?1 AND user_id = ?2")?
                 .execute(params![platform, user_id])?;
             Ok(n > 0)
@@ -1353,22 +1555,19 @@ impl Store for SqliteStore {
     async fn put_integration(&self, config: &IntegrationConfig) -> Result<()> {
         let name = config.name.clone();
         let json = to_json(config)?;
-        self.run("put_integration", move |inner| {
-            inner
-                .write()
-                .prepare_cached(
-                    "INSERT INTO integrations (name, config) VALUES (?1, ?2) \
-                     ON CONFLICT (name) DO UPDATE SET config = excluded.config",
-                )?
-                .execute(params![name, json])?;
+        self.write("put_integration", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO integrations (name, config) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET config = excluded.config",
+            )?
+            .execute(params![name, json])?;
             Ok(())
         })
         .await
     }
 
     async fn integrations(&self) -> Result<Vec<IntegrationConfig>> {
-        self.run("integrations", |inner| {
-            let conn = inner.read();
+        self.read("integrations", |conn| {
             let mut stmt = conn.prepare_cached("SELECT config FROM integrations ORDER BY name")?;
             let mut rows = stmt.query([])?;
             let mut out = Vec::new();
@@ -1387,8 +1586,8 @@ impl Store for SqliteStore {
         lease: Duration,
     ) -> Result<Option<RunRecord>> {
         let integration = integration.to_owned();
-        self.run("start_run", move |inner| {
-            start_run_rows(&mut inner.write(), &integration, now, lease)
+        self.write("start_run", move |conn| {
+            start_run_rows(conn, &integration, now, lease)
         })
         .await
     }
@@ -1399,9 +1598,8 @@ impl Store for SqliteStore {
         let integration = run.integration.clone();
         let finished_at = run.finished_at.map(millis);
         let outcome = run.outcome.as_str();
-        self.run("finish_run", move |inner| {
-            let n = inner
-                .write()
+        self.write("finish_run", move |conn| {
+            let n = conn
                 .prepare_cached(
                     "UPDATE runs SET finished_at = ?3, outcome = ?4, lease_until = NULL, \
                      record = ?5 WHERE id = ?1 AND integration = ?2",
@@ -1418,8 +1616,7 @@ impl Store for SqliteStore {
     async fn runs(&self, integration: &str, limit: usize) -> Result<Vec<RunRecord>> {
         let integration = integration.to_owned();
         let limit = sql_limit(limit);
-        self.run("runs", move |inner| {
-            let conn = inner.read();
+        self.read("runs", move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, integration, started_at, finished_at, outcome, record FROM runs \
                  WHERE integration = ?1 ORDER BY id DESC LIMIT ?2",
@@ -1437,26 +1634,24 @@ impl Store for SqliteStore {
     async fn put_installation(&self, installation: &Installation) -> Result<()> {
         let i = installation.clone();
         let data = to_json(&i.data)?;
-        self.run("put_installation", move |inner| {
-            inner
-                .write()
-                .prepare_cached(
-                    "INSERT INTO installations \
-                       (platform, key, token, refresh_token, expires_at, data, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                     ON CONFLICT (platform, key) DO UPDATE SET token = excluded.token, \
-                       refresh_token = excluded.refresh_token, expires_at = excluded.expires_at, \
-                       data = excluded.data, updated_at = excluded.updated_at",
-                )?
-                .execute(params![
-                    i.platform,
-                    i.key,
-                    i.token.expose_secret(),
-                    i.refresh_token.as_ref().map(|t| t.expose_secret()),
-                    i.expires_at.map(millis),
-                    data,
-                    millis(i.updated_at)
-                ])?;
+        self.write("put_installation", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO installations \
+                   (platform, key, token, refresh_token, expires_at, data, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (platform, key) DO UPDATE SET token = excluded.token, \
+                   refresh_token = excluded.refresh_token, expires_at = excluded.expires_at, \
+                   data = excluded.data, updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                i.platform,
+                i.key,
+                i.token.expose_secret(),
+                i.refresh_token.as_ref().map(|t| t.expose_secret()),
+                i.expires_at.map(millis),
+                data,
+                millis(i.updated_at)
+            ])?;
             Ok(())
         })
         .await
@@ -1465,8 +1660,7 @@ impl Store for SqliteStore {
     async fn installation(&self, platform: &str, key: &str) -> Result<Option<Installation>> {
         let platform = platform.to_owned();
         let key = key.to_owned();
-        self.run("installation", move |inner| {
-            let conn = inner.read();
+        self.read("installation", move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT platform, key, token, refresh_token, expires_at, data, updated_at \
                  FROM installations WHERE platform = ?1 AND key = ?2",
@@ -1493,9 +1687,8 @@ impl Store for SqliteStore {
     async fn delete_installation(&self, platform: &str, key: &str) -> Result<bool> {
         let platform = platform.to_owned();
         let key = key.to_owned();
-        self.run("delete_installation", move |inner| {
-            let n = inner
-                .write()
+        self.write("delete_installation", move |conn| {
+            let n = conn
                 .prepare_cached("DELETE FROM installations WHERE platform = ?1 AND key = ?2")?
                 .execute(params![platform, key])?;
             Ok(n > 0)
@@ -1514,26 +1707,22 @@ impl Store for SqliteStore {
         let key = key.to_owned();
         let expires_at = millis(expires_at);
         let now = millis(now);
-        self.run("remember_once", move |inner| {
-            let mut conn = inner.write();
-            let tx = immediate(&mut conn)?;
-            let fresh = {
-                // Forget a few expired keys on the way (bounded work per call).
-                tx.prepare_cached(
-                    "DELETE FROM remembered WHERE (scope, key) IN \
-                     (SELECT scope, key FROM remembered WHERE expires_at <= ?1 LIMIT 64)",
-                )?
-                .execute(params![now])?;
-                tx.prepare_cached(
+        self.write("remember_once", move |conn| {
+            // Forget a few expired keys on the way (bounded work per call).
+            conn.prepare_cached(
+                "DELETE FROM remembered WHERE (scope, key) IN \
+                 (SELECT scope, key FROM remembered WHERE expires_at <= ?1 LIMIT 64)",
+            )?
+            .execute(params![now])?;
+            // Inserts, or takes over a key whose memory has expired.
+            let fresh = conn
+                .prepare_cached(
                     "INSERT INTO remembered (scope, key, expires_at) VALUES (?1, ?2, ?3) \
                      ON CONFLICT (scope, key) DO UPDATE SET expires_at = excluded.expires_at \
                      WHERE remembered.expires_at <= ?4",
                 )?
-                .execute(params![scope, key, expires_at, now])?
-                    > 0
-            };
-            tx.commit()?;
-            Ok(fresh)
+                .execute(params![scope, key, expires_at, now])?;
+            Ok(fresh > 0)
         })
         .await
     }
@@ -1542,48 +1731,55 @@ impl Store for SqliteStore {
 #[async_trait]
 impl AttributeStore for SqliteStore {
     async fn upsert(&self, batch: &[AttributeRecord]) -> Result<UpsertStats> {
-        // Merge records of the same user (later ones win), keeping first-seen order.
+        // Group the records by user (first-seen order); JSON is encoded here, so
+        // only SQL runs on the writer thread.
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
-        let mut merged: Vec<(&str, Attributes)> = Vec::with_capacity(batch.len());
+        // Per user: the first record, and any later ones.
+        let mut groups: Vec<(&AttributeRecord, Vec<&Attributes>)> = Vec::with_capacity(batch.len());
+        let mut names: HashSet<&str> = HashSet::new();
         for record in batch {
+            names.extend(record.attributes.keys().map(String::as_str));
             match index.get(record.user_id.as_str()) {
-                Some(&i) => merged[i].1.extend(
-                    record
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                ),
+                Some(&i) => groups[i].1.push(&record.attributes),
                 None => {
-                    index.insert(&record.user_id, merged.len());
-                    merged.push((&record.user_id, record.attributes.clone()));
+                    index.insert(&record.user_id, groups.len());
+                    groups.push((record, Vec::new()));
                 }
             }
         }
-        // Encoded here, on the async side; only SQLite work runs under the lock.
-        let users: Vec<(String, String)> = merged
+        drop(index);
+        let users: Vec<(String, String)> = groups
             .iter()
-            .map(|(u, a)| Ok(((*u).to_owned(), to_json(a)?)))
+            .map(|(first, later)| {
+                let json = if later.is_empty() {
+                    to_json(&first.attributes)?
+                } else {
+                    // Later records for the same user win, attribute by attribute.
+                    let merged: BTreeMap<&str, &str> = std::iter::once(&first.attributes)
+                        .chain(later.iter().copied())
+                        .flat_map(|a| a.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                        .collect();
+                    to_json(&merged)?
+                };
+                Ok((first.user_id.clone(), json))
+            })
             .collect::<Result<_>>()?;
         // Every name in the batch, as one record: all the cap check needs.
         let names = AttributeRecord {
             user_id: String::new(),
-            attributes: batch
-                .iter()
-                .flat_map(|r| r.attributes.keys())
-                .map(|k| (k.clone(), String::new()))
+            attributes: names
+                .into_iter()
+                .map(|k| (k.to_owned(), String::new()))
                 .collect(),
         };
         let cap = self.attribute_cap;
-        self.run("upsert", move |inner| {
-            upsert_rows(&mut inner.write(), &users, &names, cap)
-        })
-        .await
+        self.write("upsert", move |conn| upsert_rows(conn, &users, &names, cap))
+            .await
     }
 
     async fn get(&self, user_id: &str) -> Result<Option<Attributes>> {
         let user_id = user_id.to_owned();
-        self.run("get", move |inner| {
-            let conn = inner.read();
+        self.read("get", move |conn| {
             let json: Option<String> = conn
                 .prepare_cached("SELECT attrs FROM attributes WHERE user_id = ?1")?
                 .query_row(params![user_id], |r| r.get(0))
@@ -1595,7 +1791,7 @@ impl AttributeStore for SqliteStore {
 
     async fn query(&self, filter: &Filter) -> Result<Vec<String>> {
         let filter = filter.clone();
-        self.run("query", move |inner| query_rows(&inner.read(), &filter))
+        self.read("query", move |conn| query_rows(conn, &filter))
             .await
     }
 }
