@@ -59,30 +59,50 @@ fn mapping() -> CsvMapping {
         .attribute("City", "city")
 }
 
+/// One pass of the raw `csv` crate loop; returns the fields seen.
+fn baseline_pass(data: &[u8]) -> usize {
+    let mut reader = csv::ReaderBuilder::new().from_reader(data);
+    let mut record = csv::ByteRecord::new();
+    let mut n = 0usize;
+    while reader.read_byte_record(&mut record).unwrap_or(false) {
+        n += record.len();
+    }
+    n
+}
+
+/// One pass of `read_csv`; returns the attributes read.
+fn read_csv_pass(data: &[u8], mapping: &CsvMapping) -> usize {
+    let mut ok = 0usize;
+    for record in read_csv(data, mapping).expect("header").flatten() {
+        ok += record.attributes.len();
+    }
+    ok
+}
+
 fn bench(c: &mut Criterion) {
     let data = generate(ROWS);
     let mapping = mapping();
+
+    // `SWITCHBOARD_CSV_ONE_PASS=baseline|read_csv`: one pass and exit, for profilers
+    // (`perf stat` instruction counts are steadier than times on a busy machine).
+    if let Ok(which) = std::env::var("SWITCHBOARD_CSV_ONE_PASS") {
+        let n = match which.as_str() {
+            "baseline" => baseline_pass(&data),
+            _ => read_csv_pass(&data, &mapping),
+        };
+        println!("{which}: {n}");
+        std::process::exit(0);
+    }
 
     let mut group = c.benchmark_group("csv_read");
     group.sample_size(10);
     group.throughput(Throughput::Bytes(data.len() as u64));
     group.bench_function(BenchmarkId::new("csv_crate_byte_record", ROWS), |b| {
-        b.iter(|| {
-            let mut reader = csv::ReaderBuilder::new().from_reader(&data[..]);
-            let mut record = csv::ByteRecord::new();
-            let mut n = 0usize;
-            while reader.read_byte_record(&mut record).unwrap_or(false) {
-                n += record.len();
-            }
-            black_box(n)
-        })
+        b.iter(|| black_box(baseline_pass(&data)))
     });
     group.bench_function(BenchmarkId::new("read_csv", ROWS), |b| {
         b.iter(|| {
-            let mut ok = 0usize;
-            for record in read_csv(&data[..], &mapping).expect("header").flatten() {
-                ok += record.attributes.len();
-            }
+            let ok = read_csv_pass(&data, &mapping);
             assert_eq!(ok, ROWS * 10);
             black_box(ok)
         })

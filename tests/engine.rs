@@ -472,6 +472,7 @@ impl Destination for Hang {
 }
 
 async fn crash_then_recover(first: Arc<dyn Store>, reopen: impl FnOnce() -> Arc<dyn Store>) {
+    let store_probe = first.clone();
     let crashed = Switchboard::builder()
         .store_arc(first)
         .destination(Hang)
@@ -483,9 +484,21 @@ async fn crash_then_recover(first: Arc<dyn Store>, reopen: impl FnOnce() -> Arc<
         let c = crashed.clone();
         tokio::spawn(async move { c.run_until_idle().await })
     };
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Wait until the worker holds the claim (the SQLite store answers from a
+    // blocking thread, so poll rather than assume).
+    for _ in 0..10_000 {
+        if store_probe.delivery_state(1).await.unwrap() == Some(DeliveryState::InFlight) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        store_probe.delivery_state(1).await.unwrap(),
+        Some(DeliveryState::InFlight)
+    );
     worker.abort(); // the worker dies holding the lease
     drop(crashed);
+    drop(store_probe);
 
     let dest = Scripted::new("d");
     let sb = Switchboard::builder()

@@ -879,8 +879,11 @@ impl Inner {
             Err(e) if e.kind() == ErrorKind::Unauthorized => {
                 Err(DeliveryError::disconnected(e.to_string()))
             }
-            Err(e) => Err(DeliveryError::temporary(format!(
-                "identity lookup failed: {e}"
+            Err(e) if e.is_temporary() || e.kind() == ErrorKind::Network => Err(
+                DeliveryError::temporary(format!("identity lookup failed: {e}")),
+            ),
+            Err(e) => Err(DeliveryError::permanent(format!(
+                "identity lookup failed permanently: {e}"
             ))),
         }
     }

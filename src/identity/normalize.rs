@@ -78,6 +78,15 @@ pub fn parse_phone(raw: &str, default_region: &str) -> Option<PhoneNumber> {
     if region.is_none() && !raw.starts_with('+') {
         return None;
     }
+    // "+49 (0)30 …": the bracketed trunk prefix is dialled only nationally and must
+    // be dropped from an international number.
+    let cleaned;
+    let raw = if raw.starts_with('+') && raw.contains("(0)") {
+        cleaned = raw.replacen("(0)", "", 1);
+        cleaned.as_str()
+    } else {
+        raw
+    };
     let number = phonenumber::parse(region, raw).ok()?;
     if !phonenumber::is_valid(&number) {
         return None;
