@@ -79,19 +79,62 @@ fn read_csv_pass(data: &[u8], mapping: &CsvMapping) -> usize {
     ok
 }
 
+/// One pass of `read_csv`'s borrowed rows (`CsvRecords::next_row`, no allocation);
+/// returns the bytes of the user ids and values seen.
+fn next_row_pass(data: &[u8], mapping: &CsvMapping) -> usize {
+    let mut bytes = 0usize;
+    let mut rows = read_csv(data, mapping).expect("header");
+    while let Some(row) = rows.next_row() {
+        if let Ok(row) = row {
+            bytes += row.user_id().len();
+            bytes += row.attributes().map(|(_, v)| v.len()).sum::<usize>();
+        }
+    }
+    bytes
+}
+
 fn bench(c: &mut Criterion) {
     let data = generate(ROWS);
     let mapping = mapping();
 
-    // `SWITCHBOARD_CSV_ONE_PASS=baseline|read_csv`: one pass and exit, for profilers
-    // (`perf stat` instruction counts are steadier than times on a busy machine).
-    if let Ok(which) = std::env::var("SWITCHBOARD_CSV_ONE_PASS") {
-        let n = match which.as_str() {
-            "baseline" => baseline_pass(&data),
-            _ => read_csv_pass(&data, &mapping),
-        };
-        println!("{which}: {n}");
-        std::process::exit(0);
+    // `SWITCHBOARD_CSV_PASSES=baseline|read_csv|next_row`: one pass, for profilers.
+    // `SWITCHBOARD_CSV_PASSES=compare`: alternate the passes 7 times and print the
+    // best of each, ratios that hold up better than criterion's on a busy machine.
+    if let Ok(which) = std::env::var("SWITCHBOARD_CSV_PASSES") {
+        match which.as_str() {
+            "baseline" => println!("baseline: {}", baseline_pass(&data)),
+            "read_csv" => println!("read_csv: {}", read_csv_pass(&data, &mapping)),
+            "next_row" => println!("next_row: {}", next_row_pass(&data, &mapping)),
+            _ => {
+                let mut best = [Duration::MAX; 3];
+                for _ in 0..7 {
+                    let t = std::time::Instant::now();
+                    black_box(baseline_pass(&data));
+                    best[0] = best[0].min(t.elapsed());
+                    let t = std::time::Instant::now();
+                    black_box(read_csv_pass(&data, &mapping));
+                    best[1] = best[1].min(t.elapsed());
+                    let t = std::time::Instant::now();
+                    black_box(next_row_pass(&data, &mapping));
+                    best[2] = best[2].min(t.elapsed());
+                }
+                let mib = data.len() as f64 / (1024.0 * 1024.0);
+                for (name, time) in [
+                    ("csv crate, reused ByteRecord", best[0]),
+                    ("read_csv (owned AttributeRecord)", best[1]),
+                    ("read_csv rows (CsvRecords::next_row)", best[2]),
+                ] {
+                    println!(
+                        "{name}: {:.0} ms, {:.0} MiB/s, {:.0} rows/s, {:.2}x the csv crate",
+                        time.as_secs_f64() * 1e3,
+                        mib / time.as_secs_f64(),
+                        ROWS as f64 / time.as_secs_f64(),
+                        best[0].as_secs_f64() / time.as_secs_f64(),
+                    );
+                }
+            }
+        }
+        return;
     }
 
     let mut group = c.benchmark_group("csv_read");
@@ -106,6 +149,9 @@ fn bench(c: &mut Criterion) {
             assert_eq!(ok, ROWS * 10);
             black_box(ok)
         })
+    });
+    group.bench_function(BenchmarkId::new("read_csv_next_row", ROWS), |b| {
+        b.iter(|| black_box(next_row_pass(&data, &mapping)))
     });
     group.finish();
 

@@ -430,19 +430,51 @@ async fn an_import_over_the_attribute_cap_writes_nothing() {
 }
 
 #[tokio::test]
-async fn a_fatal_row_error_fails_the_import() {
+async fn a_fatal_row_error_fails_the_import_after_writing_the_full_batches() {
     let store = MemoryStore::new();
     let mapping = CsvMapping::new("id")
         .attribute("a", "a")
         .max_record_bytes(1024);
-    let mut csv = b"id,a\nu1,1\nu2,\"".to_vec();
+    let mut csv = b"id,a\nu1,1\nu2,2\nu3,3\nu4,\"".to_vec();
     csv.extend(std::iter::repeat_n(b'y', 300_000));
     let records = read_csv(&csv[..], &mapping).unwrap();
-    let err = import_rows(records, &store, ImportCollector::new())
+    let err = import_rows(records, &store, ImportCollector::new().batch_size(2))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    assert!(err.to_string().contains("line 3"), "{err}");
+    assert!(err.to_string().contains("line 5"), "{err}");
+    assert!(
+        err.to_string().contains("2 rows were imported before"),
+        "{err}"
+    );
+    assert!(store.get("u2").await.unwrap().is_some());
+    assert_eq!(
+        store.get("u3").await.unwrap(),
+        None,
+        "a partial batch is not written"
+    );
+}
+
+#[tokio::test]
+async fn pipelined_batches_are_written_in_file_order() {
+    let store = MemoryStore::new();
+    let mut csv = String::from("id,n\n");
+    for i in 0..1000 {
+        csv.push_str(&format!("u{},{i}\n", i % 7));
+    }
+    let mapping = CsvMapping::new("id").attribute("n", "n");
+    let records = read_csv(csv.as_bytes(), &mapping).unwrap();
+    let summary = import_rows(records, &store, ImportCollector::new().batch_size(3))
+        .await
+        .unwrap();
+    assert_eq!(summary.rows_imported, 1000);
+    assert_eq!(summary.duplicate_user_ids, 993);
+    for u in 0..7 {
+        // The last row for user u is the largest i with i % 7 == u.
+        let last = (0..1000).filter(|i| i % 7 == u).max().unwrap();
+        let attrs = store.get(&format!("u{u}")).await.unwrap().unwrap();
+        assert_eq!(attrs["n"], last.to_string());
+    }
 }
 
 fn header_name() -> impl Strategy<Value = String> {
@@ -521,6 +553,51 @@ proptest! {
     }
 
     #[test]
+    fn row_errors_name_the_line_the_row_starts_on(
+        rows in proptest::collection::vec(
+            (any::<bool>(), any::<String>(), 0usize..3),
+            1..20,
+        ),
+        crlf in any::<bool>(),
+    ) {
+        // Rows with an empty id are rejected; values may hold line breaks; blank
+        // lines are sprinkled in. Each error must name the row's first line.
+        let newline: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+        let mut bytes = Vec::new();
+        let mut writer = csv::WriterBuilder::new()
+            .terminator(if crlf { csv::Terminator::CRLF } else { csv::Terminator::Any(b'\n') })
+            .from_writer(&mut bytes);
+        writer.write_record(["id", "v"]).unwrap();
+        writer.flush().unwrap();
+        drop(writer);
+        let mut expected = Vec::new();
+        for (i, (valid, value, blanks)) in rows.iter().enumerate() {
+            for _ in 0..*blanks {
+                bytes.extend_from_slice(newline);
+            }
+            let line = bytes.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+            let id = if *valid { format!("u{i}") } else { String::new() };
+            if !valid {
+                expected.push(line);
+            }
+            let mut writer = csv::WriterBuilder::new()
+                .terminator(if crlf { csv::Terminator::CRLF } else { csv::Terminator::Any(b'\n') })
+                .from_writer(&mut bytes);
+            // Rows whose fields are all blank are skipped by design: keep a value.
+            let value = format!("x{value}");
+            writer.write_record([id.as_str(), value.as_str()]).unwrap();
+            writer.flush().unwrap();
+        }
+        let mapping = CsvMapping::new("id").attribute("v", "v");
+        let lines: Vec<u64> = read_csv(&bytes[..], &mapping)
+            .unwrap()
+            .filter_map(Result::err)
+            .map(|e| e.line)
+            .collect();
+        prop_assert_eq!(lines, expected);
+    }
+
+    #[test]
     fn read_csv_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
         let mapping = CsvMapping::new("id").attribute("a", "a");
         let mut input = b"id,a\n".to_vec();
@@ -537,5 +614,52 @@ proptest! {
         }
         let _ = read_csv(&bytes[..], &mapping).map(Iterator::count);
         let _ = discover_csv(&bytes[..], 3);
+    }
+}
+
+#[test]
+fn a_mapping_deserializes_with_defaults() {
+    let mapping: CsvMapping =
+        serde_json::from_str(r#"{"user_id_column": "Email", "attributes": [["Plan", "plan"]]}"#)
+            .unwrap();
+    assert_eq!(mapping, CsvMapping::new("Email").attribute("Plan", "plan"));
+    let back: CsvMapping = serde_json::from_value(serde_json::to_value(&mapping).unwrap()).unwrap();
+    assert_eq!(back, mapping);
+}
+
+#[test]
+fn line_numbers_skip_over_blank_lines() {
+    let csv = "Email,Plan,Tickets\r\n\r\n\r\nbad row\r\n\n,x,1\n";
+    let got = rows(csv.as_bytes(), &plan_mapping());
+    let lines: Vec<u64> = got.iter().map(|r| r.as_ref().unwrap_err().line).collect();
+    assert_eq!(lines, [4, 6]);
+}
+
+/// Hands out its data a few bytes at a time, as slow network readers do.
+struct Trickle<'a>(&'a [u8], usize);
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.1.min(buf.len()).min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn small_reads_give_the_same_rows_and_lines() {
+    let csv = "\u{feff}Email,Plan,Tickets\r\na@x.io,\"multi\r\nline\",1\r\n\r\n,Basic,1\r\nb@x.io,Pro\r\n";
+    let expected = rows(csv.as_bytes(), &plan_mapping());
+    let lines: Vec<u64> = expected
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.line))
+        .collect();
+    assert_eq!(lines, [5, 6]);
+    for chunk in [1, 2, 3, 7] {
+        let got: Vec<_> = read_csv(Trickle(csv.as_bytes(), chunk), &plan_mapping())
+            .unwrap()
+            .collect();
+        assert_eq!(got, expected, "chunks of {chunk}");
     }
 }

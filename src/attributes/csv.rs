@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use csv::ByteRecord;
 use serde::{Deserialize, Serialize};
 
-use super::{AttributeRecord, AttributeStore, Attributes};
+use super::{AttributeRecord, AttributeStore};
 use crate::{Error, ErrorKind, Result};
 
 /// The default cap on one record's size (1 MiB); see [`CsvMapping::max_record_bytes`].
@@ -37,9 +37,20 @@ const BUFFER_CAPACITY: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CsvMapping {
     user_id_column: String,
+    #[serde(default)]
     attributes: Vec<(String, String)>,
+    #[serde(default = "default_delimiter")]
     delimiter: u8,
+    #[serde(default = "default_max_record_bytes")]
     max_record_bytes: usize,
+}
+
+fn default_delimiter() -> u8 {
+    b','
+}
+
+fn default_max_record_bytes() -> usize {
+    DEFAULT_MAX_RECORD_BYTES
 }
 
 impl CsvMapping {
@@ -48,7 +59,7 @@ impl CsvMapping {
         CsvMapping {
             user_id_column: user_id_column.into(),
             attributes: Vec::new(),
-            delimiter: b',',
+            delimiter: default_delimiter(),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
@@ -67,9 +78,10 @@ impl CsvMapping {
         self
     }
 
-    /// Caps the size of one record (default 1 MiB). A longer record (typically an
-    /// unterminated quote swallowing the rest of the file) stops reading with a
-    /// [`RowErrorReason::TooLong`] error, so memory stays bounded.
+    /// Caps the size of one record (default 1 MiB, at least 1 KiB). A longer
+    /// record (typically an unterminated quote swallowing the rest of the file)
+    /// stops reading with a [`RowErrorReason::TooLong`] error, so memory stays
+    /// bounded.
     #[must_use]
     pub fn max_record_bytes(mut self, bytes: usize) -> Self {
         self.max_record_bytes = bytes.max(1024);
@@ -200,13 +212,57 @@ impl RowError {
 }
 
 /// Wraps the input to keep one record's size bounded: reading fails once more
-/// than `limit` bytes were read since the current record started.
+/// than `limit` bytes were read since the current record started. It also keeps
+/// the latest chunk read, to tell how a record ended (see [`RecordEnd`]), and
+/// drops a leading UTF-8 BOM (the csv crate strips one only when its first read
+/// returns more than the BOM).
 struct Limited<R> {
     inner: R,
+    /// Whether the start of the input was checked for a BOM.
+    started: bool,
     consumed: u64,
     record_start: u64,
     limit: u64,
     tripped: bool,
+    /// The latest non-empty chunk handed to the reader's buffer, and its offset.
+    chunk: Vec<u8>,
+    chunk_start: u64,
+}
+
+impl<R> Limited<R> {
+    /// The input byte at `offset`, if it is in the latest chunk.
+    fn byte_at(&self, offset: u64) -> Option<u8> {
+        let i = usize::try_from(offset.checked_sub(self.chunk_start)?).ok()?;
+        self.chunk.get(i).copied()
+    }
+}
+
+impl<R: Read> Limited<R> {
+    /// The first read: at least the first 3 bytes (or all there is), without a BOM.
+    fn read_start(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        const BOM: &[u8] = b"\xef\xbb\xbf";
+        if buf.len() < BOM.len() {
+            return self.inner.read(buf);
+        }
+        let mut got = 0;
+        while got < BOM.len() {
+            match self.inner.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if buf[..got].starts_with(BOM) {
+            buf.copy_within(BOM.len()..got, 0);
+            got -= BOM.len();
+            if got == 0 {
+                // Only the BOM so far: hand out what follows it.
+                return self.inner.read(buf);
+            }
+        }
+        Ok(got)
+    }
 }
 
 impl<R: Read> Read for Limited<R> {
@@ -218,7 +274,17 @@ impl<R: Read> Read for Limited<R> {
                 "record too long",
             ));
         }
-        let n = self.inner.read(buf)?;
+        let n = if self.started {
+            self.inner.read(buf)?
+        } else {
+            self.started = true;
+            self.read_start(buf)?
+        };
+        if n > 0 {
+            self.chunk.clear();
+            self.chunk.extend_from_slice(&buf[..n]);
+            self.chunk_start = self.consumed;
+        }
         self.consumed += n as u64;
         Ok(n)
     }
@@ -231,11 +297,14 @@ fn csv_reader<R: Read>(
 ) -> csv::Reader<Limited<R>> {
     let limited = Limited {
         inner: input,
+        started: false,
         consumed: 0,
         record_start: 0,
         // The reader's buffer reads ahead of the record being parsed.
         limit: (max_record_bytes + BUFFER_CAPACITY) as u64,
         tripped: false,
+        chunk: Vec::with_capacity(BUFFER_CAPACITY),
+        chunk_start: 0,
     };
     csv::ReaderBuilder::new()
         .has_headers(false)
@@ -245,6 +314,31 @@ fn csv_reader<R: Read>(
         .from_reader(limited)
 }
 
+/// Where a record ended, from which the line it started on follows.
+///
+/// The reader counts every `\n` it consumes. A record ending in `\n` (LF files)
+/// has consumed it; one ending in `\r` (CRLF files) has not yet — the `\n` is
+/// consumed with any blank lines before the next record. So the record started
+/// on `line - newlines inside the record - (1 if it ended in \n)`.
+#[derive(Debug, Clone, Copy, Default)]
+struct RecordEnd {
+    /// The reader's line count after the record.
+    line: u64,
+    /// Whether the record's terminator was a consumed `\n`.
+    newline: bool,
+}
+
+impl RecordEnd {
+    /// The 1-based line `record` (the record that ended here) started on.
+    fn start_line(self, record: &ByteRecord) -> u64 {
+        let inner = record.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
+        self.line
+            .saturating_sub(inner)
+            .saturating_sub(u64::from(self.newline))
+            .max(1)
+    }
+}
+
 /// Reads the next record that is not blank (every field empty or spaces). Marks the
 /// record start for the size cap. Errors are turned into fatal row errors.
 fn next_record<R: Read>(
@@ -252,12 +346,15 @@ fn next_record<R: Read>(
     record: &mut ByteRecord,
     max_record_bytes: usize,
     blank_check_column: Option<usize>,
-) -> std::result::Result<bool, RowError> {
+) -> std::result::Result<Option<RecordEnd>, RowError> {
     loop {
         let start = reader.position().clone();
-        reader.get_mut().record_start = start.byte();
+        let limited = reader.get_mut();
+        limited.record_start = start.byte();
+        // A `\n` still to be consumed belongs to the previous (CRLF) line.
+        let pending_newline = limited.byte_at(start.byte()) == Some(b'\n');
         match reader.read_byte_record(record) {
-            Ok(false) => return Ok(false),
+            Ok(false) => return Ok(None),
             Ok(true) => {
                 // Cheap path: a non-blank user id means the record is not blank.
                 let maybe_blank = match blank_check_column.and_then(|c| record.get(c)) {
@@ -267,10 +364,19 @@ fn next_record<R: Read>(
                 if maybe_blank && record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
                     continue;
                 }
-                return Ok(true);
+                let end = reader.position();
+                let newline = end
+                    .byte()
+                    .checked_sub(1)
+                    .and_then(|last| reader.get_ref().byte_at(last))
+                    == Some(b'\n');
+                return Ok(Some(RecordEnd {
+                    line: end.line(),
+                    newline,
+                }));
             }
             Err(e) => {
-                let line = start.line();
+                let line = start.line() + u64::from(pending_newline);
                 let reason = if reader.get_ref().tripped {
                     RowErrorReason::TooLong {
                         limit: max_record_bytes,
@@ -330,7 +436,7 @@ pub struct CsvRecords<R> {
     headers: Vec<String>,
     user_col: usize,
     user_header: String,
-    /// Sorted by attribute name, descending (see `convert`).
+    /// Sorted by attribute name, so records are built from sorted input.
     columns: Vec<MappedColumn>,
     header_len: usize,
     header_trailing_empty: bool,
@@ -361,8 +467,54 @@ impl<R: Read> CsvRecords<R> {
             || (self.header_trailing_empty && found + 1 == self.header_len)
     }
 
-    fn convert(&self, line: u64) -> std::result::Result<AttributeRecord, RowError> {
-        let reject = |reason| Err(RowError { line, reason });
+    /// Reads the next data row without allocating: the row borrows the reader's
+    /// buffer until the next call. `None` at the end of the file; after a fatal
+    /// error, every later call returns `None`.
+    ///
+    /// The [`Iterator`] implementation is this plus [`CsvRow::to_record`]; use this
+    /// directly when the values can be consumed in place.
+    ///
+    /// ```
+    /// use switchboard::attributes::{CsvMapping, read_csv};
+    /// let mapping = CsvMapping::new("id").attribute("Plan", "plan");
+    /// let mut rows = read_csv("id,Plan\nu1,basic\n".as_bytes(), &mapping).unwrap();
+    /// let row = rows.next_row().unwrap().unwrap();
+    /// assert_eq!(row.user_id(), "u1");
+    /// assert_eq!(row.attributes().collect::<Vec<_>>(), [("plan", "basic")]);
+    /// assert!(rows.next_row().is_none());
+    /// ```
+    pub fn next_row(&mut self) -> Option<std::result::Result<CsvRow<'_>, RowError>> {
+        if self.done {
+            return None;
+        }
+        match next_record(
+            &mut self.reader,
+            &mut self.record,
+            self.max_record_bytes,
+            Some(self.user_col),
+        ) {
+            Ok(Some(end)) => Some(self.check(end)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                // Release a possibly large buffer.
+                self.record = ByteRecord::new();
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Validates the current record as a row.
+    fn check(&self, end: RecordEnd) -> std::result::Result<CsvRow<'_>, RowError> {
+        let reject = |reason| {
+            Err(RowError {
+                line: end.start_line(&self.record),
+                reason,
+            })
+        };
         let found = self.record.len();
         if !self.field_count_ok(found) {
             return reject(RowErrorReason::FieldCount {
@@ -373,14 +525,14 @@ impl<R: Read> CsvRecords<R> {
         // Validate the whole record once (the common case: all valid), then slice
         // fields out of it; fall back to per-field validation otherwise, so
         // invalid bytes in a column that is not imported do not reject the row.
-        let whole = std::str::from_utf8(self.record.as_slice()).ok();
-        let field = |index: usize| -> Option<&str> {
-            match whole {
-                Some(text) => text.get(self.record.range(index)?),
-                None => std::str::from_utf8(self.record.get(index)?).ok(),
-            }
+        let mut row = CsvRow {
+            end,
+            user_id: "",
+            whole: std::str::from_utf8(self.record.as_slice()).ok(),
+            record: &self.record,
+            columns: &self.columns,
         };
-        let Some(user_id) = field(self.user_col) else {
+        let Some(user_id) = row.field(self.user_col) else {
             return reject(RowErrorReason::InvalidUtf8 {
                 column: self.user_header.clone(),
             });
@@ -408,22 +560,74 @@ impl<R: Read> CsvRecords<R> {
                 detail: "contains control characters".to_owned(),
             });
         }
-        if let Some(bad) = self.columns.iter().find(|c| field(c.index).is_none()) {
-            return reject(RowErrorReason::InvalidUtf8 {
-                column: bad.header.clone(),
-            });
+        if row.whole.is_none() {
+            if let Some(bad) = self.columns.iter().find(|c| row.field(c.index).is_none()) {
+                return reject(RowErrorReason::InvalidUtf8 {
+                    column: bad.header.clone(),
+                });
+            }
         }
-        // Columns are sorted by attribute name, descending: each insert lands
-        // before every key already there, found with a single comparison.
-        let mut attributes = Attributes::new();
-        for c in &self.columns {
-            let value = field(c.index).unwrap_or_default().to_owned();
-            attributes.insert(c.as_name.clone(), value);
+        row.user_id = user_id;
+        Ok(row)
+    }
+}
+
+/// One valid data row, borrowed from the reader (see [`CsvRecords::next_row`]).
+#[derive(Clone, Copy)]
+pub struct CsvRow<'a> {
+    end: RecordEnd,
+    user_id: &'a str,
+    /// The whole record as text, if it is all valid UTF-8.
+    whole: Option<&'a str>,
+    record: &'a ByteRecord,
+    columns: &'a [MappedColumn],
+}
+
+impl fmt::Debug for CsvRow<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CsvRow")
+            .field("line", &self.line())
+            .field("user_id", &self.user_id)
+            .field("attributes", &self.attributes().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl<'a> CsvRow<'a> {
+    fn field(&self, index: usize) -> Option<&'a str> {
+        match self.whole {
+            Some(text) => text.get(self.record.range(index)?),
+            None => std::str::from_utf8(self.record.get(index)?).ok(),
         }
-        Ok(AttributeRecord {
-            user_id: user_id.to_owned(),
-            attributes,
-        })
+    }
+
+    /// The 1-based line the row starts on.
+    pub fn line(&self) -> u64 {
+        self.end.start_line(self.record)
+    }
+
+    /// The user id, trimmed.
+    pub fn user_id(&self) -> &'a str {
+        self.user_id
+    }
+
+    /// The mapped attributes as `(name, value)`, sorted by name.
+    pub fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
+        let row = *self;
+        self.columns
+            .iter()
+            .map(move |c| (c.as_name.as_str(), row.field(c.index).unwrap_or_default()))
+    }
+
+    /// An owned copy of the row.
+    pub fn to_record(&self) -> AttributeRecord {
+        AttributeRecord {
+            user_id: self.user_id.to_owned(),
+            attributes: self
+                .attributes()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
     }
 }
 
@@ -431,30 +635,7 @@ impl<R: Read> Iterator for CsvRecords<R> {
     type Item = std::result::Result<AttributeRecord, RowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match next_record(
-            &mut self.reader,
-            &mut self.record,
-            self.max_record_bytes,
-            Some(self.user_col),
-        ) {
-            Ok(true) => {
-                let line = self.record.position().map_or(0, csv::Position::line);
-                Some(self.convert(line))
-            }
-            Ok(false) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                // Release a possibly large buffer.
-                self.record = ByteRecord::new();
-                Some(Err(e))
-            }
-        }
+        self.next_row().map(|row| row.map(|r| r.to_record()))
     }
 }
 
@@ -487,9 +668,9 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
     mapping.validate()?;
     let mut reader = csv_reader(input, mapping.delimiter, mapping.max_record_bytes);
     let mut record = ByteRecord::new();
-    let has_header = next_record(&mut reader, &mut record, mapping.max_record_bytes, None)
+    let header = next_record(&mut reader, &mut record, mapping.max_record_bytes, None)
         .map_err(|e| Error::invalid_input(format!("cannot read the CSV header: {e}")))?;
-    if !has_header {
+    if header.is_none() {
         return Err(Error::invalid_input("the CSV file is empty: no header row"));
     }
     let headers = header_names(&record);
@@ -533,7 +714,7 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
             ),
         ));
     };
-    columns.sort_by(|a, b| b.as_name.cmp(&a.as_name));
+    columns.sort_by(|a, b| a.as_name.cmp(&b.as_name));
 
     let header_len = headers.len();
     let header_trailing_empty =
@@ -585,13 +766,13 @@ pub fn discover_csv_with(input: impl Read, sample_rows: usize, delimiter: u8) ->
         next_record(reader, record, DEFAULT_MAX_RECORD_BYTES, None)
             .map_err(|e| Error::invalid_input(format!("cannot read the CSV file: {e}")))
     };
-    if !read(&mut reader, &mut record)? {
+    if read(&mut reader, &mut record)?.is_none() {
         return Err(Error::invalid_input("the CSV file is empty: no header row"));
     }
     let headers = header_names(&record);
     let mut rows = Vec::new();
     let mut more = false;
-    while read(&mut reader, &mut record)? {
+    while read(&mut reader, &mut record)?.is_some() {
         if rows.len() == sample_rows {
             more = true;
             break;
@@ -622,7 +803,7 @@ pub struct ImportSummary {
     pub rows_rejected: u64,
     /// Rows whose user id appeared on an earlier row (the later row won).
     pub duplicate_user_ids: u64,
-    /// False if the file had more distinct user ids than the collector tracks
+    /// False if the file had more rows than the collector tracks user ids for
     /// ([`ImportCollector::max_tracked_ids`]); `duplicate_user_ids` is then a
     /// lower bound.
     pub duplicates_exact: bool,
@@ -645,8 +826,8 @@ impl ImportSummary {
 /// while counting what an [`ImportSummary`] reports.
 ///
 /// Memory stays bounded: one batch of records, the first row errors, and 8 bytes
-/// per distinct user id for duplicate counting (up to
-/// [`ImportCollector::max_tracked_ids`], 2,000,000 by default, i.e. 16 MB).
+/// (a hash of the user id) per row for duplicate counting, up to
+/// [`ImportCollector::max_tracked_ids`] rows (2,000,000 by default, i.e. 16 MB).
 ///
 /// ```
 /// use switchboard::attributes::{CsvMapping, ImportCollector, read_csv};
@@ -788,12 +969,41 @@ impl ImportCollector {
     }
 }
 
+/// What reading towards the next batch ended with.
+enum Fill {
+    /// A full batch to write.
+    Batch(Vec<AttributeRecord>),
+    /// The rows ended (the collector holds the last, partial batch).
+    End,
+    /// Reading stopped at a fatal row error.
+    Fatal(RowError),
+}
+
+fn fill<I>(rows: &mut I, collector: &mut ImportCollector) -> Fill
+where
+    I: Iterator<Item = std::result::Result<AttributeRecord, RowError>>,
+{
+    for row in rows {
+        let fatal = row.as_ref().err().filter(|e| e.is_fatal()).cloned();
+        if let Some(batch) = collector.push(row) {
+            return Fill::Batch(batch);
+        }
+        if let Some(error) = fatal {
+            return Fill::Fatal(error);
+        }
+    }
+    Fill::End
+}
+
 /// Streams rows (usually from [`read_csv`]) into an [`AttributeStore`] in batches.
+///
+/// Reading is pipelined with writing: the next batch is read while the store
+/// writes the previous one, so at most two batches are in memory.
 ///
 /// Every record of a CSV import carries every mapped attribute, so the first batch
 /// registers all names: an import that would exceed the attribute cap fails on it,
 /// before anything is written. A fatal row error (I/O failure, oversized record)
-/// fails the import with the rows before it already written.
+/// fails the import; the full batches before it are already written.
 pub async fn import_rows<I>(
     rows: I,
     store: &(impl AttributeStore + ?Sized),
@@ -803,21 +1013,36 @@ where
     I: IntoIterator<Item = std::result::Result<AttributeRecord, RowError>>,
 {
     let mut collector = collector;
-    for row in rows {
-        let fatal = row.as_ref().err().filter(|e| e.is_fatal()).cloned();
-        if let Some(batch) = collector.push(row) {
-            store.upsert(&batch).await?;
-        }
-        if let Some(error) = fatal {
-            let imported = collector.summary.rows_imported - collector.batch.len() as u64;
-            let kind = match error.reason {
-                RowErrorReason::Read { .. } => ErrorKind::Io,
-                _ => ErrorKind::InvalidInput,
-            };
-            return Err(Error::new(
-                kind,
-                format!("import stopped: {error}; {imported} rows were imported before"),
-            ));
+    let mut rows = rows.into_iter();
+    let mut written = 0u64;
+    let mut pending: Option<Vec<AttributeRecord>> = None;
+    loop {
+        let step = match pending.take() {
+            // The store's future is polled first, so its work is under way
+            // (on its own threads) while this task reads the next batch.
+            Some(batch) => {
+                let (result, step) = tokio::join!(store.upsert(&batch), async {
+                    fill(&mut rows, &mut collector)
+                });
+                result?;
+                written += batch.len() as u64;
+                step
+            }
+            None => fill(&mut rows, &mut collector),
+        };
+        match step {
+            Fill::Batch(batch) => pending = Some(batch),
+            Fill::End => break,
+            Fill::Fatal(error) => {
+                let kind = match error.reason {
+                    RowErrorReason::Read { .. } => ErrorKind::Io,
+                    _ => ErrorKind::InvalidInput,
+                };
+                return Err(Error::new(
+                    kind,
+                    format!("import stopped: {error}; {written} rows were imported before"),
+                ));
+            }
         }
     }
     let (batch, summary) = collector.finish();

@@ -11,9 +11,9 @@ mod csv;
 mod filter;
 
 pub use csv::{
-    CsvMapping, CsvRecords, CsvSample, DEFAULT_MAX_RECORD_BYTES, ImportCollector, ImportSummary,
-    MAX_USER_ID_BYTES, RowError, RowErrorReason, discover_csv, discover_csv_with, import_rows,
-    read_csv,
+    CsvMapping, CsvRecords, CsvRow, CsvSample, DEFAULT_MAX_RECORD_BYTES, ImportCollector,
+    ImportSummary, MAX_USER_ID_BYTES, RowError, RowErrorReason, discover_csv, discover_csv_with,
+    import_rows, read_csv,
 };
 pub use filter::{Comparison, Filter};
 

@@ -566,16 +566,16 @@ fn state(s: &str) -> Db<DeliveryState> {
 const MIGRATIONS: &[&str] = &[
     // 1: initial schema.
     "
+    -- One row per event id ever enqueued: the idempotency check.
     CREATE TABLE events (
-        seq         INTEGER PRIMARY KEY,
-        id          TEXT NOT NULL UNIQUE,
-        kind        TEXT NOT NULL,
-        body        TEXT NOT NULL,           -- the Event as JSON
+        id          TEXT PRIMARY KEY,
         enqueued_at INTEGER NOT NULL
-    );
+    ) WITHOUT ROWID;
     CREATE TABLE deliveries (
         id          INTEGER PRIMARY KEY,
-        event_seq   INTEGER NOT NULL,        -- events.seq
+        event_id    TEXT NOT NULL,
+        event_kind  TEXT NOT NULL,
+        event       TEXT NOT NULL,           -- the Event as JSON, in each of its deliveries
         route       TEXT NOT NULL,
         destination TEXT NOT NULL,
         target      TEXT NOT NULL,           -- the Target as JSON
@@ -589,10 +589,13 @@ const MIGRATIONS: &[&str] = &[
         error       TEXT,                    -- dead: the DeliveryError as JSON
         died_at     INTEGER
     );
-    -- claim and next_due walk this in (due_at, id) order; it holds pending rows only.
-    CREATE INDEX deliveries_pending ON deliveries (due_at) WHERE state IN ('queued', 'in_flight');
-    CREATE INDEX deliveries_destination ON deliveries (destination, state);
-    CREATE INDEX deliveries_dead ON deliveries (died_at) WHERE state = 'dead';
+    -- Partial indexes hold only the rows in their states, so sent deliveries
+    -- (the bulk of the table over time) are in none of them.
+    -- claim and next_due walk this one in (due_at, id) order.
+    CREATE INDEX deliveries_pending ON deliveries (due_at, id, destination)
+        WHERE state IN ('queued', 'in_flight');
+    CREATE INDEX deliveries_parked ON deliveries (destination) WHERE state = 'parked';
+    CREATE INDEX deliveries_dead ON deliveries (died_at, id, destination) WHERE state = 'dead';
     -- Clustered by delivery: one B-tree, no second index to write.
     CREATE TABLE delivery_log (
         delivery_id INTEGER NOT NULL,
@@ -609,7 +612,8 @@ const MIGRATIONS: &[&str] = &[
         disconnected_reason TEXT,
         last_success_at     INTEGER,
         last_error          TEXT,
-        last_error_at       INTEGER
+        last_error_at       INTEGER,
+        sent                INTEGER NOT NULL DEFAULT 0  -- deliveries sent, ever
     ) WITHOUT ROWID;
     CREATE TABLE identity_links (
         platform    TEXT NOT NULL,
@@ -702,7 +706,7 @@ const INSERT_LOG: &str = "INSERT INTO delivery_log (delivery_id, step, attempt, 
 struct RawClaim {
     id: DeliveryId,
     lease: i64,
-    event_seq: i64,
+    event_id: String,
     event: String,
     route: String,
     destination: String,
@@ -713,17 +717,16 @@ struct RawClaim {
 fn claim_rows(conn: &Connection, now: i64, until: i64, limit: i64) -> Db<Vec<RawClaim>> {
     let mut claims = Vec::new();
     let mut select = conn.prepare_cached(
-        "SELECT d.id, d.event_seq, e.body, d.route, d.destination, d.target, d.attempts \
-         FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-         WHERE d.state IN ('queued', 'in_flight') AND d.due_at <= ?1 \
-         ORDER BY d.due_at, d.id LIMIT ?2",
+        "SELECT id, event_id, event, route, destination, target, attempts FROM deliveries \
+         WHERE state IN ('queued', 'in_flight') AND due_at <= ?1 \
+         ORDER BY due_at, id LIMIT ?2",
     )?;
     let mut rows = select.query(params![now, limit])?;
     while let Some(row) = rows.next()? {
         claims.push(RawClaim {
             id: row.get(0)?,
             lease: 0,
-            event_seq: row.get(1)?,
+            event_id: row.get(1)?,
             event: row.get(2)?,
             route: row.get(3)?,
             destination: row.get(4)?,
@@ -743,14 +746,15 @@ fn claim_rows(conn: &Connection, now: i64, until: i64, limit: i64) -> Db<Vec<Raw
 }
 
 fn decode_claims(raw: Vec<RawClaim>) -> Db<Vec<ClaimedDelivery>> {
-    let mut events: HashMap<i64, std::sync::Arc<Event>> = HashMap::new();
+    // Deliveries of one event share one decoded copy.
+    let mut events: HashMap<String, Arc<Event>> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for r in raw {
-        let event = match events.get(&r.event_seq) {
-            Some(e) => e.clone(),
+        let event = match events.get(&r.event_id) {
+            Some(e) => Arc::clone(e),
             None => {
-                let e: std::sync::Arc<Event> = std::sync::Arc::new(from_json(&r.event)?);
-                events.insert(r.event_seq, e.clone());
+                let e: Arc<Event> = Arc::new(from_json(&r.event)?);
+                events.insert(r.event_id, Arc::clone(&e));
                 e
             }
         };
@@ -827,7 +831,7 @@ impl Apply {
 
 #[derive(Default)]
 struct DestinationUpdate {
-    success: bool,
+    sent: i64,
     error: Option<String>,
 }
 
@@ -872,7 +876,7 @@ fn complete_rows(conn: &Connection, applies: &[Apply], now: i64) -> Db<()> {
                     .optional()?;
                 if let Some((attempts, destination, step)) = row {
                     log.execute(params![a.id, step, attempts, now, "sent", remote_id])?;
-                    updates.entry(destination).or_default().success = true;
+                    updates.entry(destination).or_default().sent += 1;
                 }
             }
             ApplyKind::Retry { at, error } => {
@@ -919,18 +923,19 @@ fn complete_rows(conn: &Connection, applies: &[Apply], now: i64) -> Db<()> {
         }
     }
     let mut upsert = conn.prepare_cached(
-        "INSERT INTO destinations (name, last_success_at, last_error, last_error_at) \
-         VALUES (?1, ?2, ?3, ?4) \
+        "INSERT INTO destinations (name, last_success_at, last_error, last_error_at, sent) \
+         VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (name) DO UPDATE SET \
+           sent = sent + excluded.sent, \
            last_success_at = coalesce(excluded.last_success_at, last_success_at), \
            last_error = CASE WHEN excluded.last_error_at IS NULL THEN last_error \
                              ELSE excluded.last_error END, \
            last_error_at = coalesce(excluded.last_error_at, last_error_at)",
     )?;
     for (name, u) in &updates {
-        let success = u.success.then_some(now);
+        let success = (u.sent > 0).then_some(now);
         let error_at = u.error.as_ref().map(|_| now);
-        upsert.execute(params![name, success, u.error, error_at])?;
+        upsert.execute(params![name, success, u.error, error_at, u.sent])?;
     }
     Ok(())
 }
@@ -952,35 +957,42 @@ fn set_connected_rows(
         connected,
         if connected { None } else { reason }
     ])?;
-    let (from, to, status) = if connected {
-        ("parked", "queued", "queued")
+    // The repeated state terms let SQLite use the partial indexes.
+    let (log, update) = if connected {
+        (
+            "INSERT INTO delivery_log (delivery_id, step, attempt, at, status, detail) \
+             SELECT id, log_steps + 1, 0, ?2, 'queued', ?3 FROM deliveries \
+             WHERE state = 'parked' AND destination = ?1",
+            "UPDATE deliveries SET state = 'queued', due_at = ?2, log_steps = log_steps + 1 \
+             WHERE state = 'parked' AND destination = ?1",
+        )
     } else {
-        ("queued", "parked", "parked")
+        (
+            "INSERT INTO delivery_log (delivery_id, step, attempt, at, status, detail) \
+             SELECT id, log_steps + 1, 0, ?2, 'parked', ?3 FROM deliveries \
+             WHERE state IN ('queued', 'in_flight') AND state = 'queued' AND destination = ?1",
+            "UPDATE deliveries SET state = 'parked', due_at = ?2, log_steps = log_steps + 1 \
+             WHERE state IN ('queued', 'in_flight') AND state = 'queued' AND destination = ?1",
+        )
     };
-    conn.prepare_cached(
-        "INSERT INTO delivery_log (delivery_id, step, attempt, at, status, detail) \
-         SELECT id, log_steps + 1, 0, ?3, ?4, ?5 FROM deliveries \
-         WHERE destination = ?1 AND state = ?2",
-    )?
-    .execute(params![destination, from, now, status, reason])?;
+    conn.prepare_cached(log)?
+        .execute(params![destination, now, reason])?;
     let changed = conn
-        .prepare_cached(
-            "UPDATE deliveries SET state = ?3, due_at = ?4, log_steps = log_steps + 1 \
-             WHERE destination = ?1 AND state = ?2",
-        )?
-        .execute(params![destination, from, to, now])?;
+        .prepare_cached(update)?
+        .execute(params![destination, now])?;
     Ok(u64::try_from(changed).unwrap_or(u64::MAX))
 }
 
 fn destination_stats_rows(conn: &Connection) -> Db<Vec<DestinationStats>> {
     let mut map: BTreeMap<String, DestinationStats> = BTreeMap::new();
     let mut stmt = conn.prepare_cached(
-        "SELECT name, connected, disconnected_reason, last_success_at, last_error, last_error_at \
-         FROM destinations",
+        "SELECT name, connected, disconnected_reason, last_success_at, last_error, \
+         last_error_at, sent FROM destinations",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let name: String = row.get(0)?;
+        let sent: i64 = row.get(6)?;
         map.insert(
             name.clone(),
             DestinationStats {
@@ -990,12 +1002,20 @@ fn destination_stats_rows(conn: &Connection) -> Db<Vec<DestinationStats>> {
                 last_success_at: opt_time(row.get(3)?)?,
                 last_error: row.get(4)?,
                 last_error_at: opt_time(row.get(5)?)?,
+                sent: u64::try_from(sent).map_err(|_| corrupt("negative sent count"))?,
                 ..DestinationStats::default()
             },
         );
     }
+    // Counted from the partial indexes: proportional to what is pending, parked
+    // or dead, not to the history of sent deliveries.
     let mut stmt = conn.prepare_cached(
-        "SELECT destination, state, count(*) FROM deliveries GROUP BY destination, state",
+        "SELECT destination, 'queued', count(*) FROM deliveries \
+           WHERE state IN ('queued', 'in_flight') GROUP BY destination \
+         UNION ALL SELECT destination, 'parked', count(*) FROM deliveries \
+           WHERE state = 'parked' GROUP BY destination \
+         UNION ALL SELECT destination, 'dead', count(*) FROM deliveries \
+           WHERE state = 'dead' GROUP BY destination",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -1020,9 +1040,8 @@ fn destination_stats_rows(conn: &Connection) -> Db<Vec<DestinationStats>> {
 
 fn dead_letter_rows(conn: &Connection, limit: i64) -> Db<Vec<DeadLetter>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT d.id, e.id, e.kind, d.route, d.destination, d.target, d.attempts, d.error, d.died_at \
-         FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-         WHERE d.state = 'dead' ORDER BY d.died_at, d.id LIMIT ?1",
+        "SELECT id, event_id, event_kind, route, destination, target, attempts, error, died_at \
+         FROM deliveries WHERE state = 'dead' ORDER BY died_at, id LIMIT ?1",
     )?;
     let mut rows = stmt.query(params![limit])?;
     let mut out = Vec::new();
@@ -1316,22 +1335,21 @@ impl Store for SqliteStore {
         self.write("enqueue", move |conn| {
             let inserted = conn
                 .prepare_cached(
-                    "INSERT INTO events (id, kind, body, enqueued_at) VALUES (?1, ?2, ?3, ?4) \
+                    "INSERT INTO events (id, enqueued_at) VALUES (?1, ?2) \
                      ON CONFLICT (id) DO NOTHING",
                 )?
-                .execute(params![id, kind, body, now])?;
+                .execute(params![id, now])?;
             if inserted == 0 {
                 return Ok(EnqueueOutcome::Duplicate);
             }
-            let seq = conn.last_insert_rowid();
             let mut insert = conn.prepare_cached(
-                "INSERT INTO deliveries \
-                   (event_seq, route, destination, target, state, due_at, log_steps) \
-                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, 1)",
+                "INSERT INTO deliveries (event_id, event_kind, event, route, destination, \
+                   target, state, due_at, log_steps) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, 1)",
             )?;
             let mut log = conn.prepare_cached(INSERT_LOG)?;
             for (route, destination, target) in &rows {
-                insert.execute(params![seq, route, destination, target, now])?;
+                insert.execute(params![id, kind, body, route, destination, target, now])?;
                 let delivery = conn.last_insert_rowid();
                 log.execute(params![delivery, 1, 0, now, "queued", None::<String>])?;
             }
