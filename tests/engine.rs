@@ -588,7 +588,9 @@ impl switchboard::EventSource for Ticker {
         mut shutdown: switchboard::Shutdown,
     ) -> switchboard::Result<()> {
         for i in 0..3 {
-            emitter.emit(event(&format!("t{i}"), "wallet.funded")).await?;
+            emitter
+                .emit(event(&format!("t{i}"), "wallet.funded"))
+                .await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         shutdown.wait().await;
@@ -612,7 +614,11 @@ async fn run_drives_sources_and_workers_until_shutdown() {
         tokio::spawn(async move { sb.run(shutdown).await })
     };
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(dest.calls().len(), 3, "events emitted by the source were delivered");
+    assert_eq!(
+        dest.calls().len(),
+        3,
+        "events emitted by the source were delivered"
+    );
     trigger.trigger();
     handle.await.unwrap().unwrap();
 }

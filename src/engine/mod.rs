@@ -11,8 +11,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use futures::StreamExt;
+use serde::Serialize;
 use tokio::sync::Notify;
 
 pub use retry::{RetryDecision, RetryPolicy};

@@ -591,8 +591,9 @@ const MIGRATIONS: &[&str] = &[
     );
     -- Partial indexes hold only the rows in their states, so sent deliveries
     -- (the bulk of the table over time) are in none of them.
-    -- claim and next_due walk this one in (due_at, id) order.
-    CREATE INDEX deliveries_pending ON deliveries (due_at, id, destination)
+    -- claim and next_due walk this one in (due_at, id) order; destination and
+    -- state make it cover counting and parking.
+    CREATE INDEX deliveries_pending ON deliveries (due_at, id, destination, state)
         WHERE state IN ('queued', 'in_flight');
     CREATE INDEX deliveries_parked ON deliveries (destination) WHERE state = 'parked';
     CREATE INDEX deliveries_dead ON deliveries (died_at, id, destination) WHERE state = 'dead';
