@@ -1,6 +1,6 @@
 //! `MemoryStore`: the whole `Store` in process memory, for tests and throwaway use.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,6 +35,37 @@ struct Row {
     lease_until: Option<DateTime<Utc>>,
     error: Option<DeliveryError>,
     died_at: Option<DateTime<Utc>>,
+    log: Vec<LogEntry>,
+}
+
+/// Deliveries by id; ids are handed out densely from 1, so a `Vec` indexes them.
+#[derive(Default)]
+struct Rows(Vec<Row>);
+
+impl Rows {
+    fn index(id: DeliveryId) -> Option<usize> {
+        usize::try_from(id).ok()?.checked_sub(1)
+    }
+    fn get(&self, id: &DeliveryId) -> Option<&Row> {
+        self.0.get(Self::index(*id)?)
+    }
+    fn get_mut(&mut self, id: &DeliveryId) -> Option<&mut Row> {
+        let i = Self::index(*id)?;
+        self.0.get_mut(i)
+    }
+    fn push(&mut self, row: Row) -> DeliveryId {
+        self.0.push(row);
+        self.0.len() as DeliveryId
+    }
+    fn iter(&self) -> impl Iterator<Item = (DeliveryId, &Row)> {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as DeliveryId + 1, r))
+    }
+    fn values(&self) -> impl Iterator<Item = &Row> {
+        self.0.iter()
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -48,15 +79,13 @@ struct DestState {
 
 #[derive(Default)]
 struct State {
-    events: HashMap<String, Arc<Event>>,
-    rows: BTreeMap<DeliveryId, Row>,
+    events: HashSet<String>,
+    rows: Rows,
     /// (due, id) of queued deliveries.
     due_index: BTreeSet<(DateTime<Utc>, DeliveryId)>,
     /// (lease_until, id) of in-flight deliveries.
     lease_index: BTreeSet<(DateTime<Utc>, DeliveryId)>,
-    next_id: DeliveryId,
     next_lease: i64,
-    log: HashMap<DeliveryId, Vec<LogEntry>>,
     dest: HashMap<String, DestState>,
     links: BTreeMap<(String, String), IdentityLink>,
     attributes: BTreeMap<String, Attributes>,
@@ -76,7 +105,10 @@ impl State {
         status: LogStatus,
         detail: Option<String>,
     ) {
-        self.log.entry(id).or_default().push(LogEntry {
+        let Some(row) = self.rows.get_mut(&id) else {
+            return;
+        };
+        row.log.push(LogEntry {
             delivery_id: id,
             attempt,
             at,
@@ -156,7 +188,6 @@ impl MemoryStore {
     pub fn new() -> Self {
         MemoryStore {
             state: Arc::new(Mutex::new(State {
-                next_id: 1,
                 next_lease: 1,
                 ..State::default()
             })),
@@ -191,17 +222,13 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<EnqueueOutcome> {
         let mut s = self.lock()?;
-        if s.events.contains_key(&event.id) {
+        if s.events.contains(&event.id) {
             return Ok(EnqueueOutcome::Duplicate);
         }
         let event = Arc::new(event.clone());
-        s.events.insert(event.id.clone(), event.clone());
+        s.events.insert(event.id.clone());
         for d in deliveries {
-            let id = s.next_id;
-            s.next_id += 1;
-            s.rows.insert(
-                id,
-                Row {
+            let id = s.rows.push(Row {
                     event: event.clone(),
                     route: d.route.clone(),
                     destination: d.destination.clone(),
@@ -213,8 +240,8 @@ impl Store for MemoryStore {
                     lease_until: None,
                     error: None,
                     died_at: None,
-                },
-            );
+                    log: Vec::with_capacity(2),
+                });
             s.due_index.insert((now, id));
             s.log(id, 0, now, LogStatus::Queued, None);
             s.dest(&d.destination);
@@ -370,7 +397,7 @@ impl Store for MemoryStore {
             .rows
             .iter()
             .filter(|(_, r)| r.destination == destination && r.state == from)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for id in &ids {
             s.set_state(*id, to, now, None);
@@ -408,7 +435,7 @@ impl Store for MemoryStore {
             .iter()
             .filter(|(_, r)| r.state == DeliveryState::Dead)
             .map(|(id, r)| DeadLetter {
-                id: *id,
+                id,
                 event_id: r.event.id.clone(),
                 event_kind: r.event.kind.clone(),
                 route: r.route.clone(),
@@ -448,7 +475,12 @@ impl Store for MemoryStore {
     }
 
     async fn delivery_log(&self, id: DeliveryId) -> Result<Vec<LogEntry>> {
-        Ok(self.lock()?.log.get(&id).cloned().unwrap_or_default())
+        Ok(self
+            .lock()?
+            .rows
+            .get(&id)
+            .map(|r| r.log.clone())
+            .unwrap_or_default())
     }
 
     async fn delivery_state(&self, id: DeliveryId) -> Result<Option<DeliveryState>> {
