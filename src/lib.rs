@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attributes;
+mod clock;
 pub mod console;
 pub mod destination;
 pub mod engine;

@@ -318,12 +318,8 @@ impl Scheduler {
 
     /// A scheduler over `store`, with no jobs yet.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        let base_wall = Utc::now();
-        let base = tokio::time::Instant::now();
-        let clock: Clock = Arc::new(move || {
-            let elapsed = tokio::time::Instant::now().saturating_duration_since(base);
-            base_wall + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX)
-        });
+        let engine_clock = crate::clock::EngineClock::new();
+        let clock: Clock = Arc::new(move || engine_clock.now());
         Scheduler {
             store,
             jobs: BTreeMap::new(),

@@ -5,7 +5,7 @@
 //! backend (`memory::…`, `sqlite::…` on a file in a temporary directory, and
 //! `sqlite_in_memory::…`). A new store adds one line to the macro.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -936,6 +936,32 @@ async fn concurrent_claims_never_hand_out_a_delivery_twice(b: Backend) {
     assert_eq!(distinct.len(), 200);
 }
 
+/// "Everything" and "forever" are valid arguments, not overflows.
+async fn huge_limits_and_leases_are_accepted(b: Backend) {
+    let s = b.open();
+    enqueue_one(&s, "e", "slack", t(0)).await;
+    let claimed = s.claim(t(0), Duration::MAX, usize::MAX).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        s.claim(t(1_000_000_000), LEASE, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let next = s.next_due().await.unwrap().expect("the lease is pending");
+    assert!(next > t(1_000_000_000));
+    let run = s.start_run("csv", t(0), Duration::MAX).await.unwrap();
+    assert!(run.is_some());
+    assert!(
+        s.start_run("csv", t(1_000_000_000), LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.dead_letters(usize::MAX).await.unwrap().is_empty());
+    assert_eq!(s.runs("csv", usize::MAX).await.unwrap().len(), 1);
+}
+
 // --- identity links ---
 
 fn link(platform: &str, user: &str, platform_id: &str, origin: LinkOrigin) -> IdentityLink {
@@ -1284,6 +1310,22 @@ async fn attributes_upsert_merges_and_counts(b: Backend) {
     .await
     .unwrap();
     assert_eq!(s.get("u'4").await.unwrap(), Some(odd));
+    for (name, value) in [("a.b", "x\"y"), ("we\"ird\\", "ü ✓"), ("", "empty name")] {
+        assert_eq!(
+            s.query(&Filter::eq(name, value)).await.unwrap(),
+            ["u'4"],
+            "query by the odd name {name:?}"
+        );
+    }
+    assert_eq!(
+        s.query(&Filter::Contains {
+            attr: "we\"ird\\".to_owned(),
+            value: "Ü".to_owned()
+        })
+        .await
+        .unwrap(),
+        ["u'4"]
+    );
 }
 
 async fn attributes_query_numeric_and_text(b: Backend) {
@@ -1425,6 +1467,115 @@ async fn attributes_query_numeric_and_text(b: Backend) {
     assert_eq!(q(Filter::eq("a.b", "dot")).await, ["u6"]);
     assert_eq!(q(Filter::eq("we\"ird", "q")).await, ["u6"]);
     assert!(q(Filter::eq("missing", "x")).await.is_empty());
+}
+
+/// A tiny deterministic generator (no external randomness in the suite).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) as usize) % n
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.next(items.len())]
+    }
+}
+
+const NAMES: &[&str] = &["plan", "tickets", "city", "a.b", "q\"uote", "Ünï"];
+const VALUES: &[&str] = &[
+    "10",
+    "10.0",
+    " 10",
+    "+10",
+    "1e1",
+    "9",
+    "-3",
+    "0.5",
+    ".5",
+    "abc",
+    "ABC",
+    "Premium",
+    "premium",
+    "",
+    "nan",
+    "inf",
+    "x\"y",
+    "Ünï ✓",
+];
+
+fn random_filter(rng: &mut Lcg, depth: u32) -> Filter {
+    let attr = rng.pick(NAMES).to_owned();
+    let value = rng.pick(VALUES).to_owned();
+    let choice = if depth == 0 { rng.next(6) } else { rng.next(9) };
+    match choice {
+        0 => Filter::Eq { attr, value },
+        1 => Filter::Ne { attr, value },
+        2 => Filter::In {
+            attr,
+            values: (0..rng.next(4))
+                .map(|_| rng.pick(VALUES).to_owned())
+                .collect(),
+        },
+        3 => Filter::Contains { attr, value },
+        4 => Filter::Cmp {
+            attr,
+            cmp: [
+                Comparison::Gt,
+                Comparison::Gte,
+                Comparison::Lt,
+                Comparison::Lte,
+            ][rng.next(4)],
+            value,
+        },
+        5 => Filter::Exists { attr },
+        6 => Filter::And(
+            (0..rng.next(4))
+                .map(|_| random_filter(rng, depth - 1))
+                .collect(),
+        ),
+        7 => Filter::Or(
+            (0..rng.next(4))
+                .map(|_| random_filter(rng, depth - 1))
+                .collect(),
+        ),
+        _ => Filter::Not(Box::new(random_filter(rng, depth - 1))),
+    }
+}
+
+/// The store's answer equals `Filter::matches` over the same data, for many
+/// random filters over awkward values (numbers written several ways, case,
+/// quotes, non-ASCII): no store-side translation of filters may change results.
+async fn attributes_query_agrees_with_filter_matches(b: Backend) {
+    let s = b.open();
+    let mut rng = Lcg(42);
+    let mut expected_data: BTreeMap<String, Attributes> = BTreeMap::new();
+    let mut batch = Vec::new();
+    for u in 0..150 {
+        let mut a = Attributes::new();
+        for _ in 0..rng.next(5) {
+            a.insert(rng.pick(NAMES).to_owned(), rng.pick(VALUES).to_owned());
+        }
+        let user = format!("user-{u:03}");
+        expected_data.insert(user.clone(), a.clone());
+        batch.push(AttributeRecord {
+            user_id: user,
+            attributes: a,
+        });
+    }
+    s.upsert(&batch).await.unwrap();
+    for _ in 0..300 {
+        let filter = random_filter(&mut rng, 2);
+        let expected: Vec<String> = expected_data
+            .iter()
+            .filter(|(_, a)| filter.matches(a))
+            .map(|(u, _)| u.clone())
+            .collect();
+        assert_eq!(s.query(&filter).await.unwrap(), expected, "{filter:?}");
+    }
 }
 
 async fn attribute_cap_names_the_overflow_and_writes_nothing(b: Backend) {
@@ -1657,6 +1808,7 @@ suite!(
     destination_stats_per_destination,
     batched_completion_applies_each_outcome,
     concurrent_claims_never_hand_out_a_delivery_twice,
+    huge_limits_and_leases_are_accepted,
     identity_links_and_manual_wins,
     integrations_by_name,
     runs_never_overlap,
@@ -1665,5 +1817,6 @@ suite!(
     remember_once_respects_expiry,
     attributes_upsert_merges_and_counts,
     attributes_query_numeric_and_text,
+    attributes_query_agrees_with_filter_matches,
     attribute_cap_names_the_overflow_and_writes_nothing,
 );

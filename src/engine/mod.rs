@@ -1,6 +1,5 @@
 //! The `Switchboard` engine: routes, durable publish, workers with leases, retries, pacing, parking and dead letters.
 
-mod clock;
 mod pace;
 mod retry;
 mod route;
@@ -18,9 +17,9 @@ use tokio::sync::Notify;
 pub use retry::{RetryDecision, RetryPolicy};
 pub use route::{Route, RouteInfo};
 
-use self::clock::EngineClock;
 use self::pace::Pacer;
 use self::route::{CompiledRoute, Pattern};
+use crate::clock::{EngineClock, later};
 use crate::destination::{Capabilities, Delivery, DeliveryError, DeliveryId, Destination};
 use crate::event::{Event, Person};
 use crate::identity::{IdentityResolver, Resolution};
@@ -803,8 +802,7 @@ impl Inner {
                 }
                 Err(wait) => {
                     return Outcome::Defer {
-                        until: self.clock.now()
-                            + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+                        until: later(self.clock.now(), wait),
                     };
                 }
             }
@@ -834,8 +832,7 @@ impl Inner {
     fn after_failure(&self, c: &ClaimedDelivery, error: DeliveryError) -> Outcome {
         match self.retry.decide(c.attempts + 1, &error) {
             RetryDecision::RetryAfter(delay) => Outcome::Retry {
-                at: self.clock.now()
-                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX),
+                at: later(self.clock.now(), delay),
                 error,
             },
             RetryDecision::GiveUp => Outcome::Dead {

@@ -9,7 +9,7 @@ use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-use super::clock::EngineClock;
+use crate::clock::EngineClock;
 use crate::destination::RateLimit;
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, EngineClock, NoOpMiddleware<Duration>>;

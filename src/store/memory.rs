@@ -210,7 +210,7 @@ impl MemoryStore {
 }
 
 fn expires(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+    crate::clock::later(now, lease)
 }
 
 #[async_trait]
@@ -229,19 +229,19 @@ impl Store for MemoryStore {
         s.events.insert(event.id.clone());
         for d in deliveries {
             let id = s.rows.push(Row {
-                    event: event.clone(),
-                    route: d.route.clone(),
-                    destination: d.destination.clone(),
-                    target: d.target.clone(),
-                    state: DeliveryState::Queued,
-                    attempts: 0,
-                    due: now,
-                    lease: 0,
-                    lease_until: None,
-                    error: None,
-                    died_at: None,
-                    log: Vec::with_capacity(2),
-                });
+                event: event.clone(),
+                route: d.route.clone(),
+                destination: d.destination.clone(),
+                target: d.target.clone(),
+                state: DeliveryState::Queued,
+                attempts: 0,
+                due: now,
+                lease: 0,
+                lease_until: None,
+                error: None,
+                died_at: None,
+                log: Vec::with_capacity(2),
+            });
             s.due_index.insert((now, id));
             s.log(id, 0, now, LogStatus::Queued, None);
             s.dest(&d.destination);
@@ -266,7 +266,7 @@ impl Store for MemoryStore {
             picked.push((due, id));
         }
         for &(until, id) in s.lease_index.iter() {
-            if until > now || picked.len() >= limit * 2 {
+            if until > now || picked.len() >= limit.saturating_mul(2) {
                 break;
             }
             picked.push((until, id));

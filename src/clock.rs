@@ -1,4 +1,4 @@
-//! The engine's clock: wall time that follows tokio's (pausable) monotonic clock.
+//! The clock of the engine and the scheduler: wall time that follows tokio's (pausable) monotonic clock.
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ impl EngineClock {
     /// Current wall time.
     pub(crate) fn now(&self) -> DateTime<Utc> {
         let elapsed = tokio::time::Instant::now().saturating_duration_since(self.base);
-        self.base_wall + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX)
+        later(self.base_wall, elapsed)
     }
 
     /// How long from now until `at` (zero if past).
@@ -37,5 +37,29 @@ impl governor::clock::Clock for EngineClock {
 
     fn now(&self) -> Duration {
         tokio::time::Instant::now().saturating_duration_since(self.base)
+    }
+}
+
+/// `at + d`, saturating at the latest representable time instead of panicking
+/// (a platform may send an absurd `Retry-After`).
+pub(crate) fn later(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_saturates() {
+        let now = Utc::now();
+        assert_eq!(later(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + chrono::Duration::seconds(1)
+        );
     }
 }
