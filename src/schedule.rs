@@ -644,25 +644,46 @@ impl Scheduler {
         lock(&self.state).backoff_until.remove(&name);
         let ctx = RunContext::new(config, started.id, started.started_at, shutdown);
         let clock_start = tokio::time::Instant::now();
-        let handle = tokio::spawn(async move {
+        let mut handle = tokio::spawn(async move {
             let mut ctx = ctx;
             let result = job.run(&mut ctx).await;
             (ctx, result)
         });
-        let (ctx, result) = match handle.await {
+        // Heartbeat: renew the run's lease while the job works, so a long run is
+        // never taken for dead by another instance. If the lease was lost anyway
+        // (this process stalled past it and another instance took over), stop the
+        // job rather than let two runs overlap.
+        let beat = (self.lease / 3).max(Duration::from_millis(100));
+        let mut lease_lost = false;
+        let joined = loop {
+            tokio::select! {
+                joined = &mut handle => break joined,
+                _ = tokio::time::sleep(beat) => {
+                    match self.store.renew_run(started.id, (self.clock)(), self.lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            lease_lost = true;
+                            handle.abort();
+                        }
+                        Err(e) => tracing::warn!(integration = %name, error = %e, "could not renew the run's lease"),
+                    }
+                }
+            }
+        };
+        let (ctx, result) = match joined {
             Ok((ctx, result)) => (Some(ctx), result.map_err(|e| e.to_string())),
             Err(join) if join.is_panic() => (None, Err("the job panicked".to_owned())),
+            Err(_) if lease_lost => (
+                None,
+                Err("stopped: the run's lease was lost to another instance".to_owned()),
+            ),
             Err(_) => (None, Err("the job was cancelled".to_owned())),
         };
-        let elapsed =
-            chrono::Duration::from_std(clock_start.elapsed()).unwrap_or(chrono::Duration::MAX);
         let mut record = started.clone();
-        record.finished_at = Some(
-            started
-                .started_at
-                .checked_add_signed(elapsed)
-                .unwrap_or(started.started_at),
-        );
+        record.finished_at = Some(crate::clock::later(
+            started.started_at,
+            clock_start.elapsed(),
+        ));
         if let Some(ctx) = ctx {
             record.rows_read = ctx.rows_read;
             record.rows_imported = ctx.rows_imported;
@@ -688,8 +709,7 @@ impl Scheduler {
     }
 
     fn back_off(&self, name: &str, now: DateTime<Utc>) {
-        let until =
-            now + chrono::Duration::from_std(self.poll).unwrap_or(chrono::Duration::seconds(60));
+        let until = crate::clock::later(now, self.poll);
         lock(&self.state)
             .backoff_until
             .insert(name.to_owned(), until);

@@ -157,8 +157,56 @@ impl Templates {
 
     /// Renders the template added under `key` with `context`.
     pub fn render(&self, key: &str, context: &impl Serialize) -> Result<String> {
+        self.render_value(key, Value::from_serialize(context))
+    }
+
+    /// Renders with a context that is already a template value (e.g. [`EventContext`]).
+    pub fn render_value(&self, key: &str, context: Value) -> Result<String> {
         let template = self.env.get_template(key)?;
-        Ok(template.render(Value::from_serialize(context))?)
+        Ok(template.render(context)?)
+    }
+}
+
+/// The template context of an event, converted lazily: only the fields a template
+/// reads are converted (`event`, `id`, `kind`, `source`, `data`, `subject`,
+/// `actor`, `occurred_at`), so a large payload costs nothing unless used.
+#[derive(Debug)]
+pub struct EventContext(pub std::sync::Arc<crate::event::Event>);
+
+impl EventContext {
+    /// The context as a template value.
+    pub fn value(event: std::sync::Arc<crate::event::Event>) -> Value {
+        Value::from_object(EventContext(event))
+    }
+}
+
+impl minijinja::value::Object for EventContext {
+    fn get_value(self: &std::sync::Arc<Self>, key: &Value) -> Option<Value> {
+        let e = &self.0;
+        Some(match key.as_str()? {
+            "id" => Value::from(e.id.as_str()),
+            "kind" => Value::from(e.kind.as_str()),
+            "source" => Value::from(e.source.as_str()),
+            "data" => Value::from_serialize(&e.data),
+            "subject" => Value::from_serialize(&e.subject),
+            "actor" => Value::from_serialize(&e.actor),
+            "occurred_at" => Value::from(e.occurred_at.to_rfc3339()),
+            "event" => Value::from_dyn_object(self.clone()),
+            _ => return None,
+        })
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Str(&[
+            "event",
+            "id",
+            "kind",
+            "source",
+            "data",
+            "subject",
+            "actor",
+            "occurred_at",
+        ])
     }
 }
 

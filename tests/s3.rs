@@ -1104,6 +1104,14 @@ impl Store for HangingStore {
     ) -> switchboard::Result<Option<RunRecord>> {
         self.inner.start_run(i, now, lease).await
     }
+    async fn renew_run(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> switchboard::Result<bool> {
+        self.inner.renew_run(id, now, lease).await
+    }
     async fn finish_run(&self, run: &RunRecord) -> switchboard::Result<()> {
         self.inner.finish_run(run).await
     }

@@ -625,3 +625,52 @@ async fn a_csv_import_job_records_its_summary() {
     assert_eq!(record.properties_imported, 1);
     assert_eq!(record.details["duplicate_user_ids"], 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_run_longer_than_its_lease_keeps_it_by_heartbeat() {
+    let store = setup(&[config("crm", hourly())]).await;
+    let gate = Arc::new(Notify::new());
+    let job = TestJob::gated("crm", gate.clone());
+    let lease = Duration::from_secs(30);
+    let scheduler = Scheduler::new(store.clone()).job(job.clone()).lease(lease);
+    // Another instance on the same store, whose clock follows tokio's.
+    let other = Scheduler::new(store.clone()).job(job.clone()).lease(lease);
+    let first = tokio::spawn({
+        let scheduler = scheduler.clone();
+        async move { scheduler.run_now("crm").await }
+    });
+    job.started.notified().await;
+    // Four leases later the run is still held: the heartbeat renewed it.
+    tokio::time::sleep(lease * 4).await;
+    assert_eq!(
+        other.run_now("crm").await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(job.runs(), 1);
+    gate.notify_one();
+    assert_eq!(first.await.unwrap().unwrap().outcome, RunOutcome::Success);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_lease_was_taken_over_is_stopped() {
+    let store = setup(&[config("crm", hourly())]).await;
+    let gate = Arc::new(Notify::new());
+    let job = TestJob::gated("crm", gate.clone());
+    let lease = Duration::from_secs(30);
+    let scheduler = Scheduler::new(store.clone()).job(job.clone()).lease(lease);
+    let first = tokio::spawn({
+        let scheduler = scheduler.clone();
+        async move { scheduler.run_now("crm").await }
+    });
+    job.started.notified().await;
+    let run_id = store.runs("crm", 1).await.unwrap()[0].id;
+    // Another instance declares the run dead (as if this process had stalled past
+    // its lease) and takes over.
+    let far = Utc::now() + chrono::Duration::days(1);
+    let takeover = store.start_run("crm", far, lease).await.unwrap();
+    assert!(takeover.is_some());
+    let record = first.await.unwrap().unwrap();
+    assert_eq!(record.id, run_id);
+    assert_eq!(record.outcome, RunOutcome::Failed);
+    assert!(record.error.unwrap().contains("lease was lost"));
+}

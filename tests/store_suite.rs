@@ -1760,6 +1760,26 @@ mod sqlite_only {
 // --- instantiation ---
 
 /// Instantiates every behaviour test once per backend.
+async fn renewed_run_lease_keeps_the_run(b: Backend) {
+    let s = b.open();
+    let lease = Duration::from_secs(60);
+    let run = s.start_run("csv", t(0), lease).await.unwrap().expect("run");
+    // Heartbeats at t(50) and t(100) push the lease to t(160).
+    assert!(s.renew_run(run.id, t(50), lease).await.unwrap());
+    assert!(s.renew_run(run.id, t(100), lease).await.unwrap());
+    assert!(s.start_run("csv", t(150), lease).await.unwrap().is_none());
+    // Unrenewed, it is taken over once the lease ends.
+    let taken = s
+        .start_run("csv", t(161), lease)
+        .await
+        .unwrap()
+        .expect("takeover");
+    // The old run is no longer running: its heartbeat says so.
+    assert!(!s.renew_run(run.id, t(162), lease).await.unwrap());
+    assert!(s.renew_run(taken.id, t(162), lease).await.unwrap());
+    assert!(!s.renew_run(9_999, t(162), lease).await.unwrap());
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1813,6 +1833,7 @@ suite!(
     integrations_by_name,
     runs_never_overlap,
     abandoned_run_is_taken_over_after_lease_expiry,
+    renewed_run_lease_keeps_the_run,
     installations_round_trip_and_hide_tokens,
     remember_once_respects_expiry,
     attributes_upsert_merges_and_counts,

@@ -846,23 +846,27 @@ impl Inner {
         &self,
         c: &ClaimedDelivery,
     ) -> Result<(Option<String>, Option<String>), DeliveryError> {
-        let person = match &c.target {
+        let owned;
+        let person: &Person = match &c.target {
             Target::SubjectDm => match &c.event.subject {
-                Some(p) => p.clone(),
+                Some(p) => p,
                 None => {
                     return Err(DeliveryError::permanent(
                         "the route targets the subject's DM but the event has no subject",
                     ));
                 }
             },
-            Target::UserDm { user_id } => Person::new(user_id.clone()),
+            Target::UserDm { user_id } => {
+                owned = Person::new(user_id.clone());
+                &owned
+            }
             _ => return Ok((None, None)),
         };
         let Some(resolver) = self.resolvers.get(&c.destination) else {
-            return Ok((None, Some(person.id)));
+            return Ok((None, Some(person.id.clone())));
         };
-        match resolver.resolve(&person).await {
-            Ok(Resolution::Matched(id)) => Ok((Some(id), Some(person.id))),
+        match resolver.resolve(person).await {
+            Ok(Resolution::Matched(id)) => Ok((Some(id), Some(person.id.clone()))),
             Ok(Resolution::NotFound) => Err(DeliveryError::recipient_unknown(format!(
                 "user {:?} was not found on {}; map them by hand or invite them, then replay",
                 person.id, c.destination
@@ -885,33 +889,15 @@ impl Inner {
         }
     }
 
-    fn render(&self, route: &CompiledRoute, event: &Event) -> Result<Message> {
-        #[derive(Serialize)]
-        struct Context<'a> {
-            event: &'a Event,
-            id: &'a str,
-            kind: &'a str,
-            data: &'a serde_json::Value,
-            subject: Option<&'a Person>,
-            actor: Option<&'a Person>,
-            occurred_at: DateTime<Utc>,
-        }
-        let ctx = Context {
-            event,
-            id: &event.id,
-            kind: &event.kind,
-            data: &event.data,
-            subject: event.subject.as_ref(),
-            actor: event.actor.as_ref(),
-            occurred_at: event.occurred_at,
-        };
+    fn render(&self, route: &CompiledRoute, event: &Arc<Event>) -> Result<Message> {
+        let ctx = crate::template::EventContext::value(event.clone());
         let format = self
             .destinations
             .get(&route.destination)
             .map_or(crate::message::MessageFormat::Plain, |d| d.format);
-        let text = self.templates.render(&route.text_key, &ctx)?;
+        let text = self.templates.render_value(&route.text_key, ctx.clone())?;
         let title = match &route.title_key {
-            Some(k) => Some(self.templates.render(k, &ctx)?),
+            Some(k) => Some(self.templates.render_value(k, ctx)?),
             None => None,
         };
         Ok(Message {

@@ -607,6 +607,21 @@ impl Store for MemoryStore {
         Ok(Some(run))
     }
 
+    async fn renew_run(&self, run_id: i64, now: DateTime<Utc>, lease: Duration) -> Result<bool> {
+        let mut s = self.lock()?;
+        match s
+            .runs
+            .iter_mut()
+            .find(|(r, _)| r.id == run_id && r.outcome == RunOutcome::Running)
+        {
+            Some((_, until)) => {
+                *until = Some(expires(now, lease));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     async fn finish_run(&self, run: &RunRecord) -> Result<()> {
         let mut s = self.lock()?;
         match s.runs.iter_mut().find(|(r, _)| r.id == run.id) {

@@ -401,6 +401,10 @@ pub trait Store: AttributeStore + Send + Sync + 'static {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<Option<RunRecord>>;
+    /// Extends a running run's lease to `now + lease` (the run's heartbeat, so a
+    /// long run is not taken for dead). False if the run is no longer running
+    /// (it finished, or another instance took it over after its lease expired).
+    async fn renew_run(&self, run_id: i64, now: DateTime<Utc>, lease: Duration) -> Result<bool>;
     /// Records a finished run (outcome, counts) and releases its lease.
     async fn finish_run(&self, run: &RunRecord) -> Result<()>;
     /// The latest runs of an integration, newest first.

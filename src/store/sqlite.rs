@@ -1755,6 +1755,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn renew_run(&self, run_id: i64, now: DateTime<Utc>, lease: Duration) -> Result<bool> {
+        let until = plus(millis(now), lease);
+        self.write("renew_run", move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE runs SET lease_until = ?2 WHERE id = ?1 AND outcome = 'running'",
+                )?
+                .execute(params![run_id, until])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn finish_run(&self, run: &RunRecord) -> Result<()> {
         let json = to_json(run)?;
         let id = run.id;
