@@ -622,3 +622,59 @@ async fn run_drives_sources_and_workers_until_shutdown() {
     trigger.trigger();
     handle.await.unwrap().unwrap();
 }
+
+/// A scheduled job that counts its runs.
+struct CountingJob(Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait]
+impl switchboard::schedule::ScheduledJob for CountingJob {
+    fn name(&self) -> &str {
+        "nightly"
+    }
+    async fn run(&self, ctx: &mut switchboard::schedule::RunContext) -> switchboard::Result<()> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ctx.add_rows_read(1);
+        ctx.add_rows_imported(1);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_drives_scheduled_integrations() {
+    use switchboard::integration::{IntegrationConfig, RunOutcome, Schedule};
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let scheduler = switchboard::schedule::Scheduler::new(store.clone())
+        .job(Arc::new(CountingJob(runs.clone())));
+    scheduler
+        .put_integration(&IntegrationConfig {
+            name: "nightly".into(),
+            source: "test".into(),
+            schedule: Schedule::Interval(Duration::from_secs(600)),
+            enabled: true,
+            settings: serde_json::Value::Null,
+        })
+        .await
+        .unwrap();
+    let sb = Switchboard::builder()
+        .store_arc(store.clone())
+        .destination(Scripted::new("d"))
+        .scheduler(scheduler)
+        .build()
+        .unwrap();
+    let (trigger, shutdown) = switchboard::Shutdown::new();
+    let handle = {
+        let sb = sb.clone();
+        tokio::spawn(async move { sb.run(shutdown).await })
+    };
+    // Due at once (never run), then every 10 minutes.
+    tokio::time::sleep(Duration::from_secs(1_250)).await;
+    trigger.trigger();
+    handle.await.unwrap().unwrap();
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let history = store.runs("nightly", 10).await.unwrap();
+    assert_eq!(history.len(), 3);
+    assert!(history.iter().all(|r| r.outcome == RunOutcome::Success));
+    let table = sb.scheduler().unwrap().integrations().await.unwrap();
+    assert_eq!(table[0].name, "nightly");
+}
