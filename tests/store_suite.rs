@@ -1780,6 +1780,42 @@ async fn renewed_run_lease_keeps_the_run(b: Backend) {
     assert!(!s.renew_run(9_999, t(162), lease).await.unwrap());
 }
 
+async fn large_batches_count_and_merge_every_user(b: Backend) {
+    let s = b.open();
+    // 200 new users (more than one multi-row statement, plus a remainder).
+    let first: Vec<_> = (0..200)
+        .map(|i| {
+            record(
+                &format!("u{i}"),
+                &[("plan", "Basic"), ("n", &i.to_string())],
+            )
+        })
+        .collect();
+    let stats = s.upsert(&first).await.unwrap();
+    assert_eq!((stats.users_created, stats.users_updated), (200, 0));
+    // 150 of them again (merged), 70 new ones, one user twice.
+    let mut second: Vec<_> = (50..270)
+        .map(|i| record(&format!("u{i}"), &[("plan", "Premium")]))
+        .collect();
+    second.push(record("u60", &[("seats", "3")]));
+    let stats = s.upsert(&second).await.unwrap();
+    assert_eq!((stats.users_created, stats.users_updated), (70, 150));
+    assert_eq!(
+        s.get("u60").await.unwrap(),
+        Some(attrs(&[("n", "60"), ("plan", "Premium"), ("seats", "3")]))
+    );
+    assert_eq!(
+        s.get("u10").await.unwrap(),
+        Some(attrs(&[("n", "10"), ("plan", "Basic")]))
+    );
+    assert_eq!(
+        s.get("u269").await.unwrap(),
+        Some(attrs(&[("plan", "Premium")]))
+    );
+    let premium = s.query(&Filter::eq("plan", "Premium")).await.unwrap();
+    assert_eq!(premium.len(), 220);
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1837,6 +1873,7 @@ suite!(
     installations_round_trip_and_hide_tokens,
     remember_once_respects_expiry,
     attributes_upsert_merges_and_counts,
+    large_batches_count_and_merge_every_user,
     attributes_query_numeric_and_text,
     attributes_query_agrees_with_filter_matches,
     attribute_cap_names_the_overflow_and_writes_nothing,

@@ -1284,20 +1284,49 @@ fn upsert_rows(
     for name in &new_names {
         register.execute(params![name])?;
     }
-    let mut upsert = conn.prepare_cached(
-        "INSERT INTO attributes (user_id, attrs) VALUES (?1, ?2) \
-         ON CONFLICT (user_id) DO UPDATE SET attrs = json_patch(attrs, excluded.attrs), \
-         updates = updates + 1 RETURNING updates",
-    )?;
-    for (user_id, json) in users {
-        let updates: i64 = upsert.query_row(params![user_id, json], |r| r.get(0))?;
+    // Users are distinct within `users`, so many fit in one statement: a chunk of
+    // rows per INSERT amortises statement overhead over the batch.
+    let mut chunks = users.chunks_exact(UPSERT_CHUNK);
+    let mut tally = |updates: i64| {
         if updates == 0 {
             stats.users_created += 1;
         } else {
             stats.users_updated += 1;
         }
+    };
+    if chunks.len() > 0 {
+        let mut upsert = conn.prepare_cached(&upsert_sql(UPSERT_CHUNK))?;
+        for chunk in &mut chunks {
+            let values = chunk
+                .iter()
+                .flat_map(|(u, j)| [u as &dyn rusqlite::ToSql, j as &dyn rusqlite::ToSql]);
+            let mut rows = upsert.query(rusqlite::params_from_iter(values))?;
+            while let Some(row) = rows.next()? {
+                tally(row.get(0)?);
+            }
+        }
+    }
+    let mut upsert = conn.prepare_cached(&upsert_sql(1))?;
+    for (user_id, json) in chunks.remainder() {
+        tally(upsert.query_row(params![user_id, json], |r| r.get(0))?);
     }
     Ok(stats)
+}
+
+/// Rows per multi-row attribute upsert statement.
+const UPSERT_CHUNK: usize = 64;
+
+/// `INSERT … VALUES (?, ?), … ON CONFLICT … RETURNING updates` for `rows` users.
+fn upsert_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|i| format!("(?{}, ?{})", 2 * i + 1, 2 * i + 2))
+        .collect();
+    format!(
+        "INSERT INTO attributes (user_id, attrs) VALUES {} \
+         ON CONFLICT (user_id) DO UPDATE SET attrs = json_patch(attrs, excluded.attrs), \
+         updates = updates + 1 RETURNING updates",
+        values.join(", ")
+    )
 }
 
 /// A JSON path selecting the top-level key `name`, or `None` if the name cannot be
