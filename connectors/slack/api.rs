@@ -552,17 +552,19 @@ impl SlackClient {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<Conversation>, SlackApiError> {
-        let limit = limit.to_string();
-        let mut query = vec![
+        let filters = [
             ("types", "public_channel,private_channel"),
             ("exclude_archived", "true"),
-            ("limit", limit.as_str()),
         ];
-        if let Some(c) = cursor {
-            query.push(("cursor", c));
-        }
-        let v = self.get(token, "conversations.list", &query).await?;
-        page(v, "channels", "conversations.list")
+        self.list_page(
+            token,
+            "conversations.list",
+            "channels",
+            &filters,
+            cursor,
+            limit,
+        )
+        .await
     }
 
     /// `conversations.open` with one user: the id of the DM channel with them.
@@ -586,6 +588,27 @@ impl SlackClient {
             })
     }
 
+    /// One page of a cursor-paginated list method: `filters`, `limit` and the
+    /// `cursor` (if any) as query parameters; the items under `field`.
+    async fn list_page<T: DeserializeOwned>(
+        &self,
+        token: &SecretString,
+        method: &'static str,
+        field: &str,
+        filters: &[(&str, &str)],
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<T>, SlackApiError> {
+        let limit = limit.to_string();
+        let mut query = filters.to_vec();
+        query.push(("limit", limit.as_str()));
+        if let Some(c) = cursor {
+            query.push(("cursor", c));
+        }
+        let v = self.get(token, method, &query).await?;
+        page(v, field, method)
+    }
+
     /// One page of `users.list`.
     pub async fn users_list(
         &self,
@@ -593,13 +616,8 @@ impl SlackClient {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<SlackUser>, SlackApiError> {
-        let limit = limit.to_string();
-        let mut query = vec![("limit", limit.as_str())];
-        if let Some(c) = cursor {
-            query.push(("cursor", c));
-        }
-        let v = self.get(token, "users.list", &query).await?;
-        page(v, "members", "users.list")
+        self.list_page(token, "users.list", "members", &[], cursor, limit)
+            .await
     }
 
     /// `users.lookupByEmail`.

@@ -381,27 +381,29 @@ impl Parser<'_> {
 
     /// or_expr := and_expr ("or" and_expr)*
     fn or_expr(&mut self) -> Result<Filter> {
-        let mut items = vec![self.and_expr()?];
-        while self.eat_keyword(Keyword::Or) {
-            items.push(self.and_expr()?);
-        }
-        Ok(if items.len() == 1 {
-            items.swap_remove(0)
-        } else {
-            Filter::Or(items)
-        })
+        self.joined(Keyword::Or, Self::and_expr, Filter::Or)
     }
 
     /// and_expr := unary ("and" unary)*
     fn and_expr(&mut self) -> Result<Filter> {
-        let mut items = vec![self.unary()?];
-        while self.eat_keyword(Keyword::And) {
-            items.push(self.unary()?);
+        self.joined(Keyword::And, Self::unary, Filter::And)
+    }
+
+    /// `operand (keyword operand)*`, combined when there is more than one.
+    fn joined(
+        &mut self,
+        keyword: Keyword,
+        operand: fn(&mut Self) -> Result<Filter>,
+        combine: fn(Vec<Filter>) -> Filter,
+    ) -> Result<Filter> {
+        let mut items = vec![operand(self)?];
+        while self.eat_keyword(keyword) {
+            items.push(operand(self)?);
         }
         Ok(if items.len() == 1 {
             items.swap_remove(0)
         } else {
-            Filter::And(items)
+            combine(items)
         })
     }
 
