@@ -91,6 +91,13 @@ impl Default for Capabilities {
 pub struct Delivery {
     /// The store's id (stable across retries; use it as an idempotency key downstream).
     pub id: DeliveryId,
+    /// The tenant the event belongs to.
+    pub tenant: crate::tenant::TenantId,
+    /// The tenant's connection to this destination's platform (credentials and
+    /// platform ids), for destinations whose [`Destination::platform`] is set.
+    /// `None` for connection-less destinations, and for the default tenant of a
+    /// destination built with fixed credentials.
+    pub connection: Option<Arc<crate::tenant::Connection>>,
     /// The event being delivered.
     pub event: Arc<Event>,
     /// The route that produced this delivery.
@@ -220,6 +227,20 @@ pub trait Destination: Send + Sync {
     fn name(&self) -> &str;
     /// What it supports and its rate limits.
     fn capabilities(&self) -> Capabilities;
+    /// The platform whose connections this destination uses (`"slack"`), or `None`
+    /// (the default) if it needs none. With a platform, the engine looks up the
+    /// delivery's tenant connection before each attempt and parks the tenant's
+    /// deliveries while it has none or it is disconnected.
+    fn platform(&self) -> Option<&str> {
+        None
+    }
+    /// True if the destination carries its own credentials for the default
+    /// tenant (a destination built with one fixed token): the default tenant's
+    /// deliveries then go out with `connection: None` when it has no stored
+    /// connection, instead of being parked as not connected.
+    fn has_fixed_credentials(&self) -> bool {
+        false
+    }
     /// Delivers one message.
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError>;
 }

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{normalize_email, normalize_phone};
+use crate::tenant::TenantId;
 
 /// Something that happened in the host application, e.g. `wallet.funded`.
 ///
@@ -28,6 +29,10 @@ pub struct Event {
     pub data: serde_json::Value,
     /// Which system produced it (`host`, `slack`, `email`, …).
     pub source: String,
+    /// The tenant (customer organisation) it belongs to; the default tenant
+    /// when none was given.
+    #[serde(default, skip_serializing_if = "TenantId::is_default")]
+    pub tenant: TenantId,
 }
 
 impl Event {
@@ -42,7 +47,9 @@ impl Event {
                 actor: None,
                 data: serde_json::Value::Null,
                 source: "host".to_owned(),
+                tenant: TenantId::default_tenant(),
             },
+            tenant_error: None,
         }
     }
 }
@@ -52,6 +59,7 @@ impl Event {
 #[must_use]
 pub struct EventBuilder {
     event: Event,
+    tenant_error: Option<String>,
 }
 
 impl EventBuilder {
@@ -80,8 +88,20 @@ impl EventBuilder {
         self.event.source = source.into();
         self
     }
+    /// Sets the tenant (default: [`TenantId::DEFAULT`]). An invalid id makes
+    /// [`EventBuilder::build`] fail.
+    pub fn tenant(mut self, tenant: impl AsRef<str>) -> Self {
+        match TenantId::new(tenant) {
+            Ok(t) => self.event.tenant = t,
+            Err(e) => self.tenant_error = Some(e.to_string()),
+        }
+        self
+    }
     /// Validates and returns the event.
     pub fn build(self) -> crate::Result<Event> {
+        if let Some(e) = self.tenant_error {
+            return Err(crate::Error::invalid_input(e));
+        }
         if self.event.id.trim().is_empty() {
             return Err(crate::Error::invalid_input("event id must not be empty"));
         }

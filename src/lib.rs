@@ -17,6 +17,7 @@ pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod template;
+pub mod tenant;
 
 #[cfg(feature = "slack")]
 #[path = "../connectors/slack/mod.rs"]
@@ -38,3 +39,4 @@ pub use source::{Emitter, EventSource, Shutdown, ShutdownTrigger};
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{MemoryStore, Store};
+pub use tenant::{Connection, ConnectionKey, ConnectionState, TenantId};

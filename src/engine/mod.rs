@@ -809,6 +809,8 @@ impl Inner {
         }
         let delivery = Delivery {
             id: c.id,
+            tenant: c.event.tenant.clone(),
+            connection: None,
             event: c.event.clone(),
             route: c.route.clone(),
             target: c.target.clone(),
