@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Io,
     /// The operation was cancelled by shutdown.
     Shutdown,
+    /// A secret could not be sealed or opened: no encryption key configured, a
+    /// wrong key, or a corrupted stored value.
+    Secret,
 }
 
 impl ErrorKind {
@@ -51,6 +54,7 @@ impl ErrorKind {
             ErrorKind::Network => "network",
             ErrorKind::Io => "io",
             ErrorKind::Shutdown => "shutdown",
+            ErrorKind::Secret => "secret",
         }
     }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::tenant::TenantId;
+
 /// When an integration runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
@@ -30,7 +32,10 @@ mod duration_secs {
 /// An integration's configuration as the admin set it up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntegrationConfig {
-    /// Unique name.
+    /// The tenant it belongs to.
+    #[serde(default)]
+    pub tenant: TenantId,
+    /// Name, unique within the tenant.
     pub name: String,
     /// Human description of the source (e.g. `s3://bucket/exports/*.csv`).
     pub source: String,
@@ -55,6 +60,8 @@ pub enum RunOutcome {
     Partial,
     /// Nothing imported.
     Failed,
+    /// Cancelled (shutdown) before it finished.
+    Abandoned,
 }
 
 impl RunOutcome {
@@ -65,6 +72,7 @@ impl RunOutcome {
             RunOutcome::Success => "success",
             RunOutcome::Partial => "partial",
             RunOutcome::Failed => "failed",
+            RunOutcome::Abandoned => "abandoned",
         }
     }
     /// Parses [`RunOutcome::as_str`].
@@ -74,6 +82,7 @@ impl RunOutcome {
             "success" => Some(RunOutcome::Success),
             "partial" => Some(RunOutcome::Partial),
             "failed" => Some(RunOutcome::Failed),
+            "abandoned" => Some(RunOutcome::Abandoned),
             _ => None,
         }
     }
@@ -84,6 +93,9 @@ impl RunOutcome {
 pub struct RunRecord {
     /// The store's id.
     pub id: i64,
+    /// The integration's tenant.
+    #[serde(default)]
+    pub tenant: TenantId,
     /// The integration's name.
     pub integration: String,
     /// When it started.

@@ -14,6 +14,7 @@ pub mod inbound;
 pub mod integration;
 pub mod message;
 pub mod schedule;
+pub mod secret;
 pub mod source;
 pub mod store;
 pub mod template;

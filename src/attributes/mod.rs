@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::tenant::TenantId;
 
 mod csv;
 mod filter;
@@ -41,20 +42,21 @@ pub struct UpsertStats {
     pub new_attribute_names: usize,
 }
 
-/// The default cap on distinct attribute names across all integrations.
+/// The default cap on distinct attribute names per tenant, across all its integrations.
 pub const DEFAULT_ATTRIBUTE_CAP: usize = 100;
 
-/// Stores user attributes and answers segmentation queries.
+/// Stores user attributes per tenant and answers segmentation queries within a tenant.
 #[async_trait]
 pub trait AttributeStore: Send + Sync {
-    /// Merges the records in (later records for the same user win). Fails before
-    /// writing anything if the batch would push the number of distinct attribute
-    /// names over the cap; the error names the attributes over the cap.
-    async fn upsert(&self, batch: &[AttributeRecord]) -> Result<UpsertStats>;
-    /// One user's attributes.
-    async fn get(&self, user_id: &str) -> Result<Option<Attributes>>;
-    /// The user ids whose attributes match `filter`, sorted.
-    async fn query(&self, filter: &Filter) -> Result<Vec<String>>;
+    /// Merges the records into `tenant`'s users (later records for the same user
+    /// win). Fails before writing anything if the batch would push the tenant's
+    /// number of distinct attribute names over its cap; the error names the
+    /// attributes over the cap. Other tenants' caps are independent.
+    async fn upsert(&self, tenant: &TenantId, batch: &[AttributeRecord]) -> Result<UpsertStats>;
+    /// One user's attributes within `tenant`.
+    async fn get(&self, tenant: &TenantId, user_id: &str) -> Result<Option<Attributes>>;
+    /// The user ids of `tenant` whose attributes match `filter`, sorted.
+    async fn query(&self, tenant: &TenantId, filter: &Filter) -> Result<Vec<String>>;
 }
 
 /// Checks a batch against the cap given the names already registered; returns the

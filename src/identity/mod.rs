@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::event::Person;
+use crate::tenant::{Connection, TenantId};
 
 mod cache;
 mod normalize;
@@ -65,7 +66,12 @@ impl LinkOrigin {
 /// (host user, platform) → platform user id, with provenance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityLink {
-    /// Platform name (usually the destination's name, e.g. `slack`).
+    /// The tenant whose host user this is.
+    #[serde(default)]
+    pub tenant: TenantId,
+    /// The platform connection the platform id belongs to, as text: the
+    /// connection key (`slack:T0123`), or the platform name for a destination
+    /// without connections.
     pub platform: String,
     /// The host's user id.
     pub user_id: String,
@@ -125,12 +131,46 @@ pub struct SkippedCounts {
     pub guests: usize,
 }
 
-/// Maps host people to platform users.
+/// Whose directory a resolver looks in: the tenant, and its connection to the
+/// platform (credentials and ids) when the destination uses connections.
+#[derive(Debug, Clone)]
+pub struct ResolveContext {
+    /// The tenant the person belongs to.
+    pub tenant: TenantId,
+    /// The tenant's connection to the platform, if the destination uses
+    /// connections (`None` for the default tenant of a destination with fixed
+    /// credentials).
+    pub connection: Option<std::sync::Arc<Connection>>,
+}
+
+impl ResolveContext {
+    /// A context for `tenant` with no connection.
+    pub fn tenant(tenant: TenantId) -> Self {
+        ResolveContext {
+            tenant,
+            connection: None,
+        }
+    }
+    /// The default tenant with no connection (single-tenant hosts).
+    pub fn default_tenant() -> Self {
+        Self::tenant(TenantId::default_tenant())
+    }
+    /// The text links are stored under: the connection key (`slack:T0123`) when
+    /// there is a connection, else `platform`.
+    pub fn link_platform(&self, platform: &str) -> String {
+        match &self.connection {
+            Some(c) => c.key.to_string(),
+            None => platform.to_owned(),
+        }
+    }
+}
+
+/// Maps host people to platform users, within one tenant's connection.
 #[async_trait]
 pub trait IdentityResolver: Send + Sync {
     /// Who is this person on that platform?
-    async fn resolve(&self, person: &Person) -> Result<Resolution>;
+    async fn resolve(&self, cx: &ResolveContext, person: &Person) -> Result<Resolution>;
     /// Bulk sync: one pass over the platform directory (paginated list calls),
     /// returning who matched, who did not and who is ambiguous.
-    async fn sync(&self, people: &[Person]) -> Result<SyncReport>;
+    async fn sync(&self, cx: &ResolveContext, people: &[Person]) -> Result<SyncReport>;
 }
