@@ -9,6 +9,7 @@ use csv::ByteRecord;
 use serde::{Deserialize, Serialize};
 
 use super::{AttributeRecord, AttributeStore};
+use crate::tenant::TenantId;
 use crate::{Error, ErrorKind, Result};
 
 /// The default cap on one record's size (1 MiB); see [`CsvMapping::max_record_bytes`].
@@ -995,18 +996,20 @@ where
     Fill::End
 }
 
-/// Streams rows (usually from [`read_csv`]) into an [`AttributeStore`] in batches.
+/// Streams rows (usually from [`read_csv`]) into `tenant`'s users in an
+/// [`AttributeStore`], in batches.
 ///
 /// Reading is pipelined with writing: the next batch is read while the store
 /// writes the previous one, so at most two batches are in memory.
 ///
 /// Every record of a CSV import carries every mapped attribute, so the first batch
-/// registers all names: an import that would exceed the attribute cap fails on it,
+/// registers all names: an import that would exceed the tenant's attribute cap fails on it,
 /// before anything is written. A fatal row error (I/O failure, oversized record)
 /// fails the import; the full batches before it are already written.
 pub async fn import_rows<I>(
     rows: I,
     store: &(impl AttributeStore + ?Sized),
+    tenant: &TenantId,
     collector: ImportCollector,
 ) -> Result<ImportSummary>
 where
@@ -1021,7 +1024,7 @@ where
             // The store's future is polled first, so its work is under way
             // (on its own threads) while this task reads the next batch.
             Some(batch) => {
-                let (result, step) = tokio::join!(store.upsert(&batch), async {
+                let (result, step) = tokio::join!(store.upsert(tenant, &batch), async {
                     fill(&mut rows, &mut collector)
                 });
                 result?;
@@ -1047,7 +1050,7 @@ where
     }
     let (batch, summary) = collector.finish();
     if !batch.is_empty() {
-        store.upsert(&batch).await?;
+        store.upsert(tenant, &batch).await?;
     }
     Ok(summary)
 }

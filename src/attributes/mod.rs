@@ -38,7 +38,7 @@ pub struct UpsertStats {
     pub users_created: usize,
     /// Users that existed and were updated.
     pub users_updated: usize,
-    /// Attribute names registered by this upsert (new across all integrations).
+    /// Attribute names registered by this upsert (new to the tenant, across all its integrations).
     pub new_attribute_names: usize,
 }
 
