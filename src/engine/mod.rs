@@ -1,50 +1,70 @@
-//! The `Switchboard` engine: routes, durable publish, workers with leases, retries, pacing, parking and dead letters.
+//! The `Switchboard` engine: routes with per-tenant rules, durable publish, workers with leases, retries, pacing, per-connection parking and dead letters.
+//!
+//! The worker loop lives in `worker.rs`; tenants' connections and parking in
+//! `connections.rs`; status in `status.rs`.
 
+mod connections;
 mod pace;
 mod retry;
 mod route;
+mod status;
+mod worker;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::Notify;
 
 pub use retry::{RetryDecision, RetryPolicy};
 pub use route::{Route, RouteInfo};
+pub use status::DestinationStatus;
 
+use self::connections::ConnectionCache;
 use self::pace::Pacer;
 use self::route::{CompiledRoute, Pattern};
-use crate::clock::{EngineClock, later};
-use crate::destination::{Capabilities, Delivery, DeliveryError, DeliveryId, Destination};
+use crate::clock::EngineClock;
+use crate::destination::{Capabilities, DeliveryId, Destination};
 use crate::event::{Event, Person};
-use crate::identity::{IdentityResolver, Resolution};
-use crate::message::{Message, Target};
+use crate::identity::{IdentityResolver, ResolveContext};
 use crate::source::{Emitter, EventSource, Shutdown};
-use crate::store::{
-    ClaimedDelivery, Completion, DeadLetter, EnqueueOutcome, NewDelivery, Outcome, Store,
-};
+use crate::store::{DeadLetter, EnqueueOutcome, NewDelivery, RouteRule, Store};
 use crate::template::Templates;
+use crate::tenant::TenantId;
 use crate::{Error, ErrorKind, Result};
 
 /// Worker tuning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WorkerConfig {
-    /// Deliveries claimed per batch.
+    /// Most deliveries claimed in one store call.
     pub batch_size: usize,
-    /// How long a claim is held before another worker may take it over.
+    /// How long a claim is held before another worker may take it over; renewed
+    /// while the delivery is being worked.
     pub lease: Duration,
-    /// Target keys processed concurrently within a batch.
+    /// Deliveries worked at once (each a different target key).
     pub concurrency: usize,
     /// A paced delivery waits in the worker up to this long; longer waits are
     /// written back to the store as a deferral.
     pub max_pacing_wait: Duration,
     /// How often an idle `run` polls the store (for work written by other instances).
     pub poll_interval: Duration,
+    /// The longest one `deliver()` or `resolve()` call may take before it counts
+    /// as a failed (temporary) attempt; per destination with
+    /// [`SwitchboardBuilder::destination_timeout`].
+    pub call_timeout: Duration,
+    /// On shutdown, how long `run` waits for deliveries in flight before giving
+    /// the rest back to the store unattempted.
+    pub shutdown_grace: Duration,
+    /// Extra spacing over every platform limit (0.1 = each interval 10 % longer),
+    /// so jitter between switchboard and the platform cannot cause a 429.
+    pub pacing_margin: f64,
+    /// Delivered deliveries (and their log) are pruned this long after they
+    /// were delivered; `None` keeps them forever. Dead letters are kept until
+    /// replayed.
+    pub retention: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -55,6 +75,10 @@ impl Default for WorkerConfig {
             concurrency: 32,
             max_pacing_wait: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+            pacing_margin: 0.1,
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
         }
     }
 }
@@ -79,22 +103,14 @@ pub struct RunSummary {
     pub retried: u64,
     /// Dead-lettered.
     pub dead: u64,
-    /// Parked (destination disconnected).
+    /// Parked (connection disconnected or missing).
     pub parked: u64,
-    /// Paced: written back to wait for a rate-limit slot.
+    /// Paced: written back to wait for a rate-limit slot, or snoozed after a
+    /// platform's `Retry-After`.
     pub deferred: u64,
 }
 
 impl RunSummary {
-    fn add(&mut self, o: &Outcome) {
-        match o {
-            Outcome::Sent(_) => self.delivered += 1,
-            Outcome::Retry { .. } => self.retried += 1,
-            Outcome::Dead { .. } => self.dead += 1,
-            Outcome::Parked { .. } => self.parked += 1,
-            Outcome::Defer { .. } => self.deferred += 1,
-        }
-    }
     fn merge(&mut self, o: RunSummary) {
         self.delivered += o.delivered;
         self.retried += o.retried;
@@ -104,50 +120,37 @@ impl RunSummary {
     }
 }
 
-/// The health of one destination, for an admin page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DestinationStatus {
-    /// The destination's name.
-    pub name: String,
-    /// False after the platform said the credentials are revoked, until `reconnect`.
-    pub connected: bool,
-    /// Why it was disconnected.
-    pub disconnected_reason: Option<String>,
-    /// Deliveries waiting (queued or in flight).
-    pub queue_depth: u64,
-    /// Deliveries parked while disconnected.
-    pub parked: u64,
-    /// Dead letters.
-    pub dead_letters: u64,
-    /// Delivered so far.
-    pub sent: u64,
-    /// Last successful delivery.
-    pub last_success_at: Option<DateTime<Utc>>,
-    /// Last error.
-    pub last_error: Option<String>,
-    /// When it happened.
-    pub last_error_at: Option<DateTime<Utc>>,
+pub(crate) struct DestinationEntry {
+    pub(crate) destination: Arc<dyn Destination>,
+    pub(crate) format: crate::message::MessageFormat,
+    pub(crate) pacer: Pacer,
+    /// The platform whose connections it uses.
+    pub(crate) platform: Option<String>,
+    pub(crate) fixed_credentials: bool,
+    pub(crate) timeout: Duration,
+    /// The parking scope of its deliveries.
+    pub(crate) scope: String,
 }
 
-struct DestinationEntry {
-    destination: Arc<dyn Destination>,
-    format: crate::message::MessageFormat,
-    pacer: Pacer,
-}
+/// How long a tenant's rules are cached before they are read again (changes
+/// made through this handle apply at once).
+const RULES_TTL: Duration = Duration::from_secs(1);
 
 pub(crate) struct Inner {
-    store: Arc<dyn Store>,
-    destinations: HashMap<String, DestinationEntry>,
-    resolvers: HashMap<String, Arc<dyn IdentityResolver>>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) destinations: HashMap<String, DestinationEntry>,
+    pub(crate) resolvers: HashMap<String, Arc<dyn IdentityResolver>>,
     sources: Vec<Arc<dyn EventSource>>,
     scheduler: Option<Arc<crate::schedule::Scheduler>>,
-    routes: Vec<CompiledRoute>,
-    templates: Templates,
-    retry: RetryPolicy,
-    worker: WorkerConfig,
-    clock: EngineClock,
-    disconnected: RwLock<HashSet<String>>,
-    wake: Notify,
+    pub(crate) routes: Vec<CompiledRoute>,
+    pub(crate) templates: Templates,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) worker: WorkerConfig,
+    pub(crate) clock: EngineClock,
+    pub(crate) wake: Notify,
+    pub(crate) connections: ConnectionCache,
+    rules: Mutex<HashMap<TenantId, (tokio::time::Instant, Arc<HashMap<String, RouteRule>>)>>,
+    pub(crate) store_error: Mutex<Option<(DateTime<Utc>, String)>>,
 }
 
 /// The handle a host keeps: publish events, run workers, inspect and repair.
@@ -155,7 +158,7 @@ pub(crate) struct Inner {
 /// Built with [`Switchboard::builder`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Switchboard {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -175,6 +178,7 @@ impl std::fmt::Debug for Switchboard {
 pub struct SwitchboardBuilder {
     store: Option<Arc<dyn Store>>,
     destinations: Vec<Arc<dyn Destination>>,
+    timeouts: HashMap<String, Duration>,
     resolvers: Vec<(String, Arc<dyn IdentityResolver>)>,
     sources: Vec<Arc<dyn EventSource>>,
     scheduler: Option<Arc<crate::schedule::Scheduler>>,
@@ -195,6 +199,7 @@ impl Switchboard {
         SwitchboardBuilder {
             store: None,
             destinations: Vec::new(),
+            timeouts: HashMap::new(),
             resolvers: Vec::new(),
             sources: Vec::new(),
             scheduler: None,
@@ -224,6 +229,16 @@ impl SwitchboardBuilder {
     /// Adds a shared destination.
     pub fn destination_arc(mut self, destination: Arc<dyn Destination>) -> Self {
         self.destinations.push(destination);
+        self
+    }
+    /// The longest one `deliver()` / `resolve()` call of `destination` may take
+    /// (default [`WorkerConfig::call_timeout`]).
+    pub fn destination_timeout(
+        mut self,
+        destination: impl Into<String>,
+        timeout: Duration,
+    ) -> Self {
+        self.timeouts.insert(destination.into(), timeout);
         self
     }
     /// The identity resolver for DM targets of destination `destination`.
@@ -272,11 +287,17 @@ impl SwitchboardBuilder {
     }
 
     /// Validates the wiring (every route's destination exists, templates compile,
-    /// names are unique) and returns the handle.
+    /// names are unique, timeouts fit in the lease) and returns the handle.
     pub fn build(self) -> Result<Switchboard> {
         let store = self
             .store
             .ok_or_else(|| Error::config("a store is required"))?;
+        let mut worker = self.worker;
+        worker.batch_size = worker.batch_size.max(1);
+        worker.concurrency = worker.concurrency.max(1);
+        if worker.lease < Duration::from_secs(1) {
+            return Err(Error::config("the worker lease must be at least 1 second"));
+        }
         let clock = EngineClock::new();
         let mut destinations = HashMap::new();
         let mut formats = HashMap::new();
@@ -284,20 +305,41 @@ impl SwitchboardBuilder {
             let name = d.name().to_owned();
             let caps: Capabilities = d.capabilities();
             formats.insert(name.clone(), caps.format);
-            let pacer = Pacer::new(clock, &caps.global_limits, &caps.target_limits);
-            if destinations
-                .insert(
-                    name.clone(),
-                    DestinationEntry {
-                        destination: d,
-                        format: caps.format,
-                        pacer,
-                    },
-                )
-                .is_some()
-            {
+            let pacer = Pacer::new(
+                clock,
+                &caps.global_limits,
+                &caps.target_limits,
+                worker.pacing_margin,
+            );
+            let platform = d.platform().map(str::to_owned);
+            let scope = match &platform {
+                Some(p) => p.clone(),
+                None => format!("destination:{name}"),
+            };
+            let timeout = self
+                .timeouts
+                .get(&name)
+                .copied()
+                .unwrap_or(worker.call_timeout);
+            let entry = DestinationEntry {
+                fixed_credentials: d.has_fixed_credentials(),
+                destination: d,
+                format: caps.format,
+                pacer,
+                platform,
+                timeout,
+                scope,
+            };
+            if destinations.insert(name.clone(), entry).is_some() {
                 return Err(Error::config(format!(
                     "two destinations are named {name:?}"
+                )));
+            }
+        }
+        for name in self.timeouts.keys() {
+            if !destinations.contains_key(name) {
+                return Err(Error::config(format!(
+                    "timeout set for unknown destination {name:?}"
                 )));
             }
         }
@@ -342,9 +384,6 @@ impl SwitchboardBuilder {
                 enabled: Arc::new(std::sync::atomic::AtomicBool::new(r.enabled)),
             });
         }
-        let mut worker = self.worker;
-        worker.batch_size = worker.batch_size.max(1);
-        worker.concurrency = worker.concurrency.max(1);
         Ok(Switchboard {
             inner: Arc::new(Inner {
                 store,
@@ -357,17 +396,20 @@ impl SwitchboardBuilder {
                 retry: self.retry,
                 worker,
                 clock,
-                disconnected: RwLock::new(HashSet::new()),
                 wake: Notify::new(),
+                connections: ConnectionCache::default(),
+                rules: Mutex::new(HashMap::new()),
+                store_error: Mutex::new(None),
             }),
         })
     }
 }
 
 impl Switchboard {
-    /// Publishes an event: the event and its fan-out (one delivery per enabled
-    /// matching route) are written to the store in one transaction before this
-    /// returns. Publishing an id that was published before creates nothing.
+    /// Publishes an event: the event and its fan-out (one delivery per matching
+    /// route that is on for the event's tenant, to the tenant's target) are
+    /// written to the store in one transaction before this returns. Publishing
+    /// an id that was published before creates nothing.
     pub async fn publish(&self, event: Event) -> Result<PublishOutcome> {
         self.inner.publish(event).await
     }
@@ -388,14 +430,7 @@ impl Switchboard {
     /// and returns what happened. Deliveries scheduled later (backoff, long pacing)
     /// are left for a later call.
     pub async fn run_until_idle(&self) -> Result<RunSummary> {
-        self.inner.refresh_disconnected().await?;
-        let mut summary = RunSummary::default();
-        loop {
-            let n = self.inner.process_batch(&mut summary).await?;
-            if n == 0 {
-                return Ok(summary);
-            }
-        }
+        self.inner.pump(None).await
     }
 
     /// Processes deliveries, sleeping until the next one is due, until nothing is
@@ -409,12 +444,16 @@ impl Switchboard {
             let Some(next) = self.inner.store.next_due().await? else {
                 return Ok(summary);
             };
-            let wait = self.inner.clock.until(next);
+            let wait = self
+                .inner
+                .clock
+                .until(next)
+                .min(self.inner.worker.poll_interval);
             let now = tokio::time::Instant::now();
-            if now + wait > deadline {
+            if now >= deadline {
                 return Ok(summary);
             }
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(wait.min(deadline - now)).await;
         }
     }
 
@@ -423,8 +462,12 @@ impl Switchboard {
         self.inner.scheduler.as_deref()
     }
 
-    /// Runs sources, schedules and workers until `shutdown` fires. Work written by other
-    /// instances sharing the store is picked up within `poll_interval`.
+    /// Runs sources, schedules and workers until `shutdown` fires, then returns
+    /// within about [`WorkerConfig::shutdown_grace`]: deliveries still in flight
+    /// are given back to the store unattempted, scheduled runs get the signal.
+    /// Work written by other instances sharing the store is picked up within
+    /// `poll_interval`. Store errors are retried with backoff and shown by
+    /// [`Switchboard::last_store_error`]; they never end `run`.
     pub async fn run(&self, shutdown: Shutdown) -> Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         for source in &self.inner.sources {
@@ -446,35 +489,38 @@ impl Switchboard {
                 }
             });
         }
-        let mut sd = shutdown.clone();
-        let result = loop {
-            if shutdown.is_requested() {
-                break Ok(());
-            }
-            match self.run_until_idle().await {
-                Ok(_) => {}
-                Err(e) if e.is_temporary() => {
-                    tracing::warn!(error = %e, "worker cycle failed; retrying");
-                }
-                Err(e) => break Err(e),
-            }
-            let mut wait = self.inner.worker.poll_interval;
-            if let Ok(Some(next)) = self.inner.store.next_due().await {
-                wait = wait.min(self.inner.clock.until(next));
-            }
-            tokio::select! {
-                _ = sd.wait() => break Ok(()),
-                _ = self.inner.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        };
+        let result = self.inner.pump(Some(shutdown)).await.map(|_| ());
+        // Sources and the scheduler got the same signal; give them the grace
+        // period to finish (the scheduler records cancelled runs), then stop.
+        let grace = self.inner.worker.shutdown_grace + Duration::from_secs(1);
+        let _ =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.shutdown().await;
         result
     }
 
-    /// Dead letters, oldest first (at most `limit`).
+    /// The last store error the workers met (they retry with backoff), with its
+    /// time; cleared by the next successful store call of the worker loop.
+    pub fn last_store_error(&self) -> Option<(DateTime<Utc>, String)> {
+        self.inner
+            .store_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or(None)
+    }
+
+    /// Dead letters of every tenant, oldest first (at most `limit`).
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.inner.store.dead_letters(limit).await
+        self.inner.store.dead_letters(None, limit).await
+    }
+
+    /// One tenant's dead letters, oldest first (at most `limit`).
+    pub async fn tenant_dead_letters(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        self.inner.store.dead_letters(Some(tenant), limit).await
     }
 
     /// Re-queues a dead letter; it is due at once with its attempts reset.
@@ -484,75 +530,7 @@ impl Switchboard {
         Ok(())
     }
 
-    /// Marks `destination` connected again (e.g. after a reinstall) and re-queues
-    /// its parked deliveries in their original order. Returns how many resumed.
-    pub async fn reconnect(&self, destination: &str) -> Result<u64> {
-        self.inner.known_destination(destination)?;
-        let n = self
-            .inner
-            .store
-            .set_connected(destination, true, None, self.inner.clock.now())
-            .await?;
-        if let Ok(mut set) = self.inner.disconnected.write() {
-            set.remove(destination);
-        }
-        self.inner.wake.notify_one();
-        Ok(n)
-    }
-
-    /// Marks `destination` disconnected (e.g. the host learnt the app was
-    /// uninstalled) and parks its queued deliveries.
-    pub async fn disconnect(&self, destination: &str, reason: &str) -> Result<u64> {
-        self.inner.known_destination(destination)?;
-        self.inner.disconnect(destination, reason).await
-    }
-
-    /// The health of every destination.
-    pub async fn status(&self) -> Result<Vec<DestinationStatus>> {
-        let stats = self.inner.store.destination_stats().await?;
-        let mut by_name: BTreeMap<String, DestinationStatus> = self
-            .inner
-            .destinations
-            .keys()
-            .map(|n| {
-                (
-                    n.clone(),
-                    DestinationStatus {
-                        name: n.clone(),
-                        connected: true,
-                        disconnected_reason: None,
-                        queue_depth: 0,
-                        parked: 0,
-                        dead_letters: 0,
-                        sent: 0,
-                        last_success_at: None,
-                        last_error: None,
-                        last_error_at: None,
-                    },
-                )
-            })
-            .collect();
-        for s in stats {
-            by_name.insert(
-                s.destination.clone(),
-                DestinationStatus {
-                    name: s.destination,
-                    connected: s.connected,
-                    disconnected_reason: s.disconnected_reason,
-                    queue_depth: s.queued,
-                    parked: s.parked,
-                    dead_letters: s.dead,
-                    sent: s.sent,
-                    last_success_at: s.last_success_at,
-                    last_error: s.last_error,
-                    last_error_at: s.last_error_at,
-                },
-            );
-        }
-        Ok(by_name.into_values().collect())
-    }
-
-    /// Every route and whether it is switched on.
+    /// Every route and whether it is switched on (globally).
     pub fn routes(&self) -> Vec<RouteInfo> {
         self.inner
             .routes
@@ -567,22 +545,37 @@ impl Switchboard {
             .collect()
     }
 
-    /// Switches a route on or off (the admin's "which events to sync"). Takes
-    /// effect for events published afterwards.
+    /// Switches a route on or off for every tenant, in this process (tenants'
+    /// own choices are [`Switchboard::set_rule`]). Takes effect for events
+    /// published afterwards.
     pub fn set_route_enabled(&self, name: &str, enabled: bool) -> Result<()> {
-        let route = self
-            .inner
-            .routes
-            .iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no route named {name:?}")))?;
+        let route = self.inner.route(name)?;
         route.enabled.store(enabled, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Runs a bulk identity sync for `destination` with its registered resolver.
+    /// Stores a tenant's rule for a route (on/off, target override); every
+    /// instance sharing the store applies it within a second, this one at once.
+    /// A rule with neither field set restores the route's defaults.
+    pub async fn set_rule(&self, rule: RouteRule) -> Result<()> {
+        self.inner.route(&rule.route)?;
+        self.inner.store.put_rule(&rule).await?;
+        if let Ok(mut cache) = self.inner.rules.lock() {
+            cache.remove(&rule.tenant);
+        }
+        Ok(())
+    }
+
+    /// A tenant's rules.
+    pub async fn rules(&self, tenant: &TenantId) -> Result<Vec<RouteRule>> {
+        self.inner.store.rules(tenant).await
+    }
+
+    /// Runs a bulk identity sync of one tenant for `destination` with its
+    /// registered resolver and the tenant's connection.
     pub async fn sync_identities(
         &self,
+        tenant: &TenantId,
         destination: &str,
         people: &[Person],
     ) -> Result<crate::identity::SyncReport> {
@@ -591,36 +584,131 @@ impl Switchboard {
                 "no identity resolver for destination {destination:?}"
             ))
         })?;
-        resolver.sync(people).await
+        let entry = self.inner.entry(destination)?;
+        let connection = match &entry.platform {
+            Some(p) => {
+                let c = self.inner.store.default_connection(tenant, p).await?;
+                match c {
+                    Some(c) => Some(Arc::new(c)),
+                    None if entry.fixed_credentials && tenant.is_default() => None,
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::NotFound,
+                            format!("tenant {tenant} has no {p} connection"),
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
+        let cx = ResolveContext {
+            tenant: tenant.clone(),
+            connection,
+        };
+        resolver.sync(&cx, people).await
     }
 
     /// The engine's current time (follows tokio's clock; pausable in tests).
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
     }
-}
 
-/// A claimed delivery after routing lookups, ready to attempt.
-struct Work {
-    claimed: ClaimedDelivery,
-    key: String,
+    /// Pacing keys currently tracked by `destination`'s limiters (idle keys are
+    /// evicted periodically by `run`, or by [`Switchboard::evict_idle_pacing`]).
+    pub fn pacing_keys(&self, destination: &str) -> Result<usize> {
+        Ok(self.inner.entry(destination)?.pacer.tracked_keys())
+    }
+
+    /// Forgets pacing state of keys that are idle (back at full capacity).
+    pub fn evict_idle_pacing(&self) {
+        for d in self.inner.destinations.values() {
+            d.pacer.evict_idle();
+        }
+    }
 }
 
 impl Inner {
+    pub(crate) fn route(&self, name: &str) -> Result<&CompiledRoute> {
+        self.routes
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no route named {name:?}")))
+    }
+
+    pub(crate) fn entry(&self, name: &str) -> Result<&DestinationEntry> {
+        self.destinations.get(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("no destination named {name:?}"),
+            )
+        })
+    }
+
+    async fn tenant_rules(&self, tenant: &TenantId) -> Result<Arc<HashMap<String, RouteRule>>> {
+        let now = tokio::time::Instant::now();
+        if let Ok(cache) = self.rules.lock() {
+            if let Some((at, rules)) = cache.get(tenant) {
+                if now.saturating_duration_since(*at) < RULES_TTL {
+                    return Ok(rules.clone());
+                }
+            }
+        }
+        let rules: HashMap<String, RouteRule> = self
+            .store
+            .rules(tenant)
+            .await?
+            .into_iter()
+            .map(|r| (r.route.clone(), r))
+            .collect();
+        let rules = Arc::new(rules);
+        if let Ok(mut cache) = self.rules.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(tenant.clone(), (now, rules.clone()));
+        }
+        Ok(rules)
+    }
+
     pub(crate) async fn publish(&self, event: Event) -> Result<PublishOutcome> {
         if event.id.is_empty() || event.kind.is_empty() {
             return Err(Error::invalid_input("event id and kind must not be empty"));
         }
-        let deliveries: Vec<NewDelivery> = self
-            .routes
-            .iter()
-            .filter(|r| r.is_enabled() && r.pattern.matches(&event.kind))
-            .map(|r| NewDelivery {
+        let rules = self.tenant_rules(&event.tenant).await?;
+        let subject = event.subject.as_ref().map(|p| p.id.as_str());
+        let mut deliveries = Vec::new();
+        for r in &self.routes {
+            if !r.pattern.matches(&event.kind) {
+                continue;
+            }
+            let rule = rules.get(&r.name);
+            let enabled = rule
+                .and_then(|x| x.enabled)
+                .unwrap_or_else(|| r.is_enabled());
+            if !enabled {
+                continue;
+            }
+            let target = rule
+                .and_then(|x| x.target.clone())
+                .unwrap_or_else(|| r.target.clone());
+            let scope = self.destinations.get(&r.destination).map_or_else(
+                || format!("destination:{}", r.destination),
+                |d| d.scope.clone(),
+            );
+            let key = format!(
+                "{}|{}|{}",
+                event.tenant,
+                r.destination,
+                target.rate_key(subject)
+            );
+            deliveries.push(NewDelivery {
                 route: r.name.clone(),
                 destination: r.destination.clone(),
-                target: r.target.clone(),
-            })
-            .collect();
+                target,
+                scope,
+                key,
+            });
+        }
         let outcome = self
             .store
             .enqueue(&event, &deliveries, self.clock.now())
@@ -636,276 +724,6 @@ impl Inner {
             event_id: event.id,
             deliveries: n,
             duplicate,
-        })
-    }
-
-    fn known_destination(&self, name: &str) -> Result<()> {
-        if self.destinations.contains_key(name) {
-            Ok(())
-        } else {
-            Err(Error::new(
-                ErrorKind::NotFound,
-                format!("no destination named {name:?}"),
-            ))
-        }
-    }
-
-    async fn refresh_disconnected(&self) -> Result<()> {
-        let list = self.store.disconnected().await?;
-        if let Ok(mut set) = self.disconnected.write() {
-            *set = list.into_iter().collect();
-        }
-        Ok(())
-    }
-
-    fn is_disconnected(&self, destination: &str) -> bool {
-        self.disconnected
-            .read()
-            .map(|s| s.contains(destination))
-            .unwrap_or(false)
-    }
-
-    async fn disconnect(&self, destination: &str, reason: &str) -> Result<u64> {
-        if let Ok(mut set) = self.disconnected.write() {
-            set.insert(destination.to_owned());
-        }
-        self.store
-            .set_connected(destination, false, Some(reason), self.clock.now())
-            .await
-    }
-
-    /// Claims one batch and processes it; returns how many were claimed.
-    async fn process_batch(&self, summary: &mut RunSummary) -> Result<usize> {
-        let now = self.clock.now();
-        let claimed = self
-            .store
-            .claim(now, self.worker.lease, self.worker.batch_size)
-            .await?;
-        let n = claimed.len();
-        if n == 0 {
-            return Ok(0);
-        }
-        // Group by pacing key, keeping claim order within each group, so one
-        // target's deliveries go out in order and at its pace while other targets
-        // proceed concurrently.
-        let mut groups: Vec<Vec<Work>> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for c in claimed {
-            let key = format!(
-                "{}|{}",
-                c.destination,
-                c.target
-                    .rate_key(c.event.subject.as_ref().map(|p| p.id.as_str()))
-            );
-            let slot = *index.entry(key.clone()).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
-            groups[slot].push(Work { claimed: c, key });
-        }
-        // Groups run concurrently on this task; completions are recorded in
-        // batches as groups finish, so a paced group does not hold up the rest.
-        let mut finished = futures::stream::iter(groups)
-            .map(|group| self.process_group(group))
-            .buffer_unordered(self.worker.concurrency)
-            .ready_chunks(64);
-        let mut buf = Vec::new();
-        while let Some(chunk) = finished.next().await {
-            buf.extend(chunk.into_iter().flatten());
-            self.record(&mut buf, summary).await?;
-        }
-        Ok(n)
-    }
-
-    async fn record(&self, buf: &mut Vec<Completion>, summary: &mut RunSummary) -> Result<()> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        for c in buf.iter() {
-            summary.add(&c.outcome);
-        }
-        self.store.complete(buf, self.clock.now()).await?;
-        buf.clear();
-        Ok(())
-    }
-
-    async fn process_group(&self, group: Vec<Work>) -> Vec<Completion> {
-        let mut out = Vec::with_capacity(group.len());
-        let mut deferred_until: Option<DateTime<Utc>> = None;
-        for work in group {
-            let outcome = match deferred_until {
-                // Something earlier in this group is waiting for a slot: keep order.
-                Some(until) => Outcome::Defer { until },
-                None => {
-                    let o = self.process_one(&work).await;
-                    if let Outcome::Defer { until } = &o {
-                        deferred_until = Some(*until);
-                    }
-                    o
-                }
-            };
-            out.push(Completion {
-                id: work.claimed.id,
-                lease: work.claimed.lease,
-                destination: work.claimed.destination.clone(),
-                outcome,
-            });
-        }
-        out
-    }
-
-    async fn process_one(&self, work: &Work) -> Outcome {
-        let c = &work.claimed;
-        let Some(entry) = self.destinations.get(&c.destination) else {
-            return Outcome::Dead {
-                error: DeliveryError::permanent(format!(
-                    "destination {:?} is not configured in this switchboard",
-                    c.destination
-                )),
-                attempted: false,
-            };
-        };
-        if self.is_disconnected(&c.destination) {
-            return Outcome::Parked {
-                reason: "destination disconnected".to_owned(),
-            };
-        }
-        let Some(route) = self.routes.iter().find(|r| r.name == c.route) else {
-            return Outcome::Dead {
-                error: DeliveryError::permanent(format!(
-                    "route {:?} is no longer configured; add it back and replay",
-                    c.route
-                )),
-                attempted: false,
-            };
-        };
-        // Recipient first: an unknown recipient must not take a rate-limit slot.
-        let (recipient, recipient_user_id) = match self.resolve_recipient(c).await {
-            Ok(r) => r,
-            Err(e) => return self.after_failure(c, e),
-        };
-        let message = match self.render(route, &c.event) {
-            Ok(m) => m,
-            Err(e) => {
-                return Outcome::Dead {
-                    error: DeliveryError::permanent(format!("template failed: {e}")),
-                    attempted: false,
-                };
-            }
-        };
-        // Pace: wait briefly in the worker, or hand the delivery back to the store.
-        loop {
-            match entry.pacer.try_acquire(&work.key) {
-                Ok(()) => break,
-                Err(wait) if wait <= self.worker.max_pacing_wait => {
-                    tokio::time::sleep(wait).await;
-                }
-                Err(wait) => {
-                    return Outcome::Defer {
-                        until: later(self.clock.now(), wait),
-                    };
-                }
-            }
-        }
-        let delivery = Delivery {
-            id: c.id,
-            tenant: c.event.tenant.clone(),
-            connection: None,
-            event: c.event.clone(),
-            route: c.route.clone(),
-            target: c.target.clone(),
-            recipient,
-            recipient_user_id,
-            message,
-            attempt: c.attempts + 1,
-        };
-        match entry.destination.deliver(&delivery).await {
-            Ok(receipt) => Outcome::Sent(receipt),
-            Err(DeliveryError::Disconnected { reason }) => {
-                if let Err(e) = self.disconnect(&c.destination, &reason).await {
-                    tracing::error!(error = %e, "could not record disconnection");
-                }
-                Outcome::Parked { reason }
-            }
-            Err(e) => self.after_failure(c, e),
-        }
-    }
-
-    fn after_failure(&self, c: &ClaimedDelivery, error: DeliveryError) -> Outcome {
-        match self.retry.decide(c.attempts + 1, &error) {
-            RetryDecision::RetryAfter(delay) => Outcome::Retry {
-                at: later(self.clock.now(), delay),
-                error,
-            },
-            RetryDecision::GiveUp => Outcome::Dead {
-                error,
-                attempted: true,
-            },
-        }
-    }
-
-    async fn resolve_recipient(
-        &self,
-        c: &ClaimedDelivery,
-    ) -> Result<(Option<String>, Option<String>), DeliveryError> {
-        let owned;
-        let person: &Person = match &c.target {
-            Target::SubjectDm => match &c.event.subject {
-                Some(p) => p,
-                None => {
-                    return Err(DeliveryError::permanent(
-                        "the route targets the subject's DM but the event has no subject",
-                    ));
-                }
-            },
-            Target::UserDm { user_id } => {
-                owned = Person::new(user_id.clone());
-                &owned
-            }
-            _ => return Ok((None, None)),
-        };
-        let Some(resolver) = self.resolvers.get(&c.destination) else {
-            return Ok((None, Some(person.id.clone())));
-        };
-        match resolver.resolve(person).await {
-            Ok(Resolution::Matched(id)) => Ok((Some(id), Some(person.id.clone()))),
-            Ok(Resolution::NotFound) => Err(DeliveryError::recipient_unknown(format!(
-                "user {:?} was not found on {}; map them by hand or invite them, then replay",
-                person.id, c.destination
-            ))),
-            Ok(Resolution::Ambiguous(ids)) => Err(DeliveryError::recipient_unknown(format!(
-                "user {:?} matches several {} accounts ({}); map them by hand, then replay",
-                person.id,
-                c.destination,
-                ids.join(", ")
-            ))),
-            Err(e) if e.kind() == ErrorKind::Unauthorized => {
-                Err(DeliveryError::disconnected(e.to_string()))
-            }
-            Err(e) if e.is_temporary() || e.kind() == ErrorKind::Network => Err(
-                DeliveryError::temporary(format!("identity lookup failed: {e}")),
-            ),
-            Err(e) => Err(DeliveryError::permanent(format!(
-                "identity lookup failed permanently: {e}"
-            ))),
-        }
-    }
-
-    fn render(&self, route: &CompiledRoute, event: &Arc<Event>) -> Result<Message> {
-        let ctx = crate::template::EventContext::value(event.clone());
-        let format = self
-            .destinations
-            .get(&route.destination)
-            .map_or(crate::message::MessageFormat::Plain, |d| d.format);
-        let text = self.templates.render_value(&route.text_key, ctx.clone())?;
-        let title = match &route.title_key {
-            Some(k) => Some(self.templates.render_value(k, ctx)?),
-            None => None,
-        };
-        Ok(Message {
-            text,
-            title,
-            format,
         })
     }
 }

@@ -15,6 +15,9 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Attempts before a delivery becomes a dead letter (including the first).
     pub max_attempts: u32,
+    /// The longest `Retry-After` honoured; longer ones are capped to this (and
+    /// logged), so an absurd answer cannot hold a delivery for days.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -23,6 +26,7 @@ impl Default for RetryPolicy {
             base: Duration::from_secs(1),
             max_delay: Duration::from_secs(10 * 60),
             max_attempts: 8,
+            max_retry_after: Duration::from_secs(3600),
         }
     }
 }
@@ -32,6 +36,9 @@ impl Default for RetryPolicy {
 pub enum RetryDecision {
     /// Try again after this delay.
     RetryAfter(Duration),
+    /// The platform throttled the request with a `Retry-After`: try again after
+    /// this delay without counting an attempt.
+    Snooze(Duration),
     /// Give up: dead-letter it.
     GiveUp,
 }
@@ -62,11 +69,20 @@ impl RetryPolicy {
             }
             // Parked by the engine before it gets here; never burns attempts.
             DeliveryError::Disconnected { .. } => RetryDecision::GiveUp,
-            _ if attempt >= self.max_attempts => RetryDecision::GiveUp,
             DeliveryError::RateLimited {
                 retry_after: Some(after),
                 ..
-            } => RetryDecision::RetryAfter(*after),
+            } => {
+                if *after > self.max_retry_after {
+                    tracing::warn!(
+                        retry_after_secs = after.as_secs(),
+                        cap_secs = self.max_retry_after.as_secs(),
+                        "Retry-After longer than the cap; capping it"
+                    );
+                }
+                RetryDecision::Snooze((*after).min(self.max_retry_after))
+            }
+            _ if attempt >= self.max_attempts => RetryDecision::GiveUp,
             DeliveryError::RateLimited { .. } | DeliveryError::Temporary { .. } => {
                 RetryDecision::RetryAfter(self.backoff(attempt))
             }
