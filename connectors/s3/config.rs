@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attributes::CsvMapping;
 use crate::integration::{IntegrationConfig, Schedule};
+use crate::tenant::TenantId;
 use crate::{Error, ErrorKind, Result};
 
 /// Where an integration's CSV files are: one object, every object in a folder
@@ -417,6 +418,8 @@ pub struct S3Config {
     after_import: AfterImport,
     #[serde(default = "default_delimiter")]
     delimiter: char,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    connection: Option<String>,
 }
 
 fn default_delimiter() -> char {
@@ -435,6 +438,7 @@ impl S3Config {
             attributes: Vec::new(),
             after_import: AfterImport::Move,
             delimiter: ',',
+            connection: None,
         })
     }
 
@@ -495,6 +499,50 @@ impl S3Config {
     pub fn delimiter(mut self, delimiter: char) -> Self {
         self.delimiter = delimiter;
         self
+    }
+
+    /// Reads the bucket with the tenant's S3 connection named `account` (see
+    /// [`crate::s3::S3Connection`]) instead of the tenant's default S3
+    /// connection. The connection must belong to the integration's tenant.
+    #[must_use]
+    pub fn connection(mut self, account: impl Into<String>) -> Self {
+        self.connection = Some(account.into());
+        self
+    }
+
+    /// The account of the S3 connection these settings name, if any.
+    pub fn configured_connection(&self) -> Option<&str> {
+        self.connection.as_deref()
+    }
+
+    /// These settings completed by a connection: its region and endpoint fill
+    /// in what the settings leave unset, and its bucket (if it names one) must
+    /// be the source's.
+    pub(crate) fn with_connection(
+        &self,
+        key: &crate::tenant::ConnectionKey,
+        resolved: &super::connection::Resolved,
+    ) -> Result<S3Config> {
+        let mut config = self.clone();
+        if let (Some(bucket), Some(source)) = (&resolved.bucket, self.source.bucket()) {
+            if bucket != source {
+                return Err(Error::new(
+                    ErrorKind::Unauthorized,
+                    format!(
+                        "the S3 connection {key} is for the bucket {bucket:?}, but the source {} reads {source:?}; fix the source or use another connection",
+                        self.source
+                    ),
+                ));
+            }
+        }
+        if config.region.is_none() {
+            config.region.clone_from(&resolved.region);
+        }
+        if config.endpoint.is_none() {
+            config.endpoint.clone_from(&resolved.endpoint);
+        }
+        config.validate_connection()?;
+        Ok(config)
     }
 
     /// The source.
@@ -574,36 +622,38 @@ impl S3Config {
             )));
         }
         if let Some(endpoint) = &self.endpoint {
-            let url = url::Url::parse(endpoint).map_err(|e| {
-                Error::config(format!(
-                    "the endpoint {endpoint:?} is not a URL ({e}); write it like https://s3.example.com or http://127.0.0.1:9000"
-                ))
-            })?;
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(Error::config(format!(
-                    "the endpoint {endpoint:?} must be an http:// or https:// URL with a host"
-                )));
-            }
+            check_endpoint(endpoint)?;
         }
         if matches!(self.source.location(), Location::Local { .. })
-            && (self.endpoint.is_some() || self.region.is_some())
+            && (self.endpoint.is_some() || self.region.is_some() || self.connection.is_some())
         {
             return Err(Error::config(
-                "a file:// source takes no region or endpoint; remove them or use an s3:// source",
+                "a file:// source takes no region, endpoint or connection; remove them or use an s3:// source",
             ));
         }
         Ok(())
     }
 
-    /// An [`IntegrationConfig`] (enabled) holding these settings, for
-    /// [`crate::Store::put_integration`].
+    /// An [`IntegrationConfig`] (enabled) of the default tenant holding these
+    /// settings, for [`crate::schedule::Scheduler::put_integration`].
     pub fn integration(
         &self,
         name: impl Into<String>,
         schedule: Schedule,
     ) -> Result<IntegrationConfig> {
+        self.tenant_integration(TenantId::default_tenant(), name, schedule)
+    }
+
+    /// An [`IntegrationConfig`] (enabled) of `tenant` holding these settings.
+    pub fn tenant_integration(
+        &self,
+        tenant: TenantId,
+        name: impl Into<String>,
+        schedule: Schedule,
+    ) -> Result<IntegrationConfig> {
         self.validate()?;
         Ok(IntegrationConfig {
+            tenant,
             name: name.into(),
             source: self.source.to_string(),
             schedule,
@@ -623,6 +673,21 @@ impl S3Config {
         settings.validate()?;
         Ok(settings)
     }
+}
+
+/// Checks an endpoint override: an `http://` or `https://` URL with a host.
+pub(crate) fn check_endpoint(endpoint: &str) -> Result<()> {
+    let url = url::Url::parse(endpoint).map_err(|e| {
+        Error::config(format!(
+            "the endpoint {endpoint:?} is not a URL ({e}); write it like https://s3.example.com or http://127.0.0.1:9000"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(Error::config(format!(
+            "the endpoint {endpoint:?} must be an http:// or https:// URL with a host"
+        )));
+    }
+    Ok(())
 }
 
 /// How S3 requests are retried: exponential backoff with jitter on throttling

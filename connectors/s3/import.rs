@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::client::{Bucket, ClientSettings, Op};
 use super::config::{AfterImport, Credentials, Location, RetryPolicy, S3Config};
+use super::connection::{S3_PLATFORM, resolve as resolve_connection};
 use super::reader::{Capture, StreamReader, delimiter_hint, not_csv_reason, with_prefix};
 use crate::attributes::{
     AttributeRecord, CsvMapping, ImportCollector, ImportSummary, RowErrorReason, discover_csv_with,
@@ -23,6 +24,7 @@ use crate::integration::RunRecord;
 use crate::schedule::{MAX_ROW_ERRORS, RunContext, ScheduledJob};
 use crate::source::Shutdown;
 use crate::store::Store;
+use crate::tenant::{Connection, ConnectionKey, TenantId};
 use crate::{Error, ErrorKind, Result};
 
 /// How long a keep-in-place integration remembers a processed file version.
@@ -131,8 +133,10 @@ impl S3Connector {
         self
     }
 
-    /// The import job of the integration `integration`, writing into `store`. Its
-    /// settings are read from the integration's configuration at every run.
+    /// The import job of the integration `integration` — of every tenant that
+    /// has one of that name — writing into `store`. Its settings are read from
+    /// the tenant's integration configuration at every run, and its credentials
+    /// from the tenant's S3 connection (see [`S3Import`]).
     pub fn job(&self, integration: impl Into<String>, store: Arc<dyn Store>) -> S3Import {
         S3Import {
             name: integration.into(),
@@ -151,8 +155,46 @@ impl S3Connector {
     /// secret, unknown key, missing permission), [`ErrorKind::InvalidInput`] for a
     /// file that is not CSV or lacks a mapped column, [`ErrorKind::Network`]
     /// (temporary) when S3 could not be reached after retries.
+    ///
+    /// This uses the connector's own credentials (the default tenant's); use
+    /// [`S3Connector::discover_with`] for a tenant's connection.
     pub async fn discover(&self, config: &S3Config, sample_rows: usize) -> Result<Discovery> {
-        let bucket = Bucket::open(config, &self.client)?;
+        self.discover_in(config, &self.client, sample_rows).await
+    }
+
+    /// [`S3Connector::discover`] with a tenant's S3 connection (see
+    /// [`crate::s3::S3Connection`]): its credentials, and its region, endpoint
+    /// and bucket where `config` leaves them unset.
+    pub async fn discover_with(
+        &self,
+        config: &S3Config,
+        connection: &Connection,
+        sample_rows: usize,
+    ) -> Result<Discovery> {
+        let (config, client) = self.with_connection(config, connection)?;
+        self.discover_in(&config, &client, sample_rows).await
+    }
+
+    /// The settings and client settings for reading with `connection`.
+    fn with_connection(
+        &self,
+        config: &S3Config,
+        connection: &Connection,
+    ) -> Result<(S3Config, ClientSettings)> {
+        let resolved = resolve_connection(connection)?;
+        let config = config.with_connection(&connection.key, &resolved)?;
+        let mut client = self.client.clone();
+        client.credentials = resolved.credentials;
+        Ok((config, client))
+    }
+
+    async fn discover_in(
+        &self,
+        config: &S3Config,
+        client: &ClientSettings,
+        sample_rows: usize,
+    ) -> Result<Discovery> {
+        let bucket = Bucket::open(config, client)?;
         let candidates = bucket.candidates().await?;
         let matching_files = candidates.len();
         let Some(meta) = candidates.into_iter().next() else {
@@ -420,15 +462,75 @@ impl S3Import {
         result
     }
 
-    fn scope(&self) -> String {
-        format!("s3-import:{}", self.name)
+    /// The keep-in-place bookkeeping scope of one tenant's integration (the
+    /// default tenant's keeps its pre-tenant name; tenant ids hold no control
+    /// characters, so the separator is unambiguous).
+    fn scope(ctx: &RunContext) -> String {
+        let config = ctx.config();
+        if config.tenant.is_default() {
+            format!("s3-import:{}", config.name)
+        } else {
+            format!("s3-import:{}\u{1f}{}", config.tenant, config.name)
+        }
+    }
+
+    /// The settings and credentials a run of `tenant` uses: the connection the
+    /// settings name, else the tenant's default S3 connection, else — for the
+    /// default tenant only — the connector's own credentials. Another tenant's
+    /// connection is never used, and a tenant other than the default never gets
+    /// the connector's credentials nor a `file://` source (the host's own disk).
+    async fn credentials_for(
+        &self,
+        tenant: &TenantId,
+        config: S3Config,
+    ) -> Result<(S3Config, ClientSettings)> {
+        let is_local = matches!(config.source().location(), Location::Local { .. });
+        if is_local {
+            if !tenant.is_default() {
+                return Err(Error::config(format!(
+                    "a file:// source reads the host's own disk and is only available to the default tenant, not to tenant {tenant}; use an s3:// source with the tenant's S3 connection"
+                )));
+            }
+            return Ok((config, self.connector.client.clone()));
+        }
+        let connection = match config.configured_connection() {
+            Some(account) => {
+                let key = ConnectionKey::new(S3_PLATFORM, account);
+                let found = self.store.connection(&key).await?;
+                match found {
+                    Some(c) if &c.tenant == tenant => Some(c),
+                    // Never reveal or use another tenant's connection.
+                    _ => {
+                        return Err(Error::new(
+                            ErrorKind::NotFound,
+                            format!(
+                                "tenant {tenant} has no S3 connection {key}; connect it or fix the integration's connection setting"
+                            ),
+                        ));
+                    }
+                }
+            }
+            None => self.store.default_connection(tenant, S3_PLATFORM).await?,
+        };
+        match connection {
+            Some(connection) => self.connector.with_connection(&config, &connection),
+            None if tenant.is_default() => Ok((config, self.connector.client.clone())),
+            None => Err(Error::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "tenant {tenant} has no S3 connection: connect one (platform {S3_PLATFORM:?}) with the bucket's access key"
+                ),
+            )),
+        }
     }
 
     async fn import(&self, ctx: &mut RunContext, details: &mut S3RunDetails) -> Result<()> {
-        let config = S3Config::from_integration(ctx.config())?;
-        let bucket = Bucket::open(&config, &self.connector.client)?;
+        let tenant = ctx.tenant().clone();
+        let settings = S3Config::from_integration(ctx.config())?;
+        let (config, client) = self.credentials_for(&tenant, settings).await?;
+        let bucket = Bucket::open(&config, &client)?;
         let now = ctx.started_at();
-        let scope = self.scope();
+        let scope = Self::scope(ctx);
 
         let mut waiting = Vec::new();
         for meta in bucket.candidates().await? {
@@ -481,7 +583,8 @@ impl S3Import {
         };
 
         if summary.rows_imported > 0 {
-            self.write(file, mapping, summary.rows_imported).await?;
+            self.write(&tenant, file, mapping, summary.rows_imported)
+                .await?;
         }
         ctx.record_import(&summary);
         details.duplicate_user_ids = summary.duplicate_user_ids;
@@ -639,7 +742,13 @@ impl S3Import {
     }
 
     /// The write pass: parses the file again and upserts the good rows in batches.
-    async fn write(&self, file: File, mapping: CsvMapping, expected: u64) -> Result<()> {
+    async fn write(
+        &self,
+        tenant: &TenantId,
+        file: File,
+        mapping: CsvMapping,
+        expected: u64,
+    ) -> Result<()> {
         let batch_size = self.connector.batch_size;
         let (tx, mut rx) = mpsc::channel::<Vec<AttributeRecord>>(1);
         let producer = tokio::task::spawn_blocking(move || {
@@ -665,7 +774,7 @@ impl S3Import {
         });
         let mut written = 0u64;
         while let Some(batch) = rx.recv().await {
-            self.store.upsert(&batch).await.map_err(|e| {
+            self.store.upsert(tenant, &batch).await.map_err(|e| {
                 let done = if written == 0 {
                     "nothing was written".to_owned()
                 } else {
@@ -706,7 +815,7 @@ impl S3Import {
             AfterImport::KeepInPlace => {
                 let until = now + chrono::Duration::days(REMEMBER_FOR_DAYS);
                 self.store
-                    .remember_once(&self.scope(), &version_key(bucket, meta), until, now)
+                    .remember_once(&Self::scope(ctx), &version_key(bucket, meta), until, now)
                     .await?;
                 details.kept_in_place = true;
                 Ok(())

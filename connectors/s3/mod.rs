@@ -3,8 +3,10 @@
 
 mod client;
 mod config;
+mod connection;
 mod import;
 mod reader;
 
 pub use config::{AfterImport, AttributeColumn, Credentials, RetryPolicy, S3Config, SourceUrl};
+pub use connection::{ACCESS_KEY_ID, S3_PLATFORM, S3Connection, SECRET_ACCESS_KEY, SESSION_TOKEN};
 pub use import::{Discovery, FAILED_FOLDER, S3Connector, S3Import, S3RunDetails, SUCCESS_FOLDER};

@@ -12,7 +12,7 @@ mod cache;
 mod normalize;
 mod sync;
 
-pub use cache::{CacheStats, ResolutionCache};
+pub use cache::{CacheStats, CachedResolver, ResolutionCache};
 pub use normalize::{PhoneNumber, normalize_email, normalize_phone, parse_phone};
 pub use sync::{
     AccountStatus, DirectoryEntry, DirectoryPager, MatchBy, StaticDirectory, SyncOptions,

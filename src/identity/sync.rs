@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AmbiguousMatch, IdentityLink, LinkOrigin, SkippedCounts, SyncReport, Unmatched,
+    AmbiguousMatch, IdentityLink, LinkOrigin, ResolveContext, SkippedCounts, SyncReport, Unmatched,
     normalize_email, normalize_phone,
 };
 use crate::Result;
@@ -187,7 +187,13 @@ fn push_unique(list: &mut Vec<String>, id: &str) {
     }
 }
 
-/// Syncs `people` against a platform directory in one pass and updates the links.
+/// Syncs `people` of one tenant against a platform directory (the tenant's
+/// connection's) in one pass and updates that tenant's links.
+///
+/// Links are stored under `cx.tenant` and [`ResolveContext::link_platform`]
+/// (the connection key, e.g. `slack:T0123`, or `platform` when `cx` has no
+/// connection), so two tenants — or two workspaces of one tenant — never share
+/// or overwrite each other's links.
 ///
 /// The people are indexed by their normalised identifiers; the directory is then
 /// streamed page by page (one list call each, no lookup per person), each active
@@ -202,6 +208,7 @@ fn push_unique(list: &mut Vec<String>, id: &str) {
 /// are not rewritten). `api_calls` in the report counts the pages fetched.
 pub async fn sync_directory(
     store: &dyn Store,
+    cx: &ResolveContext,
     platform: &str,
     people: &[Person],
     directory: &mut dyn DirectoryPager,
@@ -293,8 +300,11 @@ pub async fn sync_directory(
         }
     }
 
+    let tenant = &cx.tenant;
+    let platform = cx.link_platform(platform);
+    let platform = platform.as_str();
     let existing: HashMap<String, IdentityLink> = store
-        .links(platform)
+        .links(tenant, platform)
         .await?
         .into_iter()
         .map(|l| (l.user_id.clone(), l))
@@ -331,6 +341,7 @@ pub async fn sync_directory(
                 if !unchanged {
                     store
                         .put_link(&IdentityLink {
+                            tenant: tenant.clone(),
                             platform: platform.to_owned(),
                             user_id: person.id.clone(),
                             platform_id: platform_id.clone(),
@@ -343,7 +354,7 @@ pub async fn sync_directory(
             }
             0 => {
                 if options.prune_stale_links && current.is_some() {
-                    store.delete_link(platform, &person.id).await?;
+                    store.delete_link(tenant, platform, &person.id).await?;
                 }
                 let mut tried = emails;
                 tried.extend(phones);
@@ -354,7 +365,7 @@ pub async fn sync_directory(
             }
             _ => {
                 if options.prune_stale_links && current.is_some() {
-                    store.delete_link(platform, &person.id).await?;
+                    store.delete_link(tenant, platform, &person.id).await?;
                 }
                 report.ambiguous.push(AmbiguousMatch {
                     user_id: person.id.clone(),
