@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use switchboard::attributes::{CsvMapping, ImportCollector, read_csv};
 use switchboard::integration::{IntegrationConfig, RunOutcome, Schedule};
 use switchboard::schedule::{MAX_ROW_ERRORS, RunContext, ScheduledJob, Scheduler, next_fire};
+use switchboard::tenant::TenantId;
 use switchboard::{Error, ErrorKind, MemoryStore, Shutdown, Store};
 use tokio::sync::Notify;
 
@@ -96,8 +97,22 @@ impl ScheduledJob for TestJob {
     }
 }
 
+/// The default tenant.
+fn d() -> TenantId {
+    TenantId::default()
+}
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::new(id).unwrap()
+}
+
 fn config(name: &str, schedule: Schedule) -> IntegrationConfig {
+    tenant_config(d(), name, schedule)
+}
+
+fn tenant_config(tenant: TenantId, name: &str, schedule: Schedule) -> IntegrationConfig {
     IntegrationConfig {
+        tenant,
         name: name.into(),
         source: format!("s3://bucket/{name}/*.csv"),
         schedule,
@@ -172,7 +187,7 @@ async fn a_successful_run_is_recorded() {
         },
     );
     let scheduler = Scheduler::new(store.clone()).job(job.clone());
-    let record = scheduler.run_now("crm").await.unwrap();
+    let record = scheduler.run_now(&d(), "crm").await.unwrap();
     assert_eq!(record.outcome, RunOutcome::Success);
     assert_eq!(
         (record.rows_read, record.rows_imported, record.rows_rejected),
@@ -181,7 +196,7 @@ async fn a_successful_run_is_recorded() {
     assert_eq!(record.properties_imported, 2);
     assert_eq!(record.details["moved_to"], "success/file.csv");
     assert!(record.finished_at.is_some_and(|f| f >= record.started_at));
-    assert_eq!(store.runs("crm", 10).await.unwrap(), vec![record]);
+    assert_eq!(store.runs(&d(), "crm", 10).await.unwrap(), vec![record]);
 }
 
 #[tokio::test]
@@ -195,7 +210,7 @@ async fn rejected_rows_make_a_run_partial_and_only_the_first_errors_are_kept() {
         },
     );
     let scheduler = Scheduler::new(store.clone()).job(job.clone());
-    let record = scheduler.run_now("crm").await.unwrap();
+    let record = scheduler.run_now(&d(), "crm").await.unwrap();
     assert_eq!(record.outcome, RunOutcome::Partial);
     assert_eq!(record.rows_rejected, 30);
     assert_eq!(record.row_errors.len(), MAX_ROW_ERRORS);
@@ -206,7 +221,7 @@ async fn rejected_rows_make_a_run_partial_and_only_the_first_errors_are_kept() {
         read: 5,
         rejected: 5,
     };
-    let record = scheduler.run_now("crm").await.unwrap();
+    let record = scheduler.run_now(&d(), "crm").await.unwrap();
     assert_eq!(record.outcome, RunOutcome::Failed, "nothing imported");
     assert_eq!(record.error.as_deref(), Some("all 5 rows were rejected"));
 }
@@ -216,7 +231,7 @@ async fn a_failing_or_panicking_job_fails_its_run_and_releases_it() {
     let store = setup(&[config("crm", hourly())]).await;
     let job = TestJob::new("crm", Behaviour::Fail);
     let scheduler = Scheduler::new(store.clone()).job(job.clone());
-    let record = scheduler.run_now("crm").await.unwrap();
+    let record = scheduler.run_now(&d(), "crm").await.unwrap();
     assert_eq!(record.outcome, RunOutcome::Failed);
     assert!(
         record
@@ -227,7 +242,7 @@ async fn a_failing_or_panicking_job_fails_its_run_and_releases_it() {
     );
 
     *job.behaviour.lock().unwrap() = Behaviour::Panic;
-    let record = scheduler.run_now("crm").await.unwrap();
+    let record = scheduler.run_now(&d(), "crm").await.unwrap();
     assert_eq!(record.outcome, RunOutcome::Failed);
     assert_eq!(record.error.as_deref(), Some("the job panicked"));
 
@@ -236,10 +251,10 @@ async fn a_failing_or_panicking_job_fails_its_run_and_releases_it() {
         rejected: 0,
     };
     assert_eq!(
-        scheduler.run_now("crm").await.unwrap().outcome,
+        scheduler.run_now(&d(), "crm").await.unwrap().outcome,
         RunOutcome::Success
     );
-    assert_eq!(store.runs("crm", 10).await.unwrap().len(), 3);
+    assert_eq!(store.runs(&d(), "crm", 10).await.unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -274,19 +289,19 @@ async fn unknown_and_disabled_integrations_do_not_run() {
             .is_empty()
     );
     assert_eq!(
-        scheduler.run_now("crm").await.unwrap_err().kind(),
+        scheduler.run_now(&d(), "crm").await.unwrap_err().kind(),
         ErrorKind::Conflict
     );
     assert_eq!(
-        scheduler.run_now("orphan").await.unwrap_err().kind(),
+        scheduler.run_now(&d(), "orphan").await.unwrap_err().kind(),
         ErrorKind::NotFound
     );
     assert_eq!(
-        scheduler.run_now("nope").await.unwrap_err().kind(),
+        scheduler.run_now(&d(), "nope").await.unwrap_err().kind(),
         ErrorKind::NotFound
     );
     assert_eq!(job.runs() + orphan.runs(), 0);
-    assert!(store.runs("crm", 10).await.unwrap().is_empty());
+    assert!(store.runs(&d(), "crm", 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -300,22 +315,22 @@ async fn runs_never_overlap() {
 
     let first = tokio::spawn({
         let scheduler = scheduler.clone();
-        async move { scheduler.run_now("crm").await }
+        async move { scheduler.run_now(&d(), "crm").await }
     });
     job.started.notified().await;
 
     assert_eq!(
-        scheduler.run_now("crm").await.unwrap_err().kind(),
+        scheduler.run_now(&d(), "crm").await.unwrap_err().kind(),
         ErrorKind::Conflict
     );
     assert_eq!(
-        other.run_now("crm").await.unwrap_err().kind(),
+        other.run_now(&d(), "crm").await.unwrap_err().kind(),
         ErrorKind::Conflict
     );
     let later = Utc::now() + chrono::Duration::hours(5);
     assert!(scheduler.run_due(later).await.unwrap().is_empty());
     assert!(other.run_due(later).await.unwrap().is_empty());
-    let table = scheduler.integrations().await.unwrap();
+    let table = scheduler.integrations(None).await.unwrap();
     assert_eq!(table[0].last_outcome, Some(RunOutcome::Running));
     assert_eq!(job.runs(), 1);
 
@@ -324,7 +339,7 @@ async fn runs_never_overlap() {
     // Released: it may run again.
     let again = tokio::spawn({
         let scheduler = scheduler.clone();
-        async move { scheduler.run_now("crm").await }
+        async move { scheduler.run_now(&d(), "crm").await }
     });
     job.started.notified().await;
     gate.notify_one();
@@ -487,7 +502,7 @@ async fn the_run_loop_fires_on_schedule_until_shutdown() {
     assert_eq!(hourly_job.runs(), 4);
     assert_eq!(cron_job.runs(), 3);
     assert_eq!(off_job.runs(), 0);
-    let cron_runs = store.runs("cron", 10).await.unwrap();
+    let cron_runs = store.runs(&d(), "cron", 10).await.unwrap();
     let times: Vec<_> = cron_runs
         .iter()
         .rev()
@@ -520,7 +535,7 @@ async fn the_run_loop_waits_for_a_run_in_progress_at_shutdown() {
     assert!(!task.is_finished(), "the run in progress is awaited");
     gate.notify_one();
     task.await.unwrap().unwrap();
-    let runs = store.runs("slow", 10).await.unwrap();
+    let runs = store.runs(&d(), "slow", 10).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].outcome, RunOutcome::Success);
 }
@@ -546,15 +561,15 @@ async fn the_admin_table() {
         .clock(test_clock())
         .job(job.clone());
 
-    let table = scheduler.integrations().await.unwrap();
+    let table = scheduler.integrations(None).await.unwrap();
     assert_eq!(table.len(), 3);
     assert_eq!(table[0].name, "a-crm");
     assert_eq!(table[0].last_run, None);
     assert_eq!(table[0].next_run, Some(t0()), "due at once");
     assert!(table[0].has_job);
 
-    let record = scheduler.run_now("a-crm").await.unwrap();
-    let table = scheduler.integrations().await.unwrap();
+    let record = scheduler.run_now(&d(), "a-crm").await.unwrap();
+    let table = scheduler.integrations(None).await.unwrap();
     let crm = &table[0];
     assert_eq!(crm.source, "s3://bucket/a-crm/*.csv");
     assert_eq!(crm.schedule, hourly());
@@ -596,9 +611,13 @@ impl ScheduledJob for CsvJob {
     async fn run(&self, ctx: &mut RunContext) -> switchboard::Result<()> {
         let mapping = CsvMapping::new("id").attribute("plan", "plan");
         let rows = read_csv(self.csv.as_bytes(), &mapping)?;
-        let summary =
-            switchboard::attributes::import_rows(rows, self.store.as_ref(), ImportCollector::new())
-                .await?;
+        let summary = switchboard::attributes::import_rows(
+            rows,
+            self.store.as_ref(),
+            ctx.tenant(),
+            ImportCollector::new(),
+        )
+        .await?;
         ctx.record_import(&summary);
         Ok(())
     }
@@ -612,7 +631,7 @@ async fn a_csv_import_job_records_its_summary() {
         csv: "id,plan\nu1,basic\n,broken\nu2,pro\nu1,premium\n",
     });
     let scheduler = Scheduler::new(store.clone()).job(job);
-    let record = scheduler.run_now("csv").await.unwrap();
+    let record = scheduler.run_now(&d(), "csv").await.unwrap();
     assert_eq!(record.outcome, RunOutcome::Partial);
     assert_eq!(
         (record.rows_read, record.rows_imported, record.rows_rejected),
@@ -637,13 +656,13 @@ async fn a_run_longer_than_its_lease_keeps_it_by_heartbeat() {
     let other = Scheduler::new(store.clone()).job(job.clone()).lease(lease);
     let first = tokio::spawn({
         let scheduler = scheduler.clone();
-        async move { scheduler.run_now("crm").await }
+        async move { scheduler.run_now(&d(), "crm").await }
     });
     job.started.notified().await;
     // Four leases later the run is still held: the heartbeat renewed it.
     tokio::time::sleep(lease * 4).await;
     assert_eq!(
-        other.run_now("crm").await.unwrap_err().kind(),
+        other.run_now(&d(), "crm").await.unwrap_err().kind(),
         ErrorKind::Conflict
     );
     assert_eq!(job.runs(), 1);
@@ -660,17 +679,308 @@ async fn a_run_whose_lease_was_taken_over_is_stopped() {
     let scheduler = Scheduler::new(store.clone()).job(job.clone()).lease(lease);
     let first = tokio::spawn({
         let scheduler = scheduler.clone();
-        async move { scheduler.run_now("crm").await }
+        async move { scheduler.run_now(&d(), "crm").await }
     });
     job.started.notified().await;
-    let run_id = store.runs("crm", 1).await.unwrap()[0].id;
+    let run_id = store.runs(&d(), "crm", 1).await.unwrap()[0].id;
     // Another instance declares the run dead (as if this process had stalled past
     // its lease) and takes over.
     let far = Utc::now() + chrono::Duration::days(1);
-    let takeover = store.start_run("crm", far, lease).await.unwrap();
+    let takeover = store.start_run(&d(), "crm", far, lease).await.unwrap();
     assert!(takeover.is_some());
     let record = first.await.unwrap().unwrap();
     assert_eq!(record.id, run_id);
     assert_eq!(record.outcome, RunOutcome::Failed);
     assert!(record.error.unwrap().contains("lease was lost"));
+}
+
+#[tokio::test]
+async fn each_tenants_integration_runs_on_its_own_schedule_and_history() {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let mut a = tenant_config(acme.clone(), "crm", hourly());
+    a.settings = serde_json::json!({"bucket": "acme"});
+    let mut b = tenant_config(
+        globex.clone(),
+        "crm",
+        Schedule::Interval(Duration::from_secs(600)),
+    );
+    b.settings = serde_json::json!({"bucket": "globex"});
+    let store = setup(&[a.clone(), b]).await;
+    // One job serves the "crm" integration of every tenant.
+    let job = TestJob::new(
+        "crm",
+        Behaviour::Import {
+            read: 1,
+            rejected: 0,
+        },
+    );
+    let scheduler = Scheduler::new(store.clone()).job(job.clone());
+
+    let ran = scheduler.run_due(t0()).await.unwrap();
+    let tenants: Vec<_> = ran.iter().map(|r| r.tenant.as_str()).collect();
+    assert_eq!(tenants, ["acme", "globex"]);
+    let mut seen: Vec<_> = job
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| (c.tenant.to_string(), c.settings["bucket"].clone()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("acme".to_owned(), serde_json::json!("acme")),
+            ("globex".to_owned(), serde_json::json!("globex"))
+        ],
+        "each run sees its own tenant's settings"
+    );
+
+    // Ten minutes later only globex's 10-minute interval is due.
+    let ran = scheduler
+        .run_due(t0() + chrono::Duration::minutes(10))
+        .await
+        .unwrap();
+    assert_eq!(ran.len(), 1);
+    assert_eq!(ran[0].tenant, globex);
+    assert_eq!(store.runs(&acme, "crm", 10).await.unwrap().len(), 1);
+    assert_eq!(store.runs(&globex, "crm", 10).await.unwrap().len(), 2);
+    assert!(store.runs(&d(), "crm", 10).await.unwrap().is_empty());
+
+    // Disabling acme's leaves globex's running.
+    a.enabled = false;
+    scheduler.put_integration(&a).await.unwrap();
+    let ran = scheduler
+        .run_due(t0() + chrono::Duration::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(ran.len(), 1);
+    assert_eq!(ran[0].tenant, globex);
+
+    // run_now and the admin table are per tenant.
+    assert_eq!(
+        scheduler.run_now(&acme, "crm").await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        scheduler.run_now(&d(), "crm").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let globex_rows = scheduler.integrations(Some(&globex)).await.unwrap();
+    assert_eq!(globex_rows.len(), 1);
+    assert_eq!(
+        (globex_rows[0].tenant.as_str(), globex_rows[0].enabled),
+        ("globex", true)
+    );
+    let all = scheduler.integrations(None).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|r| (r.tenant.as_str(), r.enabled))
+            .collect::<Vec<_>>(),
+        [("acme", false), ("globex", true)]
+    );
+}
+
+#[tokio::test]
+async fn a_run_of_one_tenant_does_not_block_the_same_integration_of_another() {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let store = setup(&[
+        tenant_config(acme.clone(), "crm", hourly()),
+        tenant_config(globex.clone(), "crm", hourly()),
+    ])
+    .await;
+    let gate = Arc::new(Notify::new());
+    let job = TestJob::gated("crm", gate.clone());
+    let scheduler = Scheduler::new(store.clone()).job(job.clone());
+    let first = tokio::spawn({
+        let scheduler = scheduler.clone();
+        let acme = acme.clone();
+        async move { scheduler.run_now(&acme, "crm").await }
+    });
+    job.started.notified().await;
+    assert_eq!(
+        scheduler.run_now(&acme, "crm").await.unwrap_err().kind(),
+        ErrorKind::Conflict,
+        "acme's own run is in progress"
+    );
+    let second = tokio::spawn({
+        let scheduler = scheduler.clone();
+        let globex = globex.clone();
+        async move { scheduler.run_now(&globex, "crm").await }
+    });
+    job.started.notified().await;
+    assert_eq!(job.runs(), 2, "globex's run started beside acme's");
+    gate.notify_one();
+    gate.notify_one();
+    let (a, b) = (
+        first.await.unwrap().unwrap(),
+        second.await.unwrap().unwrap(),
+    );
+    assert_eq!((a.tenant, b.tenant), (acme, globex));
+    assert_eq!(
+        (a.outcome, b.outcome),
+        (RunOutcome::Success, RunOutcome::Success)
+    );
+}
+
+/// A job that stops when told to shut down, as a long import should.
+struct Cooperative {
+    started: Arc<Notify>,
+}
+
+#[async_trait]
+impl ScheduledJob for Cooperative {
+    fn name(&self) -> &str {
+        "coop"
+    }
+    async fn run(&self, ctx: &mut RunContext) -> switchboard::Result<()> {
+        ctx.add_rows_read(7);
+        self.started.notify_one();
+        let mut shutdown = ctx.shutdown().clone();
+        tokio::select! {
+            () = shutdown.wait() => Err(Error::new(ErrorKind::Shutdown, "stopped by shutdown after 7 rows")),
+            () = tokio::time::sleep(Duration::from_secs(24 * 3600)) => Ok(()),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_reaches_running_jobs_which_end_abandoned() {
+    let store = setup(&[config("coop", hourly())]).await;
+    let started = Arc::new(Notify::new());
+    let scheduler = Scheduler::new(store.clone())
+        .clock(test_clock())
+        .job(Arc::new(Cooperative {
+            started: started.clone(),
+        }));
+    let (trigger, shutdown) = Shutdown::new();
+    let task = tokio::spawn({
+        let scheduler = scheduler.clone();
+        async move { scheduler.run(shutdown).await }
+    });
+    started.notified().await;
+    trigger.trigger();
+    // The job sees the signal at once; the scheduler does not wait out the grace.
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("run returns as soon as the job stopped")
+        .unwrap()
+        .unwrap();
+    let runs = store.runs(&d(), "coop", 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, RunOutcome::Abandoned);
+    assert_eq!(runs[0].rows_read, 7, "what it did before stopping is kept");
+    assert!(runs[0].finished_at.is_some());
+    assert!(runs[0].error.as_deref().unwrap().contains("shutdown"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_ignoring_shutdown_is_cancelled_after_the_grace_period() {
+    let store = setup(&[config("stuck", hourly())]).await;
+    let gate = Arc::new(Notify::new()); // never notified
+    let job = TestJob::gated("stuck", gate);
+    let grace = Duration::from_secs(10);
+    assert_eq!(Scheduler::DEFAULT_SHUTDOWN_GRACE, grace);
+    let scheduler = Scheduler::new(store.clone())
+        .clock(test_clock())
+        .job(job.clone());
+    let (trigger, shutdown) = Shutdown::new();
+    let mut task = tokio::spawn({
+        let scheduler = scheduler.clone();
+        async move { scheduler.run(shutdown).await }
+    });
+    job.started.notified().await;
+    trigger.trigger();
+    // Within the grace period the scheduler waits for the job.
+    assert!(
+        tokio::time::timeout(grace - Duration::from_secs(1), &mut task)
+            .await
+            .is_err(),
+        "the run in progress is given the grace period"
+    );
+    assert_eq!(
+        store.runs(&d(), "stuck", 1).await.unwrap()[0].outcome,
+        RunOutcome::Running
+    );
+    // Then it is cancelled and recorded; run returns.
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("run returns after the grace period")
+        .unwrap()
+        .unwrap();
+    let runs = store.runs(&d(), "stuck", 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, RunOutcome::Abandoned);
+    assert!(runs[0].error.as_deref().unwrap().contains("grace period"));
+    // Not "running" any more: another instance may run it at once.
+    let other = Scheduler::new(store.clone()).job(job.clone());
+    let again = tokio::spawn(async move { other.run_now(&TenantId::default(), "stuck").await });
+    job.started.notified().await;
+    assert!(!again.is_finished());
+    again.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_shutdown_grace_is_configurable() {
+    let store = setup(&[config("stuck", hourly())]).await;
+    let job = TestJob::gated("stuck", Arc::new(Notify::new()));
+    let scheduler = Scheduler::new(store.clone())
+        .clock(test_clock())
+        .shutdown_grace(Duration::from_secs(60))
+        .job(job.clone());
+    let (trigger, shutdown) = Shutdown::new();
+    let mut task = tokio::spawn({
+        let scheduler = scheduler.clone();
+        async move { scheduler.run(shutdown).await }
+    });
+    job.started.notified().await;
+    trigger.trigger();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(59), &mut task)
+            .await
+            .is_err()
+    );
+    tokio::time::timeout(Duration::from_secs(3), task)
+        .await
+        .expect("returns after 60 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.runs(&d(), "stuck", 1).await.unwrap()[0].outcome,
+        RunOutcome::Abandoned
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_left_by_a_dead_process_is_taken_over_within_minutes() {
+    let store = setup(&[config("crm", Schedule::Interval(Duration::from_secs(60)))]).await;
+    assert!(
+        Scheduler::DEFAULT_LEASE <= Duration::from_secs(10 * 60),
+        "the run lease is a few minutes"
+    );
+    // A process started a run with the default lease and died: no heartbeat.
+    let dead = store
+        .start_run(&d(), "crm", t0(), Scheduler::DEFAULT_LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let job = TestJob::new(
+        "crm",
+        Behaviour::Import {
+            read: 1,
+            rejected: 0,
+        },
+    );
+    let scheduler = Scheduler::new(store.clone()).job(job.clone());
+    // Due again after a minute, but still held by the dead run's lease.
+    let soon = t0() + chrono::Duration::minutes(2);
+    assert!(scheduler.run_due(soon).await.unwrap().is_empty());
+    // Once the lease ran out (and the backoff after the refused start), it runs.
+    let later = t0()
+        + chrono::Duration::from_std(Scheduler::DEFAULT_LEASE).unwrap()
+        + chrono::Duration::minutes(2);
+    let ran = scheduler.run_due(later).await.unwrap();
+    assert_eq!(ran.len(), 1);
+    assert_ne!(ran[0].id, dead.id);
+    assert_eq!(job.runs(), 1);
 }
