@@ -7,11 +7,33 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use switchboard::identity::{
-    AccountStatus, AmbiguousMatch, DirectoryEntry, DirectoryPager, IdentityLink, LinkOrigin,
-    MatchBy, ResolutionCache, SkippedCounts, StaticDirectory, SyncOptions, Unmatched,
-    normalize_email, normalize_phone, parse_phone, sync_directory,
+    AccountStatus, AmbiguousMatch, CachedResolver, DirectoryEntry, DirectoryPager, IdentityLink,
+    IdentityResolver, LinkOrigin, MatchBy, ResolutionCache, ResolveContext, SkippedCounts,
+    StaticDirectory, SyncOptions, SyncReport, Unmatched, normalize_email, normalize_phone,
+    parse_phone, sync_directory,
 };
+use switchboard::tenant::{Connection, TenantId};
 use switchboard::{MemoryStore, Person, Resolution, Store};
+
+/// The default tenant without a connection (single-tenant hosts).
+fn cx() -> ResolveContext {
+    ResolveContext::default_tenant()
+}
+
+fn d() -> TenantId {
+    TenantId::default()
+}
+
+/// A tenant's context with a connection to `platform:account`.
+fn connected(tenant: &str, platform: &str, account: &str) -> ResolveContext {
+    let connection = Connection::builder(TenantId::new(tenant).unwrap(), platform, account)
+        .build()
+        .unwrap();
+    ResolveContext {
+        tenant: connection.tenant.clone(),
+        connection: Some(Arc::new(connection)),
+    }
+}
 
 #[test]
 fn phone_numbers_in_the_formats_people_type() {
@@ -149,7 +171,7 @@ async fn sync_reports_matched_unmatched_ambiguous_and_skipped() {
         calls: calls.clone(),
     };
     let options = SyncOptions::new(MatchBy::Email).at(t0());
-    let report = sync_directory(&store, "slack", &people(), &mut pager, &options)
+    let report = sync_directory(&store, &cx(), "slack", &people(), &mut pager, &options)
         .await
         .unwrap();
 
@@ -197,10 +219,11 @@ async fn sync_reports_matched_unmatched_ambiguous_and_skipped() {
         "three pages and the final empty answer"
     );
 
-    let ada = store.link("slack", "ada").await.unwrap().unwrap();
+    let ada = store.link(&d(), "slack", "ada").await.unwrap().unwrap();
     assert_eq!(
         ada,
         IdentityLink {
+            tenant: d(),
             platform: "slack".into(),
             user_id: "ada".into(),
             platform_id: "U_ADA".into(),
@@ -209,11 +232,11 @@ async fn sync_reports_matched_unmatched_ambiguous_and_skipped() {
         }
     );
     assert_eq!(
-        store.link("slack", "cy").await.unwrap(),
+        store.link(&d(), "slack", "cy").await.unwrap(),
         None,
         "ambiguous people are not linked"
     );
-    assert_eq!(store.links("slack").await.unwrap().len(), 2);
+    assert_eq!(store.links(&d(), "slack").await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -227,6 +250,7 @@ async fn manual_links_win_and_survive_resyncs() {
     ] {
         store
             .put_link(&IdentityLink {
+                tenant: d(),
                 platform: "slack".into(),
                 user_id: user.into(),
                 platform_id: id.into(),
@@ -239,7 +263,7 @@ async fn manual_links_win_and_survive_resyncs() {
     for round in 0..2 {
         let mut pager = StaticDirectory::paged(directory(), 100);
         let options = SyncOptions::new(MatchBy::Email).at(t0() + chrono::Duration::days(round + 1));
-        let report = sync_directory(&store, "slack", &people(), &mut pager, &options)
+        let report = sync_directory(&store, &cx(), "slack", &people(), &mut pager, &options)
             .await
             .unwrap();
         let mut matched = report.matched.clone();
@@ -261,7 +285,7 @@ async fn manual_links_win_and_survive_resyncs() {
             ("eve", "U_EVE_ALIAS"),
             ("ada", "U_ADA_ALT"),
         ] {
-            let link = store.link("slack", user).await.unwrap().unwrap();
+            let link = store.link(&d(), "slack", user).await.unwrap().unwrap();
             assert_eq!(
                 (link.platform_id.as_str(), link.origin),
                 (id, LinkOrigin::Manual)
@@ -285,6 +309,7 @@ async fn a_resync_updates_and_prunes_automatic_links() {
     let options = SyncOptions::new(MatchBy::Email).at(t0());
     sync_directory(
         &store,
+        &cx(),
         "slack",
         &people,
         &mut StaticDirectory::new(vec![first]),
@@ -301,6 +326,7 @@ async fn a_resync_updates_and_prunes_automatic_links() {
     ];
     let report = sync_directory(
         &store,
+        &cx(),
         "slack",
         &people,
         &mut StaticDirectory::new(vec![second]),
@@ -322,7 +348,7 @@ async fn a_resync_updates_and_prunes_automatic_links() {
             .platform_id,
         "U_ADA_NEW"
     );
-    assert_eq!(store.link("slack", "bob").await.unwrap(), None);
+    assert_eq!(store.link(&d(), "slack", "bob").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -335,6 +361,7 @@ async fn duplicate_emails_in_the_directory_are_ambiguous_even_across_pages() {
     let people = vec![Person::new("p").email("shared@example.com")];
     let report = sync_directory(
         &store,
+        &cx(),
         "teams",
         &people,
         &mut StaticDirectory::new(pages),
@@ -369,6 +396,7 @@ async fn matching_by_phone_normalises_directory_numbers() {
         .at(t0());
     let report = sync_directory(
         &store,
+        &cx(),
         "zendesk",
         &people,
         &mut StaticDirectory::paged(entries.clone(), 2),
@@ -383,7 +411,12 @@ async fn matching_by_phone_normalises_directory_numbers() {
         "emails are not consulted when matching by phone"
     );
     assert_eq!(
-        store.link("zendesk", "bob").await.unwrap().unwrap().origin,
+        store
+            .link(&d(), "zendesk", "bob")
+            .await
+            .unwrap()
+            .unwrap()
+            .origin,
         LinkOrigin::PhoneMatch
     );
 
@@ -392,6 +425,7 @@ async fn matching_by_phone_normalises_directory_numbers() {
         .at(t0());
     let report = sync_directory(
         &store,
+        &cx(),
         "zendesk",
         &people,
         &mut StaticDirectory::paged(entries, 2),
@@ -409,7 +443,12 @@ async fn matching_by_phone_normalises_directory_numbers() {
         ]
     );
     assert_eq!(
-        store.link("zendesk", "zed").await.unwrap().unwrap().origin,
+        store
+            .link(&d(), "zendesk", "zed")
+            .await
+            .unwrap()
+            .unwrap()
+            .origin,
         LinkOrigin::EmailMatch
     );
 }
@@ -436,6 +475,7 @@ async fn a_failing_page_fails_the_sync_without_touching_links() {
     let store = MemoryStore::new();
     let err = sync_directory(
         &store,
+        &cx(),
         "slack",
         &people(),
         &mut Broken(0),
@@ -444,7 +484,7 @@ async fn a_failing_page_fails_the_sync_without_touching_links() {
     .await
     .unwrap_err();
     assert!(err.is_temporary());
-    assert!(store.links("slack").await.unwrap().is_empty());
+    assert!(store.links(&d(), "slack").await.unwrap().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -458,33 +498,47 @@ async fn the_cache_answers_until_entries_expire() {
     };
     for _ in 0..3 {
         assert_eq!(
-            cache.get_or_resolve("+4930123456", resolve).await.unwrap(),
+            cache
+                .get_or_resolve(&cx(), "+4930123456", resolve)
+                .await
+                .unwrap(),
             Resolution::Matched("Z1".into())
         );
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     tokio::time::advance(Duration::from_secs(59)).await;
-    assert!(cache.get("+4930123456").is_some());
+    assert!(cache.get(&cx(), "+4930123456").is_some());
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert_eq!(cache.get("+4930123456"), None, "expired after the ttl");
-    cache.get_or_resolve("+4930123456", resolve).await.unwrap();
+    assert_eq!(
+        cache.get(&cx(), "+4930123456"),
+        None,
+        "expired after the ttl"
+    );
+    cache
+        .get_or_resolve(&cx(), "+4930123456", resolve)
+        .await
+        .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
-    cache.insert("+15550000000", Resolution::NotFound);
-    cache.insert("amb", Resolution::Ambiguous(vec!["a".into(), "b".into()]));
+    cache.insert(&cx(), "+15550000000", Resolution::NotFound);
+    cache.insert(
+        &cx(),
+        "amb",
+        Resolution::Ambiguous(vec!["a".into(), "b".into()]),
+    );
     tokio::time::advance(Duration::from_secs(6)).await;
     assert_eq!(
-        cache.get("+15550000000"),
+        cache.get(&cx(), "+15550000000"),
         None,
         "not-found answers use the negative ttl"
     );
     assert_eq!(
-        cache.get("amb"),
+        cache.get(&cx(), "amb"),
         Some(Resolution::Ambiguous(vec!["a".into(), "b".into()]))
     );
 
-    cache.invalidate("amb");
-    assert_eq!(cache.get("amb"), None);
+    cache.invalidate(&cx(), "amb");
+    assert_eq!(cache.get(&cx(), "amb"), None);
 
     let failing = cache
         .get_or_resolve("err", || async {
@@ -495,28 +549,34 @@ async fn the_cache_answers_until_entries_expire() {
         })
         .await;
     assert!(failing.is_err());
-    assert_eq!(cache.get("err"), None, "errors are not cached");
+    assert_eq!(cache.get(&cx(), "err"), None, "errors are not cached");
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_cache_is_bounded_and_evicts_the_oldest() {
     let cache = ResolutionCache::new(3, Duration::from_secs(60));
     for key in ["a", "b", "c"] {
-        cache.insert(key, Resolution::Matched(key.to_uppercase()));
+        cache.insert(&cx(), key, Resolution::Matched(key.to_uppercase()));
     }
-    cache.insert("b", Resolution::Matched("B2".into())); // refresh b: now the newest
-    cache.insert("d", Resolution::Matched("D".into()));
-    assert_eq!(cache.get("a"), None, "the oldest entry went first");
-    assert_eq!(cache.get("b"), Some(Resolution::Matched("B2".into())));
-    assert!(cache.get("c").is_some());
-    assert!(cache.get("d").is_some());
+    cache.insert(&cx(), "b", Resolution::Matched("B2".into())); // refresh b: now the newest
+    cache.insert(&cx(), "d", Resolution::Matched("D".into()));
+    assert_eq!(cache.get(&cx(), "a"), None, "the oldest entry went first");
+    assert_eq!(
+        cache.get(&cx(), "b"),
+        Some(Resolution::Matched("B2".into()))
+    );
+    assert!(cache.get(&cx(), "c").is_some());
+    assert!(cache.get(&cx(), "d").is_some());
     assert_eq!(cache.stats().entries, 3);
 
     for i in 0..10_000 {
-        cache.insert("hot", Resolution::Matched(i.to_string()));
+        cache.insert(&cx(), "hot", Resolution::Matched(i.to_string()));
     }
     assert!(cache.stats().entries <= 3);
-    assert_eq!(cache.get("hot"), Some(Resolution::Matched("9999".into())));
+    assert_eq!(
+        cache.get(&cx(), "hot"),
+        Some(Resolution::Matched("9999".into()))
+    );
     let stats = cache.stats();
     assert!(stats.hits >= 4 && stats.misses >= 1, "{stats:?}");
 }
@@ -530,8 +590,8 @@ async fn the_cache_is_shared_across_tasks() {
         handles.push(tokio::spawn(async move {
             for i in 0..500 {
                 let key = format!("+1555{:07}", (t * 500 + i) % 700);
-                cache.insert(key.clone(), Resolution::Matched(key.clone()));
-                assert_eq!(cache.get(&key), Some(Resolution::Matched(key)));
+                cache.insert(&cx(), key.clone(), Resolution::Matched(key.clone()));
+                assert_eq!(cache.get(&cx(), &key), Some(Resolution::Matched(key)));
             }
         }));
     }
@@ -539,4 +599,284 @@ async fn the_cache_is_shared_across_tasks() {
         h.await.unwrap();
     }
     assert_eq!(cache.stats().entries, 700);
+}
+
+#[tokio::test]
+async fn syncs_of_two_tenants_keep_their_links_apart() {
+    let store = MemoryStore::new();
+    let acme = connected("acme", "slack", "T_ACME");
+    let globex = connected("globex", "slack", "T_GLOBEX");
+    // Both tenants have a host user "ada", in different workspaces.
+    let people = vec![Person::new("ada").email("ada@example.com")];
+    let options = SyncOptions::new(MatchBy::Email).at(t0());
+    let report = sync_directory(
+        &store,
+        &acme,
+        "slack",
+        &people,
+        &mut StaticDirectory::new(vec![vec![
+            DirectoryEntry::new("U_ACME_ADA").email("ada@example.com"),
+        ]]),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.matched,
+        [("ada".to_owned(), "U_ACME_ADA".to_owned())]
+    );
+    let report = sync_directory(
+        &store,
+        &globex,
+        "slack",
+        &people,
+        &mut StaticDirectory::new(vec![vec![
+            DirectoryEntry::new("U_GLOBEX_ADA").email("ada@example.com"),
+        ]]),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.matched,
+        [("ada".to_owned(), "U_GLOBEX_ADA".to_owned())]
+    );
+
+    let acme_link = store
+        .link(&acme.tenant, "slack:T_ACME", "ada")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (acme_link.tenant.as_str(), acme_link.platform.as_str()),
+        ("acme", "slack:T_ACME")
+    );
+    assert_eq!(acme_link.platform_id, "U_ACME_ADA");
+    assert_eq!(
+        store
+            .link(&globex.tenant, "slack:T_GLOBEX", "ada")
+            .await
+            .unwrap()
+            .unwrap()
+            .platform_id,
+        "U_GLOBEX_ADA"
+    );
+    // Nothing under the bare platform name or the default tenant.
+    assert!(store.links(&d(), "slack").await.unwrap().is_empty());
+    assert!(
+        store
+            .link(&globex.tenant, "slack:T_ACME", "ada")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Globex's Ada left its workspace: pruning globex's link leaves acme's.
+    sync_directory(
+        &store,
+        &globex,
+        "slack",
+        &people,
+        &mut StaticDirectory::new(vec![vec![]]),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert!(
+        store
+            .links(&globex.tenant, "slack:T_GLOBEX")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.links(&acme.tenant, "slack:T_ACME").await.unwrap(),
+        [acme_link]
+    );
+}
+
+#[tokio::test]
+async fn a_manual_link_in_one_tenant_does_not_reach_another() {
+    let store = MemoryStore::new();
+    let acme = connected("acme", "slack", "T_ACME");
+    let globex = connected("globex", "slack", "T_GLOBEX");
+    store
+        .put_link(&IdentityLink {
+            tenant: acme.tenant.clone(),
+            platform: "slack:T_ACME".into(),
+            user_id: "ada".into(),
+            platform_id: "U_MANUAL".into(),
+            origin: LinkOrigin::Manual,
+            linked_at: t0(),
+        })
+        .await
+        .unwrap();
+    let people = vec![Person::new("ada").email("ada@example.com")];
+    let report = sync_directory(
+        &store,
+        &globex,
+        "slack",
+        &people,
+        &mut StaticDirectory::new(vec![vec![
+            DirectoryEntry::new("U_GLOBEX_ADA").email("ada@example.com"),
+        ]]),
+        &SyncOptions::new(MatchBy::Email).at(t0()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.matched,
+        [("ada".to_owned(), "U_GLOBEX_ADA".to_owned())],
+        "globex's Ada is matched by email, not by acme's manual link"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cache_keeps_tenants_and_connections_apart() {
+    let cache = ResolutionCache::new(100, Duration::from_secs(60));
+    let acme_a = connected("acme", "slack", "T_A");
+    let acme_b = connected("acme", "slack", "T_B");
+    let globex = connected("globex", "slack", "T_G");
+    cache.insert(
+        &acme_a,
+        "ada@example.com",
+        Resolution::Matched("U_A".into()),
+    );
+    cache.insert(
+        &acme_b,
+        "ada@example.com",
+        Resolution::Matched("U_B".into()),
+    );
+    cache.insert(&globex, "ada@example.com", Resolution::NotFound);
+    assert_eq!(
+        cache.get(&acme_a, "ada@example.com"),
+        Some(Resolution::Matched("U_A".into()))
+    );
+    assert_eq!(
+        cache.get(&acme_b, "ada@example.com"),
+        Some(Resolution::Matched("U_B".into()))
+    );
+    assert_eq!(
+        cache.get(&globex, "ada@example.com"),
+        Some(Resolution::NotFound)
+    );
+    assert_eq!(cache.get(&cx(), "ada@example.com"), None);
+    assert_eq!(
+        cache.get(
+            &ResolveContext::tenant(TenantId::new("acme").unwrap()),
+            "ada@example.com"
+        ),
+        None,
+        "a tenant without a connection is its own partition"
+    );
+    assert_eq!(cache.stats().entries, 3);
+
+    cache.invalidate(&acme_b, "ada@example.com");
+    assert_eq!(cache.get(&acme_b, "ada@example.com"), None);
+    assert!(cache.get(&acme_a, "ada@example.com").is_some());
+
+    cache.insert(
+        &acme_a,
+        "bob@example.com",
+        Resolution::Matched("U_BOB".into()),
+    );
+    cache.invalidate_context(&acme_a);
+    assert_eq!(cache.get(&acme_a, "ada@example.com"), None);
+    assert_eq!(cache.get(&acme_a, "bob@example.com"), None);
+    assert!(cache.get(&globex, "ada@example.com").is_some());
+    assert_eq!(cache.stats().entries, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn eviction_counts_every_tenant_against_one_capacity() {
+    let cache = ResolutionCache::new(2, Duration::from_secs(60));
+    let acme = connected("acme", "slack", "T_A");
+    let globex = connected("globex", "slack", "T_G");
+    cache.insert(&acme, "k", Resolution::Matched("A".into()));
+    cache.insert(&globex, "k", Resolution::Matched("G".into()));
+    cache.insert(&acme, "k2", Resolution::Matched("A2".into()));
+    assert_eq!(cache.get(&acme, "k"), None, "the oldest went first");
+    assert!(cache.get(&globex, "k").is_some());
+    assert!(cache.get(&acme, "k2").is_some());
+    assert_eq!(cache.stats().entries, 2);
+    // Expired entries are purged before the capacity is checked.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    cache.insert(&cx(), "fresh", Resolution::NotFound);
+    assert_eq!(cache.stats().entries, 1);
+}
+
+/// A resolver that answers per tenant and counts its calls.
+struct PerTenant {
+    resolves: AtomicUsize,
+    syncs: AtomicUsize,
+}
+
+#[async_trait]
+impl IdentityResolver for PerTenant {
+    async fn resolve(
+        &self,
+        cx: &ResolveContext,
+        person: &Person,
+    ) -> switchboard::Result<Resolution> {
+        self.resolves.fetch_add(1, Ordering::SeqCst);
+        Ok(Resolution::Matched(format!(
+            "{}/{}/{}",
+            cx.link_platform("slack"),
+            person.id,
+            person.emails.join(",")
+        )))
+    }
+    async fn sync(
+        &self,
+        _cx: &ResolveContext,
+        _people: &[Person],
+    ) -> switchboard::Result<SyncReport> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(SyncReport::default())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_resolver_caches_per_tenant_connection_and_person() {
+    let inner = Arc::new(PerTenant {
+        resolves: AtomicUsize::new(0),
+        syncs: AtomicUsize::new(0),
+    });
+    let resolver = CachedResolver::new(
+        inner.clone(),
+        ResolutionCache::new(100, Duration::from_secs(60)),
+    );
+    let acme = connected("acme", "slack", "T_A");
+    let globex = connected("globex", "slack", "T_G");
+    let ada = Person::new("ada").email("ada@example.com");
+
+    for _ in 0..3 {
+        assert_eq!(
+            resolver.resolve(&acme, &ada).await.unwrap(),
+            Resolution::Matched("slack:T_A/ada/ada@example.com".into())
+        );
+    }
+    assert_eq!(inner.resolves.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        resolver.resolve(&globex, &ada).await.unwrap(),
+        Resolution::Matched("slack:T_G/ada/ada@example.com".into()),
+        "another tenant's answer is never served"
+    );
+    assert_eq!(inner.resolves.load(Ordering::SeqCst), 2);
+
+    // A changed email is a different lookup.
+    let moved = Person::new("ada").email("ada@new.example.com");
+    assert_eq!(
+        resolver.resolve(&acme, &moved).await.unwrap(),
+        Resolution::Matched("slack:T_A/ada/ada@new.example.com".into())
+    );
+    assert_eq!(inner.resolves.load(Ordering::SeqCst), 3);
+
+    // A sync forgets that tenant connection's answers only.
+    resolver.sync(&acme, &[ada.clone()]).await.unwrap();
+    assert_eq!(inner.syncs.load(Ordering::SeqCst), 1);
+    resolver.resolve(&acme, &ada).await.unwrap();
+    resolver.resolve(&globex, &ada).await.unwrap();
+    assert_eq!(inner.resolves.load(Ordering::SeqCst), 4);
+    assert_eq!(resolver.cache().stats().entries, 2);
 }
