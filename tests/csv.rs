@@ -8,7 +8,13 @@ use switchboard::attributes::{
     AttributeRecord, CsvMapping, ImportCollector, RowError, RowErrorReason, discover_csv,
     import_rows, read_csv,
 };
+use switchboard::tenant::TenantId;
 use switchboard::{AttributeStore, ErrorKind, MemoryStore};
+
+/// The default tenant.
+fn d() -> TenantId {
+    TenantId::default()
+}
 
 fn rows(csv: &[u8], mapping: &CsvMapping) -> Vec<Result<AttributeRecord, RowError>> {
     read_csv(csv, mapping).expect("header is valid").collect()
@@ -400,12 +406,12 @@ async fn import_into_a_store_last_row_wins() {
     let store = MemoryStore::new();
     let csv = "Email,Plan,Tickets\na@x.io,Basic,1\nb@x.io,Pro,2\na@x.io,Premium,5\n";
     let records = read_csv(csv.as_bytes(), &plan_mapping()).unwrap();
-    let summary = import_rows(records, &store, ImportCollector::new().batch_size(2))
+    let summary = import_rows(records, &store, &d(), ImportCollector::new().batch_size(2))
         .await
         .unwrap();
     assert_eq!(summary.duplicate_user_ids, 1);
     assert_eq!(summary.rows_imported, 3);
-    let a = store.get("a@x.io").await.unwrap().unwrap();
+    let a = store.get(&d(), "a@x.io").await.unwrap().unwrap();
     assert_eq!(a.get("plan").map(String::as_str), Some("Premium"));
     assert_eq!(a.get("support_tickets").map(String::as_str), Some("5"));
 }
@@ -422,11 +428,11 @@ async fn an_import_over_the_attribute_cap_writes_nothing() {
         csv.push_str(&format!("u{i},1,2,3\n"));
     }
     let records = read_csv(csv.as_bytes(), &mapping).unwrap();
-    let err = import_rows(records, &store, ImportCollector::new().batch_size(5))
+    let err = import_rows(records, &store, &d(), ImportCollector::new().batch_size(5))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AttributeCap);
-    assert_eq!(store.get("u0").await.unwrap(), None);
+    assert_eq!(store.get(&d(), "u0").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -438,7 +444,7 @@ async fn a_fatal_row_error_fails_the_import_after_writing_the_full_batches() {
     let mut csv = b"id,a\nu1,1\nu2,2\nu3,3\nu4,\"".to_vec();
     csv.extend(std::iter::repeat_n(b'y', 300_000));
     let records = read_csv(&csv[..], &mapping).unwrap();
-    let err = import_rows(records, &store, ImportCollector::new().batch_size(2))
+    let err = import_rows(records, &store, &d(), ImportCollector::new().batch_size(2))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
@@ -447,9 +453,9 @@ async fn a_fatal_row_error_fails_the_import_after_writing_the_full_batches() {
         err.to_string().contains("2 rows were imported before"),
         "{err}"
     );
-    assert!(store.get("u2").await.unwrap().is_some());
+    assert!(store.get(&d(), "u2").await.unwrap().is_some());
     assert_eq!(
-        store.get("u3").await.unwrap(),
+        store.get(&d(), "u3").await.unwrap(),
         None,
         "a partial batch is not written"
     );
@@ -464,7 +470,7 @@ async fn pipelined_batches_are_written_in_file_order() {
     }
     let mapping = CsvMapping::new("id").attribute("n", "n");
     let records = read_csv(csv.as_bytes(), &mapping).unwrap();
-    let summary = import_rows(records, &store, ImportCollector::new().batch_size(3))
+    let summary = import_rows(records, &store, &d(), ImportCollector::new().batch_size(3))
         .await
         .unwrap();
     assert_eq!(summary.rows_imported, 1000);
@@ -472,9 +478,103 @@ async fn pipelined_batches_are_written_in_file_order() {
     for u in 0..7 {
         // The last row for user u is the largest i with i % 7 == u.
         let last = (0..1000).filter(|i| i % 7 == u).max().unwrap();
-        let attrs = store.get(&format!("u{u}")).await.unwrap().unwrap();
+        let attrs = store.get(&d(), &format!("u{u}")).await.unwrap().unwrap();
         assert_eq!(attrs["n"], last.to_string());
     }
+}
+
+/// A CSV with `n` attribute columns named `{prefix}0..`, for `users` users.
+fn wide_csv(prefix: &str, n: usize, users: usize) -> (String, CsvMapping) {
+    let mut mapping = CsvMapping::new("id");
+    let mut csv = String::from("id");
+    for i in 0..n {
+        csv.push_str(&format!(",{prefix}{i}"));
+        mapping = mapping.attribute(format!("{prefix}{i}"), format!("{prefix}{i}"));
+    }
+    csv.push('\n');
+    for u in 0..users {
+        csv.push_str(&format!("{prefix}-user{u}"));
+        for i in 0..n {
+            csv.push_str(&format!(",{}", u + i));
+        }
+        csv.push('\n');
+    }
+    (csv, mapping)
+}
+
+/// Tenant A fills its cap of 100 names; B still imports 100 names of its own,
+/// and A's 101st name is refused without writing anything.
+async fn caps_are_per_tenant(store: &dyn AttributeStore) {
+    let (a, b) = (
+        TenantId::new("acme").unwrap(),
+        TenantId::new("globex").unwrap(),
+    );
+    let (csv, mapping) = wide_csv("a", 100, 3);
+    let summary = import_rows(
+        read_csv(csv.as_bytes(), &mapping).unwrap(),
+        store,
+        &a,
+        ImportCollector::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.properties.len(), 100);
+
+    // B has its own 100, with different names.
+    let (csv, mapping) = wide_csv("b", 100, 2);
+    import_rows(
+        read_csv(csv.as_bytes(), &mapping).unwrap(),
+        store,
+        &b,
+        ImportCollector::new(),
+    )
+    .await
+    .expect("acme at 100 names does not block globex");
+    assert_eq!(
+        store.get(&b, "b-user1").await.unwrap().unwrap()["b99"],
+        "100"
+    );
+
+    // A is full: one more name is refused and nothing is written.
+    let csv = "id,extra\nnew-user,1\n";
+    let mapping = CsvMapping::new("id").attribute("extra", "extra");
+    let err = import_rows(
+        read_csv(csv.as_bytes(), &mapping).unwrap(),
+        store,
+        &a,
+        ImportCollector::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AttributeCap);
+    assert!(err.to_string().contains("extra"), "{err}");
+    assert_eq!(store.get(&a, "new-user").await.unwrap(), None);
+    // …while B may still reuse its registered names, and A its own.
+    let csv = "id,b5\nlate,7\n";
+    let mapping = CsvMapping::new("id").attribute("b5", "b5");
+    import_rows(
+        read_csv(csv.as_bytes(), &mapping).unwrap(),
+        store,
+        &b,
+        ImportCollector::new(),
+    )
+    .await
+    .unwrap();
+    // The same user id in two tenants is two users.
+    assert_eq!(store.get(&a, "late").await.unwrap(), None);
+    assert_eq!(store.get(&b, "a-user0").await.unwrap(), None);
+    assert!(store.get(&a, "a-user0").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn the_attribute_cap_is_per_tenant_in_memory() {
+    caps_are_per_tenant(&MemoryStore::new()).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn the_attribute_cap_is_per_tenant_in_sqlite() {
+    caps_are_per_tenant(&switchboard::SqliteStore::open_in_memory().unwrap()).await;
 }
 
 fn header_name() -> impl Strategy<Value = String> {

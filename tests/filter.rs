@@ -1,10 +1,11 @@
-//! The segmentation filter's text syntax: precedence, operators, values, errors, round trips and fuzzing.
+//! The segmentation filter's text syntax (precedence, operators, values, errors, round trips and fuzzing) and queries within a tenant.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use switchboard::attributes::Comparison;
-use switchboard::{ErrorKind, Filter};
+use switchboard::attributes::{AttributeRecord, Comparison};
+use switchboard::tenant::TenantId;
+use switchboard::{AttributeStore, ErrorKind, Filter, MemoryStore};
 
 fn eq(a: &str, v: &str) -> Filter {
     Filter::eq(a, v)
@@ -271,4 +272,78 @@ proptest! {
         prop_assert!(back.is_ok(), "{:?} -> {:?}: {:?}", f, text, back);
         prop_assert_eq!(back.ok(), Some(f));
     }
+}
+
+fn user(id: &str, attrs: &[(&str, &str)]) -> AttributeRecord {
+    AttributeRecord {
+        user_id: id.to_owned(),
+        attributes: attrs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+/// Users of two tenants share user ids, names and values; each tenant's query
+/// sees only its own users, whatever the filter.
+async fn queries_stay_within_a_tenant(store: &dyn AttributeStore) {
+    let (a, b) = (
+        TenantId::new("acme").unwrap(),
+        TenantId::new("globex").unwrap(),
+    );
+    store
+        .upsert(
+            &a,
+            &[
+                user("shared", &[("plan", "premium"), ("seats", "5")]),
+                user("only-a", &[("plan", "premium"), ("seats", "50")]),
+                user("a-basic", &[("plan", "basic")]),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .upsert(
+            &b,
+            &[
+                user("shared", &[("plan", "basic"), ("seats", "500")]),
+                user("only-b", &[("plan", "premium")]),
+            ],
+        )
+        .await
+        .unwrap();
+    let q = |t: &TenantId, f: &str| {
+        let t = t.clone();
+        let f = parse(f);
+        async move { store.query(&t, &f).await.unwrap() }
+    };
+    assert_eq!(q(&a, r#"plan = "premium""#).await, ["only-a", "shared"]);
+    assert_eq!(q(&b, r#"plan = "premium""#).await, ["only-b"]);
+    assert_eq!(q(&a, "exists plan").await, ["a-basic", "only-a", "shared"]);
+    assert_eq!(q(&b, "exists plan").await, ["only-b", "shared"]);
+    assert_eq!(q(&a, "seats > 10").await, ["only-a"]);
+    assert_eq!(q(&b, "seats > 10").await, ["shared"]);
+    assert_eq!(q(&b, r#"not plan = "basic""#).await, ["only-b"]);
+    assert!(q(&TenantId::default(), "exists plan").await.is_empty());
+    // The same user id holds each tenant's own attributes.
+    assert_eq!(
+        store.get(&a, "shared").await.unwrap().unwrap()["plan"],
+        "premium"
+    );
+    assert_eq!(
+        store.get(&b, "shared").await.unwrap().unwrap()["plan"],
+        "basic"
+    );
+    assert_eq!(store.get(&b, "only-a").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_tenants_query_never_returns_another_tenants_users_in_memory() {
+    queries_stay_within_a_tenant(&MemoryStore::new()).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_tenants_query_never_returns_another_tenants_users_in_sqlite() {
+    queries_stay_within_a_tenant(&switchboard::SqliteStore::open_in_memory().unwrap()).await;
 }
