@@ -1,7 +1,7 @@
-//! `SlackDestination`: `chat.postMessage` to channels (by id, or by name resolved once via `conversations.list`) and DMs (via `conversations.open`), with Block Kit layout within Slack's limits.
+//! `SlackDestination`: `chat.postMessage` with each delivery's tenant connection, to channels (by id, or by name resolved once per connection via `conversations.list`) and DMs (via `conversations.open`), with Block Kit layout within Slack's limits.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,12 +9,15 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::api::{FailureClass, PostMessage, SlackApiError, SlackClient};
-use super::config::SlackConfig;
-use super::oauth::BotToken;
+use super::api::{PostMessage, SlackClient};
+use super::config::{PLATFORM, SlackConfig};
+use super::connection::{SlackConnectionData, list_workspaces};
+use super::errors::{FailureClass, SlackApiError};
+use super::token::{BotToken, TokenRotation, stored_token};
 use crate::Result;
 use crate::destination::{Capabilities, Delivery, DeliveryError, Destination, Receipt};
 use crate::message::{Message, MessageFormat, Target};
+use crate::tenant::Connection;
 
 /// Slack truncates a message's `text` beyond this many characters.
 pub const MAX_TEXT_CHARS: usize = 40_000;
@@ -158,26 +161,53 @@ fn section(text: &str) -> Value {
     json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } })
 }
 
+#[derive(Default)]
 struct ChannelCache {
     by_name: HashMap<String, String>,
     listed_at: Option<Instant>,
 }
 
-/// The Slack [`Destination`]: posts with `chat.postMessage` using a bot token.
+/// The key caches are kept under: the connection's key, or the fixed token's.
+fn cache_key(connection: Option<&Connection>) -> String {
+    connection.map_or_else(|| FIXED_KEY.to_owned(), |c| c.key.to_string())
+}
+const FIXED_KEY: &str = "slack:(fixed token)";
+
+/// The credentials of one delivery.
+struct Credentials {
+    token: SecretString,
+    connection: Option<Arc<Connection>>,
+    /// The workspaces list calls name with `team_id` (org-wide installs).
+    teams: Vec<Option<String>>,
+}
+
+/// The Slack [`Destination`]: posts with `chat.postMessage`, with each
+/// delivery's tenant connection's bot token.
 ///
+/// * [`Destination::platform`] is `slack`: the engine hands each delivery its
+///   tenant's Slack connection ([`Delivery::connection`]), whose bot token
+///   is used; a tenant without one is parked "not connected" by the engine.
+///   Built with [`SlackDestination::new`] and a fixed [`BotToken`], it also
+///   serves the default tenant without a stored connection.
 /// * Channel targets by id go straight to `chat.postMessage`; by name they are
-///   resolved once through `conversations.list` (all pages) and cached.
+///   resolved once per connection through `conversations.list` (all pages;
+///   for an org-wide install in each of its workspaces, with `team_id`) and
+///   cached per connection.
 /// * DM targets use the Slack user id the engine's identity resolver matched
-///   ([`Delivery::recipient`]); the DM channel is opened once with
-///   `conversations.open` and cached.
+///   ([`Delivery::recipient`]); the DM channel is opened once per connection
+///   with `conversations.open` and cached.
 /// * Every Slack failure is classified by [`super::classify`]; a `Disconnected`
-///   answer makes the engine park the destination's deliveries until reconnected.
+///   answer parks that tenant's Slack deliveries only, until it reconnects.
+///   With [`TokenRotation`], tokens are refreshed before they expire, and a
+///   `token_expired` answer refreshes and retries once.
 pub struct SlackDestination {
     config: SlackConfig,
     client: SlackClient,
-    token: BotToken,
-    channels: tokio::sync::Mutex<ChannelCache>,
-    dms: Mutex<HashMap<String, String>>,
+    fixed: Option<BotToken>,
+    rotation: Option<Arc<TokenRotation>>,
+    channels: Mutex<HashMap<String, Arc<tokio::sync::Mutex<ChannelCache>>>>,
+    dms: Mutex<HashMap<(String, String), String>>,
+    teams: tokio::sync::Mutex<HashMap<String, Vec<Option<String>>>>,
 }
 
 impl std::fmt::Debug for SlackDestination {
@@ -185,30 +215,52 @@ impl std::fmt::Debug for SlackDestination {
         f.debug_struct("SlackDestination")
             .field("name", &self.config.destination_name())
             .field("base_url", &self.client.base_url())
-            .field("token", &self.token)
+            .field("fixed_token", &self.fixed)
+            .field("rotation", &self.rotation.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl SlackDestination {
-    /// A destination posting with `token`, configured by `config`.
+    /// A destination posting with one fixed `token` for the default tenant
+    /// (single-workspace hosts), and with each other tenant's connection.
     pub fn new(config: SlackConfig, token: BotToken) -> Result<Self> {
         let client = SlackClient::new(&config)?;
         Ok(Self::with_client(config, client, token))
     }
 
-    /// A destination sharing an existing client.
+    /// Like [`SlackDestination::new`], sharing an existing client.
     pub fn with_client(config: SlackConfig, client: SlackClient, token: BotToken) -> Self {
+        let mut d = Self::for_connections_with_client(config, client);
+        d.fixed = Some(token);
+        d
+    }
+
+    /// A multi-tenant destination: every delivery uses its tenant's stored
+    /// Slack connection; there is no fixed token.
+    pub fn for_connections(config: SlackConfig) -> Result<Self> {
+        let client = SlackClient::new(&config)?;
+        Ok(Self::for_connections_with_client(config, client))
+    }
+
+    /// Like [`SlackDestination::for_connections`], sharing a client.
+    pub fn for_connections_with_client(config: SlackConfig, client: SlackClient) -> Self {
         SlackDestination {
             config,
             client,
-            token,
-            channels: tokio::sync::Mutex::new(ChannelCache {
-                by_name: HashMap::new(),
-                listed_at: None,
-            }),
+            fixed: None,
+            rotation: None,
+            channels: Mutex::new(HashMap::new()),
             dms: Mutex::new(HashMap::new()),
+            teams: tokio::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Refreshes rotating connection tokens (see [`TokenRotation`]).
+    #[must_use]
+    pub fn with_rotation(mut self, rotation: Arc<TokenRotation>) -> Self {
+        self.rotation = Some(rotation);
+        self
     }
 
     /// The client (to share with the identity resolver and inbound handlers).
@@ -216,24 +268,98 @@ impl SlackDestination {
         &self.client
     }
 
-    /// The token source.
-    pub fn token(&self) -> &BotToken {
-        &self.token
+    /// The fixed token, if built with one.
+    pub fn token(&self) -> Option<&BotToken> {
+        self.fixed.as_ref()
     }
 
-    /// The channel id for `name` (without `#`), listing channels when it is not cached.
-    pub async fn channel_id(&self, name: &str) -> Result<Option<String>, SlackApiError> {
-        let token = self.token.get(&self.client).await?;
-        self.channel_by_name(&token, name).await
+    /// The token a delivery with `connection` would use now (refreshed first
+    /// if it is about to expire).
+    pub async fn token_for(
+        &self,
+        connection: Option<&Connection>,
+    ) -> Result<SecretString, SlackApiError> {
+        match (connection, &self.rotation, &self.fixed) {
+            (Some(c), Some(r), _) => r.token(c).await,
+            (Some(c), None, _) => stored_token(c),
+            (None, _, Some(t)) => Ok(t.secret().clone()),
+            (None, _, None) => Err(SlackApiError::new(
+                FailureClass::Disconnected,
+                "connection",
+                None,
+                "this tenant has no Slack connection: install the Slack app; queued messages are kept and sent after connecting",
+            )),
+        }
+    }
+
+    async fn credentials(&self, delivery: &Delivery) -> Result<Credentials, SlackApiError> {
+        let connection = delivery.connection.clone();
+        let token = self.token_for(connection.as_deref()).await?;
+        let teams = match connection.as_deref() {
+            Some(c) => self.list_teams(c, &token).await?,
+            None => vec![None],
+        };
+        Ok(Credentials {
+            token,
+            connection,
+            teams,
+        })
+    }
+
+    /// The workspaces list calls go to (see [`list_workspaces`]), cached per
+    /// org-wide connection.
+    async fn list_teams(
+        &self,
+        connection: &Connection,
+        token: &SecretString,
+    ) -> Result<Vec<Option<String>>, SlackApiError> {
+        if !SlackConnectionData::from_connection(connection).is_enterprise_install {
+            return Ok(vec![None]);
+        }
+        let key = connection.key.to_string();
+        let mut teams = self.teams.lock().await;
+        if let Some(t) = teams.get(&key) {
+            return Ok(t.clone());
+        }
+        let all = list_workspaces(&self.client, connection, token).await?;
+        teams.insert(key, all.clone());
+        Ok(all)
+    }
+
+    /// The channel id for `name` (without `#`) in the workspace of
+    /// `connection` (the fixed token's when `None`), listing channels when it
+    /// is not cached.
+    pub async fn channel_id(
+        &self,
+        connection: Option<&Connection>,
+        name: &str,
+    ) -> Result<Option<String>, SlackApiError> {
+        let token = self.token_for(connection).await?;
+        let teams = match connection {
+            Some(c) => self.list_teams(c, &token).await?,
+            None => vec![None],
+        };
+        let creds = Credentials {
+            token,
+            connection: connection.map(|c| Arc::new(c.clone())),
+            teams,
+        };
+        self.channel_by_name(&creds, name).await
+    }
+
+    fn channel_cache(&self, key: &str) -> Arc<tokio::sync::Mutex<ChannelCache>> {
+        let mut all = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(key.to_owned()).or_default().clone()
     }
 
     async fn channel_by_name(
         &self,
-        token: &SecretString,
+        creds: &Credentials,
         name: &str,
     ) -> Result<Option<String>, SlackApiError> {
         let key = name.trim().trim_start_matches('#').to_lowercase();
-        let mut cache = self.channels.lock().await;
+        let cache = self.channel_cache(&cache_key(creds.connection.as_deref()));
+        let mut cache = cache.lock().await;
         if let Some(id) = cache.by_name.get(&key) {
             return Ok(Some(id.clone()));
         }
@@ -244,20 +370,27 @@ impl SlackDestination {
             return Ok(None);
         }
         let mut by_name = HashMap::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .conversations_list(token, cursor.as_deref(), CHANNEL_PAGE)
-                .await?;
-            for c in page.items {
-                if let Some(n) = c.name {
-                    by_name.insert(n.to_lowercase(), c.id);
+        for team in &creds.teams {
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = self
+                    .client
+                    .conversations_list(
+                        &creds.token,
+                        team.as_deref(),
+                        cursor.as_deref(),
+                        CHANNEL_PAGE,
+                    )
+                    .await?;
+                for c in page.items {
+                    if let Some(n) = c.name {
+                        by_name.entry(n.to_lowercase()).or_insert(c.id);
+                    }
                 }
-            }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
             }
         }
         cache.by_name = by_name;
@@ -265,59 +398,107 @@ impl SlackDestination {
         Ok(cache.by_name.get(&key).cloned())
     }
 
-    fn forget_channel_name(&self, id: &str) {
-        if let Ok(mut cache) = self.channels.try_lock() {
+    fn forget_channel_name(&self, connection: Option<&Connection>, id: &str) {
+        let cache = self.channel_cache(&cache_key(connection));
+        if let Ok(mut cache) = cache.try_lock() {
             cache.by_name.retain(|_, v| v != id);
         }
     }
 
-    async fn dm_channel(&self, token: &SecretString, user: &str) -> Result<String, SlackApiError> {
-        if let Some(id) = self.dms.lock().ok().and_then(|m| m.get(user).cloned()) {
+    async fn dm_channel(&self, creds: &Credentials, user: &str) -> Result<String, SlackApiError> {
+        let key = (cache_key(creds.connection.as_deref()), user.to_owned());
+        if let Some(id) = self.dms.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(id);
         }
-        let id = self.client.conversations_open(token, user).await?;
+        let id = self.client.conversations_open(&creds.token, user).await?;
         if let Ok(mut m) = self.dms.lock() {
-            m.insert(user.to_owned(), id.clone());
+            m.insert(key, id.clone());
         }
         Ok(id)
     }
 
     async fn resolve_channel(
         &self,
-        token: &SecretString,
+        creds: &Credentials,
         delivery: &Delivery,
-    ) -> Result<(String, bool), DeliveryError> {
+    ) -> Result<(String, bool), SlackApiError> {
         match &delivery.target {
             Target::ChannelId { id } => Ok((id.clone(), false)),
-            Target::ChannelName { name } => {
-                match self
-                    .channel_by_name(token, name)
-                    .await
-                    .map_err(|e| e.to_delivery_error())?
-                {
-                    Some(id) => Ok((id, true)),
-                    None if looks_like_id(name) => Ok((name.clone(), false)),
-                    None => Err(DeliveryError::permanent(format!(
+            Target::ChannelName { name } => match self.channel_by_name(creds, name).await? {
+                Some(id) => Ok((id, true)),
+                None if looks_like_id(name) => Ok((name.clone(), false)),
+                None => Err(SlackApiError::new(
+                    FailureClass::Permanent,
+                    "conversations.list",
+                    None,
+                    format!(
                         "no Slack channel named #{name} is visible to the app: check the name in the route; for a private channel invite the bot first, then replay"
-                    ))),
-                }
-            }
+                    ),
+                )),
+            },
             Target::SubjectDm | Target::UserDm { .. } => {
                 let Some(user) = delivery.recipient.as_deref() else {
-                    return Err(DeliveryError::recipient_unknown(
+                    return Err(SlackApiError::new(
+                        FailureClass::RecipientUnknown,
+                        "conversations.open",
+                        None,
                         "no Slack user id for the recipient: register the Slack identity resolver for this destination or map the person by hand, then replay",
                     ));
                 };
-                let id = self
-                    .dm_channel(token, user)
-                    .await
-                    .map_err(|e| e.to_delivery_error())?;
-                Ok((id, false))
+                Ok((self.dm_channel(creds, user).await?, false))
             }
-            other => Err(DeliveryError::permanent(format!(
-                "Slack cannot deliver to {}: route it to a channel or a DM",
-                other.rate_key(None)
-            ))),
+            other => Err(SlackApiError::new(
+                FailureClass::Permanent,
+                "chat.postMessage",
+                None,
+                format!(
+                    "Slack cannot deliver to {}: route it to a channel or a DM",
+                    other.rate_key(None)
+                ),
+            )),
+        }
+    }
+
+    /// One attempt with the credentials given.
+    async fn attempt(
+        &self,
+        creds: &Credentials,
+        delivery: &Delivery,
+    ) -> Result<Receipt, SlackApiError> {
+        let (channel, by_name) = self.resolve_channel(creds, delivery).await?;
+        let laid_out = SlackMessage::from_message(&delivery.message);
+        let mut post = PostMessage {
+            channel,
+            text: laid_out.text,
+            blocks: Some(laid_out.blocks),
+        };
+        let mut result = self.client.post_message(&creds.token, &post).await;
+        if let Err(e) = &result {
+            // Blocks Slack will not take: fall back to the plain text, which it
+            // accepts up to 40,000 characters, rather than losing the message.
+            if matches!(
+                e.code(),
+                Some("invalid_blocks" | "msg_blocks_too_long" | "too_many_blocks")
+            ) {
+                post.blocks = None;
+                result = self.client.post_message(&creds.token, &post).await;
+            }
+        }
+        match result {
+            Ok(posted) => Ok(Receipt {
+                remote_id: Some(posted.ts).filter(|s| !s.is_empty()),
+                location: Some(if posted.channel.is_empty() {
+                    post.channel
+                } else {
+                    posted.channel
+                }),
+            }),
+            Err(e) => {
+                if by_name && e.code() == Some("channel_not_found") {
+                    self.forget_channel_name(creds.connection.as_deref(), &post.channel);
+                }
+                Err(e)
+            }
         }
     }
 }
@@ -348,55 +529,52 @@ impl Destination for SlackDestination {
         }
     }
 
+    fn platform(&self) -> Option<&str> {
+        Some(PLATFORM)
+    }
+
+    fn has_fixed_credentials(&self) -> bool {
+        self.fixed.is_some()
+    }
+
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError> {
         if delivery.message.text.trim().is_empty() && delivery.message.title.is_none() {
             return Err(DeliveryError::permanent(
                 "the route's template rendered an empty message: fix the template, then replay",
             ));
         }
-        let token = self
-            .token
-            .get(&self.client)
+        let mut creds = self
+            .credentials(delivery)
             .await
             .map_err(|e| e.to_delivery_error())?;
-        let (channel, by_name) = self.resolve_channel(&token, delivery).await?;
-        let laid_out = SlackMessage::from_message(&delivery.message);
-        let mut post = PostMessage {
-            channel,
-            text: laid_out.text,
-            blocks: Some(laid_out.blocks),
-        };
-        let mut result = self.client.post_message(&token, &post).await;
-        if let Err(e) = &result {
-            // Blocks Slack will not take: fall back to the plain text, which it
-            // accepts up to 40,000 characters, rather than losing the message.
-            if matches!(
-                e.code(),
-                Some("invalid_blocks" | "msg_blocks_too_long" | "too_many_blocks")
-            ) {
-                post.blocks = None;
-                result = self.client.post_message(&token, &post).await;
+        let mut result = self.attempt(&creds, delivery).await;
+        if let (Err(e), Some(rotation), Some(connection)) =
+            (&result, &self.rotation, creds.connection.clone())
+        {
+            if e.code() == Some("token_expired") {
+                // Refresh (or pick up another instance's refresh) and retry once.
+                match rotation.refresh(&connection).await {
+                    Ok(fresh) => {
+                        creds.token = stored_token(&fresh).map_err(|e| e.to_delivery_error())?;
+                        creds.connection = Some(Arc::new(fresh));
+                        result = self.attempt(&creds, delivery).await;
+                    }
+                    Err(refresh_error) => result = Err(refresh_error),
+                }
             }
         }
-        match result {
-            Ok(posted) => Ok(Receipt {
-                remote_id: Some(posted.ts).filter(|s| !s.is_empty()),
-                location: Some(if posted.channel.is_empty() {
-                    post.channel
-                } else {
-                    posted.channel
-                }),
-            }),
-            Err(e) => {
-                if by_name && e.code() == Some("channel_not_found") {
-                    self.forget_channel_name(&post.channel);
-                }
-                if matches!(e.class(), FailureClass::Disconnected) {
-                    tracing::warn!(destination = self.name(), error = %e, "Slack disconnected");
-                }
-                Err(e.to_delivery_error())
+        result.map_err(|e| {
+            if e.is_disconnected() {
+                tracing::warn!(
+                    destination = self.name(),
+                    tenant = %delivery.tenant,
+                    connection = %cache_key(creds.connection.as_deref()),
+                    error = %e,
+                    "Slack disconnected"
+                );
             }
-        }
+            e.to_delivery_error()
+        })
     }
 }
 

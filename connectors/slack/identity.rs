@@ -1,4 +1,4 @@
-//! `SlackIdentity`: "Sync users" in one sweep of `users.list` matched by email, and `users.lookupByEmail` only for someone the last sync did not find.
+//! `SlackIdentity`: "Sync users" per tenant connection in one sweep of `users.list` matched by email, and `users.lookupByEmail` only for someone the last sync did not find.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -8,16 +8,20 @@ use async_trait::async_trait;
 use chrono::Utc;
 use secrecy::SecretString;
 
-use super::api::{FailureClass, SlackClient, SlackUser};
+use super::api::{SlackClient, SlackUser};
 use super::config::SlackConfig;
-use super::oauth::BotToken;
-use crate::Result;
+use super::connection::list_workspaces;
+use super::errors::FailureClass;
+use super::token::{BotToken, TokenRotation, stored_token};
 use crate::event::Person;
 use crate::identity::{
     AccountStatus, DirectoryEntry, DirectoryPager, IdentityLink, IdentityResolver, LinkOrigin,
-    MatchBy, Resolution, ResolutionCache, SyncOptions, SyncReport, normalize_email, sync_directory,
+    MatchBy, Resolution, ResolutionCache, ResolveContext, SyncOptions, SyncReport, normalize_email,
+    sync_directory,
 };
 use crate::store::Store;
+use crate::tenant::TenantId;
+use crate::{Error, ErrorKind, Result};
 
 /// Slack's recommended page size for `users.list`.
 const DEFAULT_PAGE_SIZE: u32 = 200;
@@ -35,6 +39,8 @@ pub struct UsersListPager {
     client: SlackClient,
     token: SecretString,
     limit: u32,
+    /// Workspaces still to sweep (`None`: the token's own, without `team_id`).
+    teams: Vec<Option<String>>,
     cursor: Option<String>,
     done: bool,
     calls: usize,
@@ -57,10 +63,20 @@ impl UsersListPager {
             client,
             token,
             limit: limit.clamp(1, 999),
+            teams: vec![None],
             cursor: None,
             done: false,
             calls: 0,
         }
+    }
+
+    /// Sweeps these workspaces one after the other, naming each with
+    /// `team_id` (as Slack requires for an org-wide install's token); `None`
+    /// is the token's own workspace.
+    #[must_use]
+    pub fn teams(mut self, teams: Vec<Option<String>>) -> Self {
+        self.teams = if teams.is_empty() { vec![None] } else { teams };
+        self
     }
 
     /// HTTP calls made so far (rate-limited retries included).
@@ -96,11 +112,17 @@ impl DirectoryPager for UsersListPager {
             return Ok(None);
         }
         let mut retries = 0;
+        let team = self.teams.first().cloned().flatten();
         let page = loop {
             self.calls += 1;
             match self
                 .client
-                .users_list(&self.token, self.cursor.as_deref(), self.limit)
+                .users_list(
+                    &self.token,
+                    team.as_deref(),
+                    self.cursor.as_deref(),
+                    self.limit,
+                )
                 .await
             {
                 Ok(page) => break page,
@@ -115,7 +137,14 @@ impl DirectoryPager for UsersListPager {
         };
         match page.next_cursor {
             Some(next) => self.cursor = Some(next),
-            None => self.done = true,
+            None => {
+                // This workspace is done; on to the next, if any.
+                self.cursor = None;
+                if !self.teams.is_empty() {
+                    self.teams.remove(0);
+                }
+                self.done = self.teams.is_empty();
+            }
         }
         Ok(Some(page.items.into_iter().map(Self::entry).collect()))
     }
@@ -126,24 +155,32 @@ struct LastSync {
     ambiguous: HashMap<String, Vec<String>>,
 }
 
-/// The Slack [`IdentityResolver`]: host people ↔ Slack user ids by email.
+/// The Slack [`IdentityResolver`]: host people ↔ Slack user ids by email,
+/// within one tenant's Slack connection.
 ///
+/// * Each call gets a [`ResolveContext`]: the tenant and its Slack
+///   connection, whose bot token is used (or, for the default tenant without
+///   a connection, the fixed token given to [`SlackIdentity::new`]). Links are
+///   stored per tenant under [`ResolveContext::link_platform`] (the
+///   connection key, e.g. `slack:T0123`), so two workspaces never share them.
 /// * [`IdentityResolver::sync`] reads the whole directory once with `users.list`
-///   (10,000 users take 50 calls) and matches normalised `profile.email`; deleted
-///   users, bots, Slackbot and guests are skipped; two Slack users with one email
-///   make the person ambiguous (never guessed). Links are written to the store;
-///   manual links always win.
-/// * [`IdentityResolver::resolve`] answers from the store's link first. Only for
+///   (10,000 users take 50 calls; for an org-wide install each workspace, with
+///   `team_id`) and matches normalised `profile.email`; deleted users, bots,
+///   Slackbot and guests are skipped; two Slack users with one email make the
+///   person ambiguous (never guessed). Manual links always win.
+/// * [`IdentityResolver::resolve`] answers from the stored link first. Only for
 ///   someone the last sync did not find (e.g. who joined since) does it call
-///   `users.lookupByEmail`; the answer is cached (and a match stored as a link).
+///   `users.lookupByEmail`; the answer is cached per connection (and a match
+///   stored as a link).
 pub struct SlackIdentity {
     platform: String,
     client: SlackClient,
-    token: BotToken,
+    fixed: Option<BotToken>,
+    rotation: Option<Arc<TokenRotation>>,
     store: Arc<dyn Store>,
     page_size: u32,
     lookups: ResolutionCache,
-    last_sync: RwLock<Option<LastSync>>,
+    last_sync: RwLock<HashMap<(TenantId, String), LastSync>>,
 }
 
 impl std::fmt::Debug for SlackIdentity {
@@ -157,7 +194,8 @@ impl std::fmt::Debug for SlackIdentity {
 }
 
 impl SlackIdentity {
-    /// A resolver for the destination named in `config`, storing links in `store`.
+    /// A resolver with one fixed `token` for the default tenant, and each
+    /// other tenant's connection, storing links in `store`.
     pub fn new(config: &SlackConfig, token: BotToken, store: Arc<dyn Store>) -> Result<Self> {
         Ok(Self::with_client(
             config,
@@ -174,16 +212,44 @@ impl SlackIdentity {
         token: BotToken,
         store: Arc<dyn Store>,
     ) -> Self {
+        let mut s = Self::for_connections_with_client(config, client, store);
+        s.fixed = Some(token);
+        s
+    }
+
+    /// A multi-tenant resolver: every call uses the context's connection.
+    pub fn for_connections(config: &SlackConfig, store: Arc<dyn Store>) -> Result<Self> {
+        Ok(Self::for_connections_with_client(
+            config,
+            SlackClient::new(config)?,
+            store,
+        ))
+    }
+
+    /// Like [`SlackIdentity::for_connections`], sharing a client.
+    pub fn for_connections_with_client(
+        config: &SlackConfig,
+        client: SlackClient,
+        store: Arc<dyn Store>,
+    ) -> Self {
         SlackIdentity {
             platform: config.destination_name().to_owned(),
             client,
-            token,
+            fixed: None,
+            rotation: None,
             store,
             page_size: DEFAULT_PAGE_SIZE,
             lookups: ResolutionCache::new(10_000, Duration::from_secs(3_600))
                 .negative_ttl(Duration::from_secs(600)),
-            last_sync: RwLock::new(None),
+            last_sync: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Refreshes rotating connection tokens (see [`TokenRotation`]).
+    #[must_use]
+    pub fn with_rotation(mut self, rotation: Arc<TokenRotation>) -> Self {
+        self.rotation = Some(rotation);
+        self
     }
 
     /// Users per `users.list` call (default 200, Slack's recommendation).
@@ -201,16 +267,24 @@ impl SlackIdentity {
         self
     }
 
-    /// The platform name links are stored under (the destination's name).
+    /// The platform name links are stored under without a connection (the
+    /// destination's name); with one, [`ResolveContext::link_platform`].
     pub fn platform(&self) -> &str {
         &self.platform
     }
 
-    /// Maps a host user to a Slack user by hand (an admin's override; survives syncs).
-    pub async fn map_manually(&self, user_id: &str, slack_user_id: &str) -> Result<()> {
+    /// Maps a host user of the context's tenant to a Slack user by hand (an
+    /// admin's override; survives syncs).
+    pub async fn map_manually(
+        &self,
+        cx: &ResolveContext,
+        user_id: &str,
+        slack_user_id: &str,
+    ) -> Result<()> {
         self.store
             .put_link(&IdentityLink {
-                platform: self.platform.clone(),
+                tenant: cx.tenant.clone(),
+                platform: cx.link_platform(&self.platform),
                 user_id: user_id.to_owned(),
                 platform_id: slack_user_id.to_owned(),
                 origin: LinkOrigin::Manual,
@@ -219,8 +293,23 @@ impl SlackIdentity {
             .await
     }
 
-    async fn lookup(&self, email: &str) -> Result<Resolution> {
-        let token = self.token.get(&self.client).await?;
+    async fn token(&self, cx: &ResolveContext) -> Result<SecretString> {
+        match (&cx.connection, &self.rotation, &self.fixed) {
+            (Some(c), Some(r), _) => Ok(r.token(c).await?),
+            (Some(c), None, _) => Ok(stored_token(c)?),
+            (None, _, Some(t)) if cx.tenant.is_default() => Ok(t.secret().clone()),
+            (None, _, _) => Err(Error::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "tenant {} has no Slack connection: install the Slack app first",
+                    cx.tenant
+                ),
+            )),
+        }
+    }
+
+    async fn lookup(&self, cx: &ResolveContext, email: &str) -> Result<Resolution> {
+        let token = self.token(cx).await?;
         match self.client.users_lookup_by_email(&token, email).await {
             Ok(user) if user.is_skipped() => Ok(Resolution::NotFound),
             Ok(user) => Ok(Resolution::Matched(user.id)),
@@ -232,12 +321,14 @@ impl SlackIdentity {
 
 #[async_trait]
 impl IdentityResolver for SlackIdentity {
-    async fn resolve(&self, person: &Person) -> Result<Resolution> {
-        if let Some(link) = self.store.link(&self.platform, &person.id).await? {
+    async fn resolve(&self, cx: &ResolveContext, person: &Person) -> Result<Resolution> {
+        let platform = cx.link_platform(&self.platform);
+        if let Some(link) = self.store.link(&cx.tenant, &platform, &person.id).await? {
             return Ok(Resolution::Matched(link.platform_id));
         }
+        let sync_key = (cx.tenant.clone(), platform.clone());
         let ambiguous = self.last_sync.read().ok().and_then(|s| {
-            s.as_ref()
+            s.get(&sync_key)
                 .and_then(|s| s.ambiguous.get(&person.id).cloned())
         });
         if let Some(candidates) = ambiguous {
@@ -249,7 +340,7 @@ impl IdentityResolver for SlackIdentity {
         for email in person.emails.iter().filter_map(|e| normalize_email(e)) {
             let answer = self
                 .lookups
-                .get_or_resolve(&email, || self.lookup(&email))
+                .get_or_resolve(cx, &email, || self.lookup(cx, &email))
                 .await?;
             if let Resolution::Matched(id) = answer {
                 if !found.contains(&id) {
@@ -263,7 +354,8 @@ impl IdentityResolver for SlackIdentity {
                 let id = found.remove(0);
                 self.store
                     .put_link(&IdentityLink {
-                        platform: self.platform.clone(),
+                        tenant: cx.tenant.clone(),
+                        platform,
                         user_id: person.id.clone(),
                         platform_id: id.clone(),
                         origin: LinkOrigin::EmailMatch,
@@ -276,11 +368,18 @@ impl IdentityResolver for SlackIdentity {
         }
     }
 
-    async fn sync(&self, people: &[Person]) -> Result<SyncReport> {
-        let token = self.token.get(&self.client).await?;
-        let mut pager = UsersListPager::new(self.client.clone(), token, self.page_size);
+    async fn sync(&self, cx: &ResolveContext, people: &[Person]) -> Result<SyncReport> {
+        let token = self.token(cx).await?;
+        let platform = cx.link_platform(&self.platform);
+        let teams = match &cx.connection {
+            Some(c) => list_workspaces(&self.client, c, &token).await?,
+            None => vec![None],
+        };
+        let mut pager =
+            UsersListPager::new(self.client.clone(), token, self.page_size).teams(teams);
         let mut report = sync_directory(
             self.store.as_ref(),
+            cx,
             &self.platform,
             people,
             &mut pager,
@@ -296,7 +395,7 @@ impl IdentityResolver for SlackIdentity {
                 .collect(),
         };
         if let Ok(mut s) = self.last_sync.write() {
-            *s = Some(last);
+            s.insert((cx.tenant.clone(), platform), last);
         }
         // The directory was just read: earlier single answers may be stale.
         self.lookups.clear();

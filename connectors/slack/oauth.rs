@@ -1,4 +1,4 @@
-//! OAuth v2 install (signed single-use `state`, code exchange, stored installation), token rotation, uninstall, and `BotToken`, where every Slack call gets its token.
+//! OAuth v2 install per tenant: a signed, single-use, 10-minute `state` carrying the tenant and bound to the browser by a cookie; the code exchange stored as the tenant's connection; uninstall and token refresh per connection.
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,22 +9,24 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
 
-use super::api::{FailureClass, OAuthAccess, SlackApiError, SlackClient};
-use super::config::{DEFAULT_AUTHORIZE_URL, PLATFORM, SlackConfig};
+use super::api::SlackClient;
+use super::config::{DEFAULT_AUTHORIZE_URL, SlackConfig};
+use super::connection::connection_from_access;
+use super::token::TokenRotation;
 use crate::engine::Switchboard;
 use crate::inbound::{
     InboundRequest, InboundResponse, constant_time_eq, error_response, hmac_sha256, response,
     unauthorized,
 };
-use crate::store::{Installation, Store};
+use crate::store::Store;
+use crate::tenant::{Connection, ConnectionKey, ConnectionState, TenantId};
 use crate::{Error, ErrorKind, Result};
 
 /// How long an install link's `state` stays valid.
 pub const STATE_TTL: Duration = Duration::from_secs(10 * 60);
-/// Refresh rotating tokens this long before they expire.
-const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// The cookie binding an install to the browser that started it.
+pub const STATE_COOKIE: &str = "switchboard_slack_oauth";
 const STATE_SCOPE: &str = "slack:oauth-state";
 
 /// The bot scopes the connector needs: post (`chat:write`), open DMs (`im:write`),
@@ -41,214 +43,41 @@ pub const DEFAULT_BOT_SCOPES: &[&str] = &[
     "commands",
 ];
 
-/// Where a Slack call's bot token comes from: a fixed token, or the installation
-/// stored for a workspace (read on every use, so a reinstall takes effect at once,
-/// and refreshed before expiry when token rotation is on).
+type TenantOf = Arc<dyn Fn(&InboundRequest) -> Option<TenantId> + Send + Sync>;
+
+/// The start of one install: the authorize URL to send the browser to, and
+/// the `Set-Cookie` value that binds the install to that browser.
 #[derive(Clone)]
-pub struct BotToken {
-    kind: Arc<TokenKind>,
+pub struct InstallStart {
+    /// Slack's authorize URL with the scopes and the signed `state`.
+    pub url: String,
+    /// The `Set-Cookie` header value to send with the redirect.
+    pub set_cookie: String,
 }
 
-enum TokenKind {
-    Fixed(SecretString),
-    Installed {
-        store: Arc<dyn Store>,
-        team_id: String,
-        refresh: Option<(String, SecretString)>,
-        lock: tokio::sync::Mutex<()>,
-    },
-}
-
-impl fmt::Debug for BotToken {
+impl fmt::Debug for InstallStart {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &*self.kind {
-            TokenKind::Fixed(_) => f.write_str("BotToken::Fixed([redacted])"),
-            TokenKind::Installed {
-                team_id, refresh, ..
-            } => f
-                .debug_struct("BotToken::Installed")
-                .field("team_id", team_id)
-                .field("refresh", &refresh.is_some())
-                .finish(),
-        }
+        f.debug_struct("InstallStart")
+            .field("url", &self.url)
+            .field("set_cookie", &"[redacted]")
+            .finish()
     }
 }
 
-impl BotToken {
-    /// A fixed bot token (e.g. from `SLACK_BOT_TOKEN` for a single-workspace app).
-    pub fn new(token: SecretString) -> Self {
-        BotToken {
-            kind: Arc::new(TokenKind::Fixed(token)),
-        }
-    }
-
-    /// The token of the installation stored for workspace `team_id`.
-    pub fn installed(store: Arc<dyn Store>, team_id: impl Into<String>) -> Self {
-        BotToken {
-            kind: Arc::new(TokenKind::Installed {
-                store,
-                team_id: team_id.into(),
-                refresh: None,
-                lock: tokio::sync::Mutex::new(()),
-            }),
-        }
-    }
-
-    /// Refreshes a rotating installed token with `oauth.v2.access`
-    /// (`grant_type=refresh_token`) before it expires. No effect on fixed tokens.
-    #[must_use]
-    pub fn with_refresh(self, client_id: impl Into<String>, client_secret: SecretString) -> Self {
-        match &*self.kind {
-            TokenKind::Fixed(_) => self,
-            TokenKind::Installed { store, team_id, .. } => BotToken {
-                kind: Arc::new(TokenKind::Installed {
-                    store: store.clone(),
-                    team_id: team_id.clone(),
-                    refresh: Some((client_id.into(), client_secret)),
-                    lock: tokio::sync::Mutex::new(()),
-                }),
-            },
-        }
-    }
-
-    /// The workspace of an installed token.
-    pub fn team_id(&self) -> Option<&str> {
-        match &*self.kind {
-            TokenKind::Fixed(_) => None,
-            TokenKind::Installed { team_id, .. } => Some(team_id),
-        }
-    }
-
-    /// The token to use now. A missing installation is `Disconnected`.
-    pub async fn get(&self, client: &SlackClient) -> Result<SecretString, SlackApiError> {
-        let (store, team_id, refresh, lock) = match &*self.kind {
-            TokenKind::Fixed(t) => return Ok(t.clone()),
-            TokenKind::Installed {
-                store,
-                team_id,
-                refresh,
-                lock,
-            } => (store, team_id, refresh, lock),
-        };
-        let installation = read_installation(store.as_ref(), team_id).await?;
-        let now = Utc::now();
-        let Some((client_id, client_secret)) = refresh else {
-            return Ok(installation.token);
-        };
-        if !needs_refresh(&installation, now) {
-            return Ok(installation.token);
-        }
-        let _guard = lock.lock().await;
-        // Someone else may have refreshed while we waited.
-        let installation = read_installation(store.as_ref(), team_id).await?;
-        if !needs_refresh(&installation, now) {
-            return Ok(installation.token);
-        }
-        let refreshed =
-            refresh_installation(client, &installation, client_id, client_secret, now).await?;
-        store.put_installation(&refreshed).await.map_err(|e| {
-            SlackApiError::new(
-                FailureClass::Temporary,
-                "oauth.v2.access",
-                None,
-                format!("could not store the refreshed token: {}", e.message()),
-            )
-        })?;
-        Ok(refreshed.token)
-    }
-}
-
-async fn read_installation(
-    store: &dyn Store,
-    team_id: &str,
-) -> Result<Installation, SlackApiError> {
-    match store.installation(PLATFORM, team_id).await {
-        Ok(Some(i)) => Ok(i),
-        Ok(None) => Err(SlackApiError::new(
-            FailureClass::Disconnected,
-            "installation",
-            None,
-            format!(
-                "the Slack app is not installed for workspace {team_id}: install it; queued messages are kept and sent after reconnecting"
-            ),
-        )),
-        Err(e) => Err(SlackApiError::new(
-            FailureClass::Temporary,
-            "installation",
-            None,
-            format!("could not read the Slack installation: {}", e.message()),
-        )),
-    }
-}
-
-fn needs_refresh(installation: &Installation, now: DateTime<Utc>) -> bool {
-    match (installation.expires_at, &installation.refresh_token) {
-        (Some(expires_at), Some(_)) => {
-            let margin = chrono::Duration::from_std(REFRESH_MARGIN).unwrap_or_default();
-            expires_at - margin <= now
-        }
-        _ => false,
-    }
-}
-
-async fn refresh_installation(
-    client: &SlackClient,
-    installation: &Installation,
-    client_id: &str,
-    client_secret: &SecretString,
-    now: DateTime<Utc>,
-) -> Result<Installation, SlackApiError> {
-    let Some(refresh_token) = &installation.refresh_token else {
-        return Ok(installation.clone());
-    };
-    let access = client
-        .oauth_v2_access(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.expose_secret()),
-            ("client_id", client_id),
-            ("client_secret", client_secret.expose_secret()),
-        ])
-        .await?;
-    let mut data = installation.data.clone();
-    if !access.scope.is_empty() {
-        data["scopes"] = json!(split_scopes(&access.scope));
-    }
-    Ok(Installation {
-        platform: installation.platform.clone(),
-        key: installation.key.clone(),
-        token: access.access_token,
-        refresh_token: access
-            .refresh_token
-            .or_else(|| installation.refresh_token.clone()),
-        expires_at: expires_at(now, access.expires_in),
-        data,
-        updated_at: now,
-    })
-}
-
-fn split_scopes(scope: &str) -> Vec<String> {
-    scope
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn expires_at(now: DateTime<Utc>, expires_in: Option<i64>) -> Option<DateTime<Utc>> {
-    expires_in
-        .filter(|s| *s > 0)
-        .map(|s| now + chrono::Duration::seconds(s))
-}
-
-/// The OAuth v2 install flow for one Slack app.
+/// The OAuth v2 install flow for one Slack app, serving every tenant.
 ///
-/// [`SlackOAuth::install_url`] builds the "Add to Slack" link with the bot scopes
-/// and a signed `state` (HMAC, expires after [`STATE_TTL`], single use through
-/// [`Store::remember_once`]). The callback verifies the state, exchanges the
-/// `code` with `oauth.v2.access`, stores an [`Installation`] (key: the team id;
-/// the bot token as a secret; the bot user id and scopes in `data`) and calls
-/// [`Switchboard::reconnect`] so deliveries parked while disconnected flow again.
+/// [`SlackOAuth::install_url`] builds the "Add to Slack" link for a tenant
+/// with the bot scopes and a `state` that is HMAC-signed, expires after
+/// [`STATE_TTL`], is single use ([`crate::store::OnceStore::remember_once`]),
+/// carries the tenant, and is bound to the browser that started the install:
+/// [`SlackOAuth::handle_install`] sets a cookie holding a random secret whose
+/// HMAC is in the state, and the callback refuses a state whose browser does
+/// not present that cookie (so an install link minted for one tenant and
+/// replayed from another browser cannot link the replayer's workspace to that
+/// tenant). The callback exchanges the `code` with `oauth.v2.access` and
+/// stores the tenant's connection with [`Switchboard::connect`] (account: the
+/// team id, or the enterprise id for an org-wide install), which resumes the
+/// tenant's parked Slack deliveries.
 pub struct SlackOAuth {
     client: SlackClient,
     client_id: String,
@@ -259,8 +88,9 @@ pub struct SlackOAuth {
     authorize_url: String,
     store: Arc<dyn Store>,
     switchboard: Option<Switchboard>,
-    destination: String,
     success_url: Option<String>,
+    tenant_of: Option<TenantOf>,
+    cookie_path: String,
 }
 
 impl fmt::Debug for SlackOAuth {
@@ -271,7 +101,6 @@ impl fmt::Debug for SlackOAuth {
             .field("redirect_uri", &self.redirect_uri)
             .field("scopes", &self.scopes)
             .field("authorize_url", &self.authorize_url)
-            .field("destination", &self.destination)
             .finish_non_exhaustive()
     }
 }
@@ -289,6 +118,8 @@ pub struct SlackOAuthBuilder {
     store: Option<Arc<dyn Store>>,
     switchboard: Option<Switchboard>,
     success_url: Option<String>,
+    tenant_of: Option<TenantOf>,
+    cookie_path: String,
 }
 
 impl fmt::Debug for SlackOAuthBuilder {
@@ -300,7 +131,22 @@ impl fmt::Debug for SlackOAuthBuilder {
 }
 
 impl SlackOAuthBuilder {
-    /// API base URL and destination name (default [`SlackConfig::new`]).
+    /// Which tenant a `GET /slack/install` request is for (the host's signed-in
+    /// admin's organisation); `None` refuses the request. Default: the
+    /// default tenant (single-tenant hosts).
+    pub fn tenant_of(
+        mut self,
+        tenant_of: impl Fn(&InboundRequest) -> Option<TenantId> + Send + Sync + 'static,
+    ) -> Self {
+        self.tenant_of = Some(Arc::new(tenant_of));
+        self
+    }
+    /// The `Path` of the browser-binding cookie (default `/`; e.g. `/slack`).
+    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.cookie_path = path.into();
+        self
+    }
+    /// API base URL (default [`SlackConfig::new`]).
     pub fn config(mut self, config: SlackConfig) -> Self {
         self.config = config;
         self
@@ -329,12 +175,13 @@ impl SlackOAuthBuilder {
         self.state_key = Some(key);
         self
     }
-    /// Where installations and used states are stored (default: the switchboard's store).
+    /// Where connections and used states are stored (default: the switchboard's store).
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
         self
     }
-    /// The switchboard to reconnect after an install (and disconnect on uninstall).
+    /// The switchboard that stores connections ([`Switchboard::connect`]),
+    /// resuming parked deliveries, and disconnects them on uninstall.
     pub fn switchboard(mut self, switchboard: Switchboard) -> Self {
         self.switchboard = Some(switchboard);
         self
@@ -366,6 +213,10 @@ impl SlackOAuthBuilder {
                 "the Slack client id is empty",
             ));
         }
+        let cookie_path = self.cookie_path;
+        if cookie_path.is_empty() || cookie_path.chars().any(|c| c == ';' || c.is_control()) {
+            return Err(Error::new(ErrorKind::Config, "invalid cookie path"));
+        }
         Ok(SlackOAuth {
             client: SlackClient::new(&self.config)?,
             state_key: self.state_key.unwrap_or_else(|| self.client_secret.clone()),
@@ -376,10 +227,24 @@ impl SlackOAuthBuilder {
             authorize_url: self.authorize_url,
             store,
             switchboard: self.switchboard,
-            destination: self.config.destination_name().to_owned(),
             success_url: self.success_url,
+            tenant_of: self.tenant_of,
+            cookie_path,
         })
     }
+}
+
+/// The browser's install cookie value from a request's `Cookie` headers.
+pub fn state_cookie(request: &InboundRequest) -> Option<String> {
+    request
+        .headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == STATE_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
 }
 
 impl SlackOAuth {
@@ -396,23 +261,36 @@ impl SlackOAuth {
             store: None,
             switchboard: None,
             success_url: None,
+            tenant_of: None,
+            cookie_path: "/".to_owned(),
         }
     }
 
-    /// A [`BotToken`] reading this app's installation for `team_id`, refreshed
-    /// with this app's credentials when token rotation is on.
-    pub fn bot_token(&self, team_id: impl Into<String>) -> BotToken {
-        BotToken::installed(self.store.clone(), team_id)
-            .with_refresh(self.client_id.clone(), self.client_secret.clone())
+    /// Token rotation with this app's credentials and store, for
+    /// [`super::SlackDestination::with_rotation`] and friends.
+    pub fn token_rotation(&self) -> TokenRotation {
+        TokenRotation::with_client(
+            self.client.clone(),
+            self.store.clone(),
+            self.client_id.clone(),
+            self.client_secret.clone(),
+        )
     }
 
-    /// The "Add to Slack" URL with the scopes and a fresh signed `state`.
-    pub fn install_url(&self) -> Result<String> {
-        self.install_url_at(Utc::now())
+    /// The "Add to Slack" URL for `tenant`, with the scopes and a fresh signed
+    /// `state`. Send the browser there with [`SlackOAuth::start_install`]'s
+    /// cookie (or use [`SlackOAuth::handle_install`]): without it the
+    /// callback refuses the state.
+    pub fn install_url(&self, tenant: &TenantId) -> Result<String> {
+        Ok(self.start_install(tenant, Utc::now())?.url)
     }
 
-    /// [`SlackOAuth::install_url`] as of `now`.
-    pub fn install_url_at(&self, now: DateTime<Utc>) -> Result<String> {
+    /// The authorize URL and the browser-binding cookie for an install of
+    /// `tenant` started at `now`.
+    pub fn start_install(&self, tenant: &TenantId, now: DateTime<Utc>) -> Result<InstallStart> {
+        let browser: [u8; 16] = rand::rng().random();
+        let browser = URL_SAFE_NO_PAD.encode(browser);
+        let state = self.new_state(tenant, &browser, now);
         let mut url = url::Url::parse(&self.authorize_url).map_err(|e| {
             Error::new(ErrorKind::Config, "invalid Slack authorize URL").with_source(e)
         })?;
@@ -423,69 +301,112 @@ impl SlackOAuth {
             if let Some(r) = &self.redirect_uri {
                 q.append_pair("redirect_uri", r);
             }
-            q.append_pair("state", &self.new_state(now));
+            q.append_pair("state", &state);
         }
-        Ok(url.into())
+        let set_cookie = format!(
+            "{STATE_COOKIE}={browser}; Path={}; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+            self.cookie_path,
+            STATE_TTL.as_secs()
+        );
+        Ok(InstallStart {
+            url: url.into(),
+            set_cookie,
+        })
     }
 
-    fn sign_state(&self, payload: &str) -> [u8; 32] {
+    fn sign(&self, label: &str, payload: &str) -> [u8; 32] {
         hmac_sha256(
             self.state_key.expose_secret().as_bytes(),
-            &[b"slack-oauth-state:", payload.as_bytes()],
+            &[label.as_bytes(), payload.as_bytes()],
         )
     }
 
-    fn new_state(&self, now: DateTime<Utc>) -> String {
-        let nonce: [u8; 16] = rand::rng().random();
+    /// What the state holds of the browser's cookie: a keyed hash, so the
+    /// cookie cannot be derived from the (visible) state.
+    fn binding(&self, browser: &str) -> String {
+        URL_SAFE_NO_PAD.encode(&self.sign("slack-oauth-browser:", browser)[..16])
+    }
+
+    fn new_state(&self, tenant: &TenantId, browser: &str, now: DateTime<Utc>) -> String {
         let ttl = i64::try_from(STATE_TTL.as_secs()).unwrap_or(600);
         let payload = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(nonce),
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(tenant.as_str()),
+            self.binding(browser),
             now.timestamp().saturating_add(ttl)
         );
-        let sig = URL_SAFE_NO_PAD.encode(self.sign_state(&payload));
+        let sig = URL_SAFE_NO_PAD.encode(self.sign("slack-oauth-state:", &payload));
         format!("{payload}.{sig}")
     }
 
-    /// Checks a callback's `state`: our signature, not expired, not used before
-    /// (it is consumed by this call).
-    pub async fn verify_state(&self, state: &str, now: DateTime<Utc>) -> Result<()> {
+    /// Checks a callback's `state` against the browser's cookie: our
+    /// signature, not expired, started in this browser, not used before (it is
+    /// consumed by this call). Returns the tenant it carries.
+    pub async fn verify_state(
+        &self,
+        state: &str,
+        browser_cookie: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<TenantId> {
+        let malformed = || unauthorized("malformed OAuth state");
         let mut parts = state.split('.');
-        let (Some(nonce), Some(exp), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(unauthorized("malformed OAuth state"));
+        let (Some(tenant), Some(binding), Some(exp), Some(sig), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(malformed());
         };
-        let expected = self.sign_state(&format!("{nonce}.{exp}"));
-        let given = URL_SAFE_NO_PAD
-            .decode(sig)
-            .map_err(|_| unauthorized("malformed OAuth state"))?;
+        let expected = self.sign("slack-oauth-state:", &format!("{tenant}.{binding}.{exp}"));
+        let given = URL_SAFE_NO_PAD.decode(sig).map_err(|_| malformed())?;
         if !constant_time_eq(&expected, &given) {
             return Err(unauthorized("OAuth state signature mismatch"));
         }
-        let exp: i64 = exp
-            .parse()
-            .map_err(|_| unauthorized("malformed OAuth state"))?;
+        let exp: i64 = exp.parse().map_err(|_| malformed())?;
         let ttl = i64::try_from(STATE_TTL.as_secs()).unwrap_or(600);
         if exp < now.timestamp() || exp > now.timestamp().saturating_add(ttl) {
             return Err(unauthorized("OAuth state expired"));
         }
+        let Some(cookie) = browser_cookie.filter(|c| !c.is_empty()) else {
+            return Err(unauthorized(
+                "OAuth state presented without the install cookie (another browser?)",
+            ));
+        };
+        if !constant_time_eq(self.binding(cookie).as_bytes(), binding.as_bytes()) {
+            return Err(unauthorized("OAuth state was started in another browser"));
+        }
+        let tenant = URL_SAFE_NO_PAD
+            .decode(tenant)
+            .ok()
+            .and_then(|t| String::from_utf8(t).ok())
+            .ok_or_else(malformed)?;
+        let tenant = TenantId::new(tenant).map_err(|_| malformed())?;
         let expires = DateTime::<Utc>::from_timestamp(exp, 0).unwrap_or(now);
         if !self
             .store
-            .remember_once(STATE_SCOPE, nonce, expires, now)
+            .remember_once(STATE_SCOPE, binding, expires, now)
             .await?
         {
             return Err(unauthorized("OAuth state already used"));
         }
-        Ok(())
+        Ok(tenant)
     }
 
-    /// Verifies `state`, exchanges `code` with `oauth.v2.access`, stores the
-    /// installation and reconnects the destination.
-    pub async fn complete_install(&self, code: &str, state: &str) -> Result<Installation> {
+    /// Verifies `state` against the browser's cookie, exchanges `code` with
+    /// `oauth.v2.access`, and stores the connection under the state's tenant
+    /// (with [`Switchboard::connect`] when there is a switchboard, which
+    /// resumes the tenant's parked Slack deliveries). Returns the stored
+    /// connection; its `tenant` is the one the install was started for.
+    pub async fn complete_install(
+        &self,
+        code: &str,
+        state: &str,
+        browser_cookie: Option<&str>,
+    ) -> Result<Connection> {
         let now = Utc::now();
-        self.verify_state(state, now).await?;
+        let tenant = self.verify_state(state, browser_cookie, now).await?;
         let mut form = vec![
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose_secret()),
@@ -495,106 +416,145 @@ impl SlackOAuth {
             form.push(("redirect_uri", r.as_str()));
         }
         let access = self.client.oauth_v2_access(&form).await?;
-        let installation = installation_from(access, now)?;
-        self.store.put_installation(&installation).await?;
-        if let Some(sb) = &self.switchboard {
-            match sb.reconnect(&self.destination).await {
-                Ok(n) => tracing::info!(
-                    team = %installation.key,
-                    resumed = n,
-                    "Slack app installed; destination reconnected"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Slack app installed but the destination could not be reconnected")
-                }
+        let connection = connection_from_access(tenant, access, now)?;
+        let stored = match &self.switchboard {
+            Some(sb) => sb.connect(connection).await?,
+            None => self.store.put_connection(&connection, now).await?,
+        };
+        tracing::info!(
+            tenant = %stored.tenant,
+            connection = %stored.key,
+            "Slack app installed"
+        );
+        Ok(stored)
+    }
+
+    /// Refreshes a rotating connection's token now.
+    pub async fn refresh(&self, key: &ConnectionKey) -> Result<Connection> {
+        let connection = self
+            .store
+            .connection(key)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no connection {key}")))?;
+        Ok(self.token_rotation().refresh(&connection).await?)
+    }
+
+    /// Marks a connection disconnected (its tenant's queued Slack deliveries
+    /// are parked, not dropped; other tenants are not affected).
+    pub async fn uninstall(&self, key: &ConnectionKey, reason: &str) -> Result<()> {
+        match &self.switchboard {
+            Some(sb) => sb.disconnect_connection(key, reason).await.map(|_| ()),
+            None => {
+                let now = Utc::now();
+                let state = ConnectionState::Disconnected {
+                    reason: reason.to_owned(),
+                    since: now,
+                };
+                self.store
+                    .set_connection_state(key, &state, now)
+                    .await
+                    .map(|_| ())
             }
         }
-        Ok(installation)
     }
 
-    /// Refreshes the installation of `team_id` now (token rotation).
-    pub async fn refresh(&self, team_id: &str) -> Result<Installation> {
-        let installation = read_installation(self.store.as_ref(), team_id).await?;
-        if installation.refresh_token.is_none() {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                "this installation has no refresh token (token rotation is off)",
-            ));
+    /// `GET /slack/install`: redirects the browser to Slack's authorize page
+    /// for the tenant [`SlackOAuthBuilder::tenant_of`] names, setting the
+    /// browser-binding cookie.
+    pub async fn handle_install(&self, request: &InboundRequest) -> InboundResponse {
+        let tenant = match &self.tenant_of {
+            Some(f) => f(request),
+            None => Some(TenantId::default_tenant()),
+        };
+        match tenant {
+            Some(t) => self.handle_install_for(&t),
+            None => error_response(&unauthorized("no tenant for this install request")),
         }
-        let refreshed = refresh_installation(
-            &self.client,
-            &installation,
-            &self.client_id,
-            &self.client_secret,
-            Utc::now(),
-        )
-        .await?;
-        self.store.put_installation(&refreshed).await?;
-        Ok(refreshed)
     }
 
-    /// Forgets the installation of `team_id` and marks the destination
-    /// disconnected (queued deliveries are parked, not dropped).
-    pub async fn uninstall(&self, team_id: &str, reason: &str) -> Result<()> {
-        self.store.delete_installation(PLATFORM, team_id).await?;
-        if let Some(sb) = &self.switchboard {
-            sb.disconnect(&self.destination, reason).await?;
-        }
-        Ok(())
-    }
-
-    /// `GET /slack/install`: redirects the browser to Slack's authorize page.
-    pub async fn handle_install(&self, _request: &InboundRequest) -> InboundResponse {
-        match self.install_url() {
-            Ok(url) => redirect(&url),
+    /// Redirects to Slack's authorize page for `tenant`, with the
+    /// browser-binding cookie.
+    pub fn handle_install_for(&self, tenant: &TenantId) -> InboundResponse {
+        match self.start_install(tenant, Utc::now()) {
+            Ok(start) => {
+                let mut r = redirect(&start.url);
+                if let Ok(v) = http::HeaderValue::from_str(&start.set_cookie) {
+                    r.headers_mut().append(http::header::SET_COOKIE, v);
+                }
+                r
+            }
             Err(e) => error_response(&e),
         }
     }
 
-    /// `GET /slack/oauth/callback?code=…&state=…`: completes the install. Any
-    /// failure answers without detail.
-    pub async fn handle_callback(&self, request: &InboundRequest) -> InboundResponse {
+    /// The callback's work for hosts that answer the browser themselves:
+    /// reads `code`, `state` and the cookie, and completes the install.
+    pub async fn callback(&self, request: &InboundRequest) -> Result<Connection> {
         let query = request.uri().query().unwrap_or("");
         let mut code = None;
         let mut state = None;
-        let mut denied = false;
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             match &*k {
                 "code" => code = Some(v.into_owned()),
                 "state" => state = Some(v.into_owned()),
-                "error" => denied = true,
+                "error" => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        "the installation was cancelled",
+                    ));
+                }
                 _ => {}
             }
         }
-        if denied {
-            return response(
+        let (Some(code), Some(state)) = (code, state) else {
+            return Err(Error::new(ErrorKind::InvalidInput, "missing code or state"));
+        };
+        self.complete_install(&code, &state, state_cookie(request).as_deref())
+            .await
+    }
+
+    /// `GET /slack/oauth/callback?code=…&state=…`: completes the install and
+    /// clears the cookie; the stored connection's tenant is in the
+    /// `x-switchboard-tenant` header. Any failure answers without detail.
+    pub async fn handle_callback(&self, request: &InboundRequest) -> InboundResponse {
+        let mut r = match self.callback(request).await {
+            Ok(connection) => {
+                let mut r = match &self.success_url {
+                    Some(url) => redirect(url),
+                    None => response(
+                        http::StatusCode::OK,
+                        "text/plain; charset=utf-8",
+                        "The Slack app is installed. You can close this window.",
+                    ),
+                };
+                if let Ok(v) = http::HeaderValue::from_str(connection.tenant.as_str()) {
+                    r.headers_mut().insert(TENANT_HEADER, v);
+                }
+                r
+            }
+            Err(e) if e.kind() == ErrorKind::InvalidInput => response(
                 http::StatusCode::BAD_REQUEST,
                 "text/plain; charset=utf-8",
-                "The installation was cancelled.",
-            );
-        }
-        let (Some(code), Some(state)) = (code, state) else {
-            return error_response(&Error::new(
-                ErrorKind::InvalidInput,
-                "missing code or state",
-            ));
-        };
-        match self.complete_install(&code, &state).await {
-            Ok(_) => match &self.success_url {
-                Some(url) => redirect(url),
-                None => response(
-                    http::StatusCode::OK,
-                    "text/plain; charset=utf-8",
-                    "The Slack app is installed. You can close this window.",
-                ),
-            },
+                "The installation was cancelled or the link is incomplete.",
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, "Slack install failed");
                 error_response(&e)
             }
+        };
+        let clear = format!(
+            "{STATE_COOKIE}=; Path={}; Max-Age=0; HttpOnly; Secure; SameSite=Lax",
+            self.cookie_path
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&clear) {
+            r.headers_mut().append(http::header::SET_COOKIE, v);
         }
+        r
     }
 }
+
+/// The response header naming the tenant a callback installed for.
+pub const TENANT_HEADER: &str = "x-switchboard-tenant";
 
 fn redirect(location: &str) -> InboundResponse {
     let mut r = response(http::StatusCode::FOUND, "text/plain; charset=utf-8", "");
@@ -602,35 +562,6 @@ fn redirect(location: &str) -> InboundResponse {
         r.headers_mut().insert(http::header::LOCATION, v);
     }
     r
-}
-
-fn installation_from(access: OAuthAccess, now: DateTime<Utc>) -> Result<Installation> {
-    let key = access
-        .team_id
-        .clone()
-        .or_else(|| access.enterprise_id.clone())
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Platform,
-                "oauth.v2.access answered without a team or enterprise id",
-            )
-        })?;
-    Ok(Installation {
-        platform: PLATFORM.to_owned(),
-        key,
-        expires_at: expires_at(now, access.expires_in),
-        data: json!({
-            "bot_user_id": access.bot_user_id,
-            "scopes": split_scopes(&access.scope),
-            "team_name": access.team_name,
-            "app_id": access.app_id,
-            "enterprise_id": access.enterprise_id,
-            "token_type": access.token_type,
-        }),
-        token: access.access_token,
-        refresh_token: access.refresh_token,
-        updated_at: now,
-    })
 }
 
 #[cfg(test)]
@@ -645,36 +576,61 @@ mod tests {
             .unwrap()
     }
 
+    fn cookie_value(set_cookie: &str) -> String {
+        set_cookie
+            .split(';')
+            .next()
+            .and_then(|p| p.split_once('='))
+            .map(|(_, v)| v.to_owned())
+            .unwrap()
+    }
+
     #[tokio::test]
-    async fn state_is_signed_single_use_and_expires() {
+    async fn state_is_signed_bound_single_use_and_expires() {
         let o = oauth();
         let now = Utc::now();
-        let url = url::Url::parse(&o.install_url_at(now).unwrap()).unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        let start = o.start_install(&acme, now).unwrap();
+        let url = url::Url::parse(&start.url).unwrap();
         let pairs: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
         assert_eq!(pairs["client_id"], "123.456");
         assert!(pairs["scope"].contains("users:read.email"));
         let state = pairs["state"].clone();
+        let cookie = cookie_value(&start.set_cookie);
+        assert!(
+            !state.contains(&cookie),
+            "the cookie is not derivable from the state"
+        );
 
         // Tampered.
         let mut bad = state.clone();
         bad.insert(0, 'x');
         assert_eq!(
-            o.verify_state(&bad, now).await.unwrap_err().kind(),
+            o.verify_state(&bad, Some(&cookie), now)
+                .await
+                .unwrap_err()
+                .kind(),
             ErrorKind::Unauthorized
         );
+        // Another browser (no cookie, or its own).
+        assert!(o.verify_state(&state, None, now).await.is_err());
+        let other = cookie_value(&o.start_install(&acme, now).unwrap().set_cookie);
+        assert!(o.verify_state(&state, Some(&other), now).await.is_err());
         // Expired.
         let late = now + chrono::Duration::seconds(601);
-        assert!(o.verify_state(&state, late).await.is_err());
-        // Valid once, then replay refused.
-        o.verify_state(&state, now + chrono::Duration::seconds(599))
+        assert!(o.verify_state(&state, Some(&cookie), late).await.is_err());
+        // Valid once, with the tenant; then replay refused.
+        let t = o
+            .verify_state(&state, Some(&cookie), now + chrono::Duration::seconds(599))
             .await
             .unwrap();
-        assert!(o.verify_state(&state, now).await.is_err());
+        assert_eq!(t, acme);
+        assert!(o.verify_state(&state, Some(&cookie), now).await.is_err());
     }
 
     #[test]
     fn debug_redacts_secrets() {
-        let t = BotToken::new(SecretString::from("xoxb-secret".to_owned()));
+        let t = super::super::BotToken::new(SecretString::from("xoxb-secret".to_owned()));
         assert!(!format!("{t:?}").contains("xoxb"));
         assert!(!format!("{:?}", oauth()).contains("shh"));
     }
