@@ -18,13 +18,16 @@ use switchboard::destination::DeliveryId;
 use switchboard::identity::IdentityLink;
 use switchboard::integration::{IntegrationConfig, RunOutcome, RunRecord, Schedule};
 use switchboard::s3::{
-    AfterImport, Credentials, RetryPolicy, S3Config, S3Connector, S3Import, S3RunDetails,
+    AfterImport, Credentials, RetryPolicy, S3Config, S3Connection, S3Connector, S3Import,
+    S3RunDetails,
 };
 use switchboard::schedule::{RunContext, Scheduler};
 use switchboard::store::{
-    ClaimedDelivery, Completion, DeadLetter, DeliveryState, DestinationStats, EnqueueOutcome,
-    Installation, LogEntry, NewDelivery,
+    ClaimedDelivery, Completion, ConnectionStore, DeadLetter, DeliveryState, DestinationStats,
+    EnqueueOutcome, LinkStore, LogEntry, NewDelivery, OnceStore, OutboxStore, PruneStats,
+    RouteRule, RuleStore, RunStore, ScopeChange, ScopeStatus,
 };
+use switchboard::tenant::{Connection, ConnectionKey, ConnectionState, Secrets, TenantId};
 use switchboard::{
     AttributeRecord, AttributeStore, Attributes, ErrorKind, Event, Filter, MemoryStore, Shutdown,
     Store,
@@ -83,6 +86,8 @@ static HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 const ACCESS_KEY: &str = "AKIATESTSWITCHBOARD";
 const SECRET_KEY: &str = "test-secret-key-1234567890";
 const BUCKET: &str = "exports";
+const TENANT_KEY: &str = "AKIATENANTACME";
+const TENANT_SECRET: &str = "tenant-secret-key-0987654321";
 
 struct S3Server {
     endpoint: String,
@@ -104,7 +109,10 @@ impl S3Server {
         std::fs::create_dir(root.path().join(BUCKET)).unwrap();
         let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let mut auth = s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
+        // A second key pair: a tenant's own credentials, held in its connection.
+        auth.register(TENANT_KEY.to_owned(), TENANT_SECRET.into());
+        builder.set_auth(auth);
         let service = builder.build();
         let slow_downs = Arc::new(AtomicUsize::new(0));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -271,7 +279,12 @@ fn stores() -> Vec<(&'static str, Arc<dyn Store>)> {
 }
 
 async fn attrs(store: &dyn Store, user: &str) -> Option<Attributes> {
-    store.get(user).await.unwrap()
+    store.get(&d(), user).await.unwrap()
+}
+
+/// The default tenant.
+fn d() -> TenantId {
+    TenantId::default()
 }
 
 // ---------------------------------------------------------------------------
@@ -423,7 +436,7 @@ async fn a_clean_file_is_imported_recorded_and_moved_to_success() {
         let connector = server.connector();
         let scheduler = scheduler_with(Arc::clone(&store), &connector, &[integration], t0()).await;
 
-        let run = scheduler.run_now("hr-users").await.unwrap();
+        let run = scheduler.run_now(&d(), "hr-users").await.unwrap();
         assert_eq!(run.outcome, RunOutcome::Success, "{store_name}: {run:?}");
         assert_eq!(
             (run.rows_read, run.rows_imported, run.rows_rejected),
@@ -469,17 +482,17 @@ async fn a_clean_file_is_imported_recorded_and_moved_to_success() {
         );
 
         // The run history has it; the next run finds no new file.
-        let history = store.runs("hr-users", 10).await.unwrap();
+        let history = store.runs(&d(), "hr-users", 10).await.unwrap();
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].outcome, RunOutcome::Success);
-        let next = scheduler.run_now("hr-users").await.unwrap();
+        let next = scheduler.run_now(&d(), "hr-users").await.unwrap();
         assert_eq!(next.outcome, RunOutcome::Success);
         assert_eq!(next.rows_read, 0);
         assert_eq!(S3RunDetails::from_run(&next).file, None);
 
         // A rerun in the same second never overwrites an earlier move.
         server.put("hr/users.csv", USERS_CSV).await;
-        let again = scheduler.run_now("hr-users").await.unwrap();
+        let again = scheduler.run_now(&d(), "hr-users").await.unwrap();
         let moved = S3RunDetails::from_run(&again).moved_to.unwrap();
         assert!(
             moved.ends_with(&format!("users-20250301T103000Z-run{}.csv", again.id)),
@@ -511,7 +524,7 @@ async fn a_partly_bad_file_is_partial_and_lists_the_rejected_lines() {
     )
     .await;
 
-    let run = scheduler.run_now("hr").await.unwrap();
+    let run = scheduler.run_now(&d(), "hr").await.unwrap();
     assert_eq!(run.outcome, RunOutcome::Partial, "{run:?}");
     assert_eq!(
         (run.rows_read, run.rows_imported, run.rows_rejected),
@@ -557,7 +570,7 @@ async fn a_file_whose_rows_are_all_rejected_fails_and_moves_to_failed() {
         t0(),
     )
     .await;
-    let run = scheduler.run_now("hr").await.unwrap();
+    let run = scheduler.run_now(&d(), "hr").await.unwrap();
     assert_eq!(run.outcome, RunOutcome::Failed);
     assert_eq!(
         (run.rows_read, run.rows_imported, run.rows_rejected),
@@ -587,7 +600,7 @@ async fn a_missing_column_fails_the_run_writes_nothing_and_moves_to_failed() {
             t0(),
         )
         .await;
-        let run = scheduler.run_now("hr").await.unwrap();
+        let run = scheduler.run_now(&d(), "hr").await.unwrap();
         assert_eq!(run.outcome, RunOutcome::Failed, "{store_name}");
         let error = run.error.clone().unwrap();
         assert!(
@@ -633,7 +646,7 @@ async fn a_file_broken_mid_stream_writes_nothing() {
         t0(),
     )
     .await;
-    let run = scheduler.run_now("hr").await.unwrap();
+    let run = scheduler.run_now(&d(), "hr").await.unwrap();
     assert_eq!(run.outcome, RunOutcome::Failed);
     let error = run.error.unwrap();
     assert!(
@@ -666,7 +679,7 @@ async fn access_denied_is_permanent_reported_and_leaves_the_file() {
     )
     .await;
     let started = std::time::Instant::now();
-    let run = scheduler.run_now("hr").await.unwrap();
+    let run = scheduler.run_now(&d(), "hr").await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "access denied is not retried"
@@ -688,7 +701,7 @@ async fn access_denied_is_permanent_reported_and_leaves_the_file() {
         .integration("gone", hourly())
         .unwrap();
     let scheduler = scheduler_with(Arc::clone(&store), &server.connector(), &[gone], t0()).await;
-    let run = scheduler.run_now("gone").await.unwrap();
+    let run = scheduler.run_now(&d(), "gone").await.unwrap();
     assert_eq!(run.outcome, RunOutcome::Failed);
     assert!(
         run.error
@@ -715,7 +728,7 @@ async fn throttling_is_retried_with_backoff() {
     .await;
 
     server.slow_downs.store(3, Ordering::SeqCst);
-    let run = scheduler.run_now("hr").await.unwrap();
+    let run = scheduler.run_now(&d(), "hr").await.unwrap();
     assert_eq!(run.outcome, RunOutcome::Success, "{run:?}");
     assert_eq!(
         server.slow_downs.load(Ordering::SeqCst),
@@ -728,7 +741,7 @@ async fn throttling_is_retried_with_backoff() {
     // and the file stays.
     server.put("users.csv", USERS_CSV).await;
     server.slow_downs.store(1000, Ordering::SeqCst);
-    let run = scheduler.run_now("hr").await.unwrap();
+    let run = scheduler.run_now(&d(), "hr").await.unwrap();
     assert_eq!(run.outcome, RunOutcome::Failed);
     let error = run.error.unwrap();
     assert!(
@@ -755,7 +768,7 @@ async fn the_attribute_cap_is_enforced_before_anything_is_written() {
         t0(),
     )
     .await;
-    let run = scheduler.run_now("hr").await.unwrap();
+    let run = scheduler.run_now(&d(), "hr").await.unwrap();
     assert_eq!(run.outcome, RunOutcome::Failed);
     let error = run.error.unwrap();
     assert!(
@@ -813,7 +826,7 @@ async fn keep_in_place_lets_two_integrations_read_one_file() {
 
         // The same version is not imported again by either integration…
         for name in ["plans", "tickets"] {
-            let run = scheduler.run_now(name).await.unwrap();
+            let run = scheduler.run_now(&d(), name).await.unwrap();
             assert_eq!(run.rows_read, 0, "{store_name} {name}");
             assert_eq!(S3RunDetails::from_run(&run).file, None);
         }
@@ -825,7 +838,7 @@ async fn keep_in_place_lets_two_integrations_read_one_file() {
             )
             .await;
         for name in ["plans", "tickets"] {
-            let run = scheduler.run_now(name).await.unwrap();
+            let run = scheduler.run_now(&d(), name).await.unwrap();
             assert_eq!(run.rows_imported, 1, "{store_name} {name}");
         }
         let ada = attrs(store.as_ref(), "ada@example.com").await.unwrap();
@@ -866,7 +879,7 @@ async fn a_glob_imports_the_oldest_file_per_run_and_skips_the_rest() {
     )
     .await;
 
-    let first = scheduler.run_now("daily").await.unwrap();
+    let first = scheduler.run_now(&d(), "daily").await.unwrap();
     let details = S3RunDetails::from_run(&first);
     assert_eq!(
         details.file.as_deref(),
@@ -878,7 +891,7 @@ async fn a_glob_imports_the_oldest_file_per_run_and_skips_the_rest() {
         "Basic"
     );
 
-    let second = scheduler.run_now("daily").await.unwrap();
+    let second = scheduler.run_now(&d(), "daily").await.unwrap();
     assert_eq!(
         S3RunDetails::from_run(&second).file.as_deref(),
         Some("s3://exports/daily/users-a.csv")
@@ -888,7 +901,7 @@ async fn a_glob_imports_the_oldest_file_per_run_and_skips_the_rest() {
         "Premium"
     );
 
-    let third = scheduler.run_now("daily").await.unwrap();
+    let third = scheduler.run_now(&d(), "daily").await.unwrap();
     assert_eq!(
         S3RunDetails::from_run(&third).file,
         None,
@@ -914,7 +927,7 @@ async fn a_local_folder_works_the_same_way() {
     let (_, store) = stores().pop().unwrap();
     let integration = config.integration("local", hourly()).unwrap();
     let scheduler = scheduler_with(Arc::clone(&store), &connector, &[integration], t0()).await;
-    let run = scheduler.run_now("local").await.unwrap();
+    let run = scheduler.run_now(&d(), "local").await.unwrap();
     assert_eq!(run.outcome, RunOutcome::Success, "{run:?}");
     assert_eq!(run.rows_imported, 3);
     assert_eq!(files_in(dir.path()), Vec::<String>::new());
@@ -974,7 +987,7 @@ async fn a_large_file_streams_in_bounded_memory() {
 
     let baseline = CURRENT.load(Ordering::SeqCst);
     PEAK.store(baseline, Ordering::SeqCst);
-    let run = scheduler.run_now("big").await.unwrap();
+    let run = scheduler.run_now(&d(), "big").await.unwrap();
     let growth = PEAK.load(Ordering::SeqCst).saturating_sub(baseline);
     eprintln!(
         "peak heap growth: {} KiB for a {} KiB file",
@@ -1007,7 +1020,11 @@ struct HangingStore {
 
 #[async_trait]
 impl AttributeStore for HangingStore {
-    async fn upsert(&self, batch: &[AttributeRecord]) -> switchboard::Result<UpsertStats> {
+    async fn upsert(
+        &self,
+        tenant: &TenantId,
+        batch: &[AttributeRecord],
+    ) -> switchboard::Result<UpsertStats> {
         if self
             .allowed
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -1015,27 +1032,31 @@ impl AttributeStore for HangingStore {
         {
             std::future::pending::<()>().await;
         }
-        let stats = self.inner.upsert(batch).await?;
+        let stats = self.inner.upsert(tenant, batch).await?;
         self.written.fetch_add(batch.len(), Ordering::SeqCst);
         Ok(stats)
     }
-    async fn get(&self, user_id: &str) -> switchboard::Result<Option<Attributes>> {
-        self.inner.get(user_id).await
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        user_id: &str,
+    ) -> switchboard::Result<Option<Attributes>> {
+        self.inner.get(tenant, user_id).await
     }
-    async fn query(&self, filter: &Filter) -> switchboard::Result<Vec<String>> {
-        self.inner.query(filter).await
+    async fn query(&self, tenant: &TenantId, filter: &Filter) -> switchboard::Result<Vec<String>> {
+        self.inner.query(tenant, filter).await
     }
 }
 
 #[async_trait]
-impl Store for HangingStore {
+impl OutboxStore for HangingStore {
     async fn enqueue(
         &self,
-        e: &Event,
-        d: &[NewDelivery],
+        event: &Event,
+        deliveries: &[NewDelivery],
         now: DateTime<Utc>,
     ) -> switchboard::Result<EnqueueOutcome> {
-        self.inner.enqueue(e, d, now).await
+        self.inner.enqueue(event, deliveries, now).await
     }
     async fn claim(
         &self,
@@ -1045,26 +1066,52 @@ impl Store for HangingStore {
     ) -> switchboard::Result<Vec<ClaimedDelivery>> {
         self.inner.claim(now, lease, limit).await
     }
-    async fn complete(&self, c: &[Completion], now: DateTime<Utc>) -> switchboard::Result<()> {
-        self.inner.complete(c, now).await
-    }
-    async fn set_connected(
+    async fn complete(
         &self,
-        d: &str,
-        c: bool,
-        r: Option<&str>,
+        completions: &[Completion],
+        now: DateTime<Utc>,
+    ) -> switchboard::Result<()> {
+        self.inner.complete(completions, now).await
+    }
+    async fn renew(
+        &self,
+        claims: &[(DeliveryId, i64)],
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> switchboard::Result<u64> {
+        self.inner.renew(claims, now, lease).await
+    }
+    async fn release(
+        &self,
+        claims: &[(DeliveryId, i64)],
+        now: DateTime<Utc>,
+    ) -> switchboard::Result<()> {
+        self.inner.release(claims, now).await
+    }
+    async fn set_scope(
+        &self,
+        tenant: &TenantId,
+        scope: &str,
+        change: ScopeChange,
         now: DateTime<Utc>,
     ) -> switchboard::Result<u64> {
-        self.inner.set_connected(d, c, r, now).await
+        self.inner.set_scope(tenant, scope, change, now).await
     }
-    async fn disconnected(&self) -> switchboard::Result<Vec<String>> {
-        self.inner.disconnected().await
+    async fn scopes(&self) -> switchboard::Result<Vec<ScopeStatus>> {
+        self.inner.scopes().await
     }
     async fn next_due(&self) -> switchboard::Result<Option<DateTime<Utc>>> {
         self.inner.next_due().await
     }
-    async fn dead_letters(&self, limit: usize) -> switchboard::Result<Vec<DeadLetter>> {
-        self.inner.dead_letters(limit).await
+    async fn pending(&self) -> switchboard::Result<u64> {
+        self.inner.pending().await
+    }
+    async fn dead_letters(
+        &self,
+        tenant: Option<&TenantId>,
+        limit: usize,
+    ) -> switchboard::Result<Vec<DeadLetter>> {
+        self.inner.dead_letters(tenant, limit).await
     }
     async fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> switchboard::Result<()> {
         self.inner.replay(id, now).await
@@ -1078,63 +1125,152 @@ impl Store for HangingStore {
     async fn destination_stats(&self) -> switchboard::Result<Vec<DestinationStats>> {
         self.inner.destination_stats().await
     }
+    async fn prune(&self, sent_before: DateTime<Utc>) -> switchboard::Result<PruneStats> {
+        self.inner.prune(sent_before).await
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for HangingStore {
+    async fn put_connection(
+        &self,
+        connection: &Connection,
+        now: DateTime<Utc>,
+    ) -> switchboard::Result<Connection> {
+        self.inner.put_connection(connection, now).await
+    }
+    async fn connection(&self, key: &ConnectionKey) -> switchboard::Result<Option<Connection>> {
+        self.inner.connection(key).await
+    }
+    async fn default_connection(
+        &self,
+        tenant: &TenantId,
+        platform: &str,
+    ) -> switchboard::Result<Option<Connection>> {
+        self.inner.default_connection(tenant, platform).await
+    }
+    async fn connections(&self, tenant: Option<&TenantId>) -> switchboard::Result<Vec<Connection>> {
+        self.inner.connections(tenant).await
+    }
+    async fn delete_connection(&self, key: &ConnectionKey) -> switchboard::Result<bool> {
+        self.inner.delete_connection(key).await
+    }
+    async fn set_connection_state(
+        &self,
+        key: &ConnectionKey,
+        state: &ConnectionState,
+        now: DateTime<Utc>,
+    ) -> switchboard::Result<bool> {
+        self.inner.set_connection_state(key, state, now).await
+    }
+    async fn swap_secrets(
+        &self,
+        key: &ConnectionKey,
+        expected_revision: u64,
+        secrets: &Secrets,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> switchboard::Result<Option<Connection>> {
+        self.inner
+            .swap_secrets(key, expected_revision, secrets, expires_at, now)
+            .await
+    }
+}
+
+#[async_trait]
+impl LinkStore for HangingStore {
     async fn put_link(&self, link: &IdentityLink) -> switchboard::Result<()> {
         self.inner.put_link(link).await
     }
-    async fn link(&self, p: &str, u: &str) -> switchboard::Result<Option<IdentityLink>> {
-        self.inner.link(p, u).await
+    async fn link(
+        &self,
+        tenant: &TenantId,
+        platform: &str,
+        user_id: &str,
+    ) -> switchboard::Result<Option<IdentityLink>> {
+        self.inner.link(tenant, platform, user_id).await
     }
-    async fn links(&self, p: &str) -> switchboard::Result<Vec<IdentityLink>> {
-        self.inner.links(p).await
+    async fn links(
+        &self,
+        tenant: &TenantId,
+        platform: &str,
+    ) -> switchboard::Result<Vec<IdentityLink>> {
+        self.inner.links(tenant, platform).await
     }
-    async fn delete_link(&self, p: &str, u: &str) -> switchboard::Result<bool> {
-        self.inner.delete_link(p, u).await
+    async fn delete_link(
+        &self,
+        tenant: &TenantId,
+        platform: &str,
+        user_id: &str,
+    ) -> switchboard::Result<bool> {
+        self.inner.delete_link(tenant, platform, user_id).await
     }
-    async fn put_integration(&self, c: &IntegrationConfig) -> switchboard::Result<()> {
-        self.inner.put_integration(c).await
+}
+
+#[async_trait]
+impl RunStore for HangingStore {
+    async fn put_integration(&self, config: &IntegrationConfig) -> switchboard::Result<()> {
+        self.inner.put_integration(config).await
     }
-    async fn integrations(&self) -> switchboard::Result<Vec<IntegrationConfig>> {
-        self.inner.integrations().await
+    async fn integrations(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> switchboard::Result<Vec<IntegrationConfig>> {
+        self.inner.integrations(tenant).await
+    }
+    async fn delete_integration(&self, tenant: &TenantId, name: &str) -> switchboard::Result<bool> {
+        self.inner.delete_integration(tenant, name).await
     }
     async fn start_run(
         &self,
-        i: &str,
+        tenant: &TenantId,
+        integration: &str,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> switchboard::Result<Option<RunRecord>> {
-        self.inner.start_run(i, now, lease).await
+        self.inner.start_run(tenant, integration, now, lease).await
     }
     async fn renew_run(
         &self,
-        id: i64,
+        run_id: i64,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> switchboard::Result<bool> {
-        self.inner.renew_run(id, now, lease).await
+        self.inner.renew_run(run_id, now, lease).await
     }
     async fn finish_run(&self, run: &RunRecord) -> switchboard::Result<()> {
         self.inner.finish_run(run).await
     }
-    async fn runs(&self, i: &str, limit: usize) -> switchboard::Result<Vec<RunRecord>> {
-        self.inner.runs(i, limit).await
+    async fn runs(
+        &self,
+        tenant: &TenantId,
+        integration: &str,
+        limit: usize,
+    ) -> switchboard::Result<Vec<RunRecord>> {
+        self.inner.runs(tenant, integration, limit).await
     }
-    async fn put_installation(&self, i: &Installation) -> switchboard::Result<()> {
-        self.inner.put_installation(i).await
+}
+
+#[async_trait]
+impl RuleStore for HangingStore {
+    async fn put_rule(&self, rule: &RouteRule) -> switchboard::Result<()> {
+        self.inner.put_rule(rule).await
     }
-    async fn installation(&self, p: &str, k: &str) -> switchboard::Result<Option<Installation>> {
-        self.inner.installation(p, k).await
+    async fn rules(&self, tenant: &TenantId) -> switchboard::Result<Vec<RouteRule>> {
+        self.inner.rules(tenant).await
     }
-    async fn delete_installation(&self, p: &str, k: &str) -> switchboard::Result<bool> {
-        self.inner.delete_installation(p, k).await
-    }
+}
+
+#[async_trait]
+impl OnceStore for HangingStore {
     async fn remember_once(
         &self,
-        s: &str,
-        k: &str,
-        e: DateTime<Utc>,
+        scope: &str,
+        key: &str,
+        expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> switchboard::Result<bool> {
-        self.inner.remember_once(s, k, e, now).await
+        self.inner.remember_once(scope, key, expires_at, now).await
     }
 }
 
@@ -1162,7 +1298,11 @@ async fn a_rerun_after_a_crash_imports_the_file_that_stayed_in_place() {
 
     // The "process" starts a run under the store's lease and dies while writing:
     // two batches are in, the third never finishes, and the task is gone.
-    let run = store.start_run("hr", t0(), lease).await.unwrap().unwrap();
+    let run = store
+        .start_run(&d(), "hr", t0(), lease)
+        .await
+        .unwrap()
+        .unwrap();
     let job: Arc<S3Import> = Arc::new(connector.job("hr", Arc::clone(&store)));
     let (_trigger, shutdown) = Shutdown::new();
     let mut ctx = RunContext::new(integration.clone(), run.id, run.started_at, shutdown);
@@ -1192,21 +1332,28 @@ async fn a_rerun_after_a_crash_imports_the_file_that_stayed_in_place() {
         t0() + chrono::Duration::minutes(10),
     )
     .await;
-    let e = early.run_now("hr").await.unwrap_err();
+    let e = early.run_now(&d(), "hr").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict);
 
     // Once the lease has expired the next run takes over and imports it all.
     let later = t0() + chrono::Duration::hours(2);
     let scheduler = scheduler_with(Arc::clone(&store), &connector, &[integration], later).await;
-    let rerun = scheduler.run_now("hr").await.unwrap();
+    let rerun = scheduler.run_now(&d(), "hr").await.unwrap();
     assert_eq!(rerun.outcome, RunOutcome::Success, "{rerun:?}");
     assert_eq!(rerun.rows_imported, 1000);
     assert!(attrs(store.as_ref(), "user999@example.com").await.is_some());
     assert_eq!(server.files_in("success"), ["users-20250301T123000Z.csv"]);
-    let history = store.runs("hr", 10).await.unwrap();
+    let history = store.runs(&d(), "hr", 10).await.unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].outcome, RunOutcome::Success);
-    assert_eq!(history[1].outcome, RunOutcome::Failed);
+    assert!(
+        matches!(
+            history[1].outcome,
+            RunOutcome::Failed | RunOutcome::Abandoned
+        ),
+        "{:?}",
+        history[1]
+    );
     assert!(
         history[1]
             .error
@@ -1250,4 +1397,415 @@ async fn settings_are_read_at_every_run_and_disabled_integrations_do_not_run() {
         attrs(store.as_ref(), "ada@example.com").await.unwrap()["tier"],
         "Premium"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Tenants and their S3 connections.
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::new(id).unwrap()
+}
+
+/// Stores that can hold connection secrets (sealed with a test keyring).
+fn keyed_stores() -> Vec<(&'static str, Arc<dyn Store>)> {
+    let keyring = || switchboard::secret::Keyring::generate("test").unwrap();
+    #[allow(unused_mut)]
+    let mut stores: Vec<(&'static str, Arc<dyn Store>)> = vec![(
+        "memory",
+        Arc::new(MemoryStore::new().with_keyring(keyring())),
+    )];
+    #[cfg(feature = "sqlite")]
+    stores.push((
+        "sqlite",
+        Arc::new(
+            switchboard::SqliteStore::open_in_memory()
+                .unwrap()
+                .with_keyring(keyring())
+                .unwrap(),
+        ),
+    ));
+    stores
+}
+
+/// Acme's connection to the test server with its own key pair.
+fn acme_connection(server: &S3Server) -> Connection {
+    S3Connection::new(tenant("acme"), "acme-hr", TENANT_KEY, TENANT_SECRET)
+        .endpoint(&server.endpoint)
+        .region("us-east-1")
+        .bucket(BUCKET)
+        .build()
+        .unwrap()
+}
+
+/// Settings that take region and endpoint from the connection.
+fn tenant_users_config(source: &str) -> S3Config {
+    S3Config::new(source, "Email")
+        .unwrap()
+        .attribute_as("Plan", "plan")
+        .attribute_as("Support Tickets", "support_tickets")
+}
+
+/// A connector whose own credentials the server refuses: a run that succeeds
+/// used the tenant's connection.
+fn connector_with_wrong_keys() -> S3Connector {
+    S3Connector::new(Credentials::access_key(ACCESS_KEY, "not-the-secret")).retry(fast_retry())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_integration_reads_with_its_connection_into_its_own_users() {
+    let _shared = HEAVY.read().await;
+    for (store_name, store) in keyed_stores() {
+        let server = S3Server::start().await;
+        server.put("acme/users.csv", USERS_CSV).await;
+        store
+            .put_connection(&acme_connection(&server), t0())
+            .await
+            .unwrap();
+        let integration = tenant_users_config("s3://exports/acme/users.csv")
+            .tenant_integration(tenant("acme"), "hr", hourly())
+            .unwrap();
+        let scheduler = scheduler_with(
+            Arc::clone(&store),
+            &connector_with_wrong_keys(),
+            &[integration],
+            t0(),
+        )
+        .await;
+        let run = scheduler.run_now(&tenant("acme"), "hr").await.unwrap();
+        assert_eq!(run.outcome, RunOutcome::Success, "{store_name}: {run:?}");
+        assert_eq!(run.tenant, tenant("acme"));
+        assert_eq!(run.rows_imported, 3);
+        assert_eq!(
+            store
+                .get(&tenant("acme"), "ada@example.com")
+                .await
+                .unwrap()
+                .unwrap()["plan"],
+            "Premium"
+        );
+        assert_eq!(
+            store.get(&d(), "ada@example.com").await.unwrap(),
+            None,
+            "{store_name}: nothing lands in the default tenant"
+        );
+        let premium = Filter::parse(r#"plan = "Premium""#).unwrap();
+        assert_eq!(
+            store.query(&tenant("acme"), &premium).await.unwrap(),
+            ["ada@example.com", "cy@example.com"]
+        );
+        assert!(store.query(&d(), &premium).await.unwrap().is_empty());
+        assert_eq!(server.files_in("acme/success").len(), 1);
+        assert_eq!(
+            store.runs(&tenant("acme"), "hr", 10).await.unwrap().len(),
+            1
+        );
+        assert!(store.runs(&d(), "hr", 10).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_never_gets_the_connectors_keys_nor_another_tenants_connection() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("users.csv", USERS_CSV).await;
+    let store: Arc<dyn Store> = Arc::new(
+        MemoryStore::new().with_keyring(switchboard::secret::Keyring::generate("t").unwrap()),
+    );
+    store
+        .put_connection(&acme_connection(&server), t0())
+        .await
+        .unwrap();
+    // Globex has no connection; its settings carry the server's endpoint, and
+    // the connector holds valid keys (the default tenant's).
+    let own = users_config(&server, "s3://exports/users.csv")
+        .tenant_integration(tenant("globex"), "hr", hourly())
+        .unwrap();
+    let borrowed = users_config(&server, "s3://exports/users.csv")
+        .connection("acme-hr")
+        .tenant_integration(tenant("globex"), "borrowed", hourly())
+        .unwrap();
+    let local = S3Config::new("file:///tmp/", "Email")
+        .unwrap()
+        .attribute("Plan")
+        .tenant_integration(tenant("globex"), "local", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[own, borrowed, local],
+        t0(),
+    )
+    .await;
+
+    let run = scheduler.run_now(&tenant("globex"), "hr").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    assert!(
+        run.error.as_deref().unwrap().contains("no S3 connection"),
+        "{run:?}"
+    );
+    let run = scheduler
+        .run_now(&tenant("globex"), "borrowed")
+        .await
+        .unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    let error = run.error.unwrap();
+    assert!(
+        error.contains("globex has no S3 connection s3:acme-hr"),
+        "{error}"
+    );
+    let run = scheduler.run_now(&tenant("globex"), "local").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    assert!(
+        run.error
+            .unwrap()
+            .contains("only available to the default tenant")
+    );
+
+    assert!(server.exists("users.csv"), "nothing was read or moved");
+    assert!(
+        store
+            .get(&tenant("globex"), "ada@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get(&tenant("acme"), "ada@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_problems_say_what_to_fix() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("users.csv", USERS_CSV).await;
+    let store: Arc<dyn Store> = Arc::new(
+        MemoryStore::new().with_keyring(switchboard::secret::Keyring::generate("t").unwrap()),
+    );
+    // A connection for another bucket, and one with a wrong secret.
+    let other_bucket = S3Connection::new(tenant("acme"), "acme-other", TENANT_KEY, TENANT_SECRET)
+        .endpoint(&server.endpoint)
+        .bucket("other-bucket")
+        .default_for_platform(false)
+        .build()
+        .unwrap();
+    let wrong = S3Connection::new(tenant("acme"), "acme-wrong", TENANT_KEY, "wrong")
+        .endpoint(&server.endpoint)
+        .region("us-east-1")
+        .default_for_platform(false)
+        .build()
+        .unwrap();
+    for c in [&other_bucket, &wrong] {
+        store.put_connection(c, t0()).await.unwrap();
+    }
+    let connector = connector_with_wrong_keys();
+    let config = tenant_users_config("s3://exports/users.csv");
+    let e = connector
+        .discover_with(&config, &other_bucket, 2)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized);
+    assert!(
+        e.message().contains("for the bucket \"other-bucket\""),
+        "{e}"
+    );
+    let e = connector
+        .discover_with(&config, &wrong, 2)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    assert!(
+        !e.to_string().contains("wrong\""),
+        "no secret in errors: {e}"
+    );
+
+    // Discovery with the right connection works with the connector's bad keys.
+    let found = connector
+        .discover_with(&config, &acme_connection(&server), 2)
+        .await
+        .unwrap();
+    assert_eq!(found.headers[0], "Email");
+
+    // A disconnected connection is refused before any request.
+    let mut revoked = acme_connection(&server);
+    revoked.state = ConnectionState::Disconnected {
+        reason: "key rotated".into(),
+        since: t0(),
+    };
+    let e = connector
+        .discover_with(&config, &revoked, 2)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized);
+    assert!(e.message().contains("key rotated"), "{e}");
+
+    // A run naming the wrong-secret connection fails as access denied and
+    // leaves the file.
+    let integration = config
+        .clone()
+        .connection("acme-wrong")
+        .tenant_integration(tenant("acme"), "hr", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(Arc::clone(&store), &connector, &[integration], t0()).await;
+    let run = scheduler.run_now(&tenant("acme"), "hr").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    assert!(server.exists("users.csv"));
+}
+
+/// A CSV with `n` attribute columns named `{prefix}0..` for two users.
+fn wide_csv(prefix: &str, n: usize) -> (String, S3Config) {
+    let mut header = String::from("Email");
+    let mut config = tenant_users_config(&format!("s3://exports/{prefix}/wide.csv"));
+    config = S3Config::new(config.source().as_str(), "Email").unwrap();
+    for i in 0..n {
+        header.push_str(&format!(",{prefix}{i}"));
+        config = config.attribute(format!("{prefix}{i}"));
+    }
+    let mut csv = header + "\n";
+    for u in 0..2 {
+        csv.push_str(&format!("{prefix}{u}@example.com"));
+        for i in 0..n {
+            csv.push_str(&format!(",{}", u * i));
+        }
+        csv.push('\n');
+    }
+    (csv, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_at_the_attribute_cap_does_not_block_another() {
+    let _shared = HEAVY.read().await;
+    for (store_name, store) in keyed_stores() {
+        let server = S3Server::start().await;
+        store
+            .put_connection(&acme_connection(&server), t0())
+            .await
+            .unwrap();
+        let globex = S3Connection::new(tenant("globex"), "globex-hr", TENANT_KEY, TENANT_SECRET)
+            .endpoint(&server.endpoint)
+            .region("us-east-1")
+            .build()
+            .unwrap();
+        store.put_connection(&globex, t0()).await.unwrap();
+        let (acme_csv, acme_config) = wide_csv("a", 100);
+        let (globex_csv, globex_config) = wide_csv("g", 100);
+        server.put("a/wide.csv", acme_csv).await;
+        server.put("g/wide.csv", globex_csv).await;
+        server
+            .put("a/more.csv", "Email,extra\nlate@example.com,1\n")
+            .await;
+        let more = S3Config::new("s3://exports/a/more.csv", "Email")
+            .unwrap()
+            .attribute("extra")
+            .tenant_integration(tenant("acme"), "more", hourly())
+            .unwrap();
+        let scheduler = scheduler_with(
+            Arc::clone(&store),
+            &connector_with_wrong_keys(),
+            &[
+                acme_config
+                    .tenant_integration(tenant("acme"), "wide", hourly())
+                    .unwrap(),
+                globex_config
+                    .tenant_integration(tenant("globex"), "wide", hourly())
+                    .unwrap(),
+                more,
+            ],
+            t0(),
+        )
+        .await;
+        let runs = scheduler.run_due(t0()).await.unwrap();
+        let by_tenant: Vec<_> = runs
+            .iter()
+            .map(|r| (r.tenant.as_str(), r.integration.as_str(), r.outcome))
+            .collect();
+        // "more" may run before or after acme's "wide": one of acme's runs
+        // hits the cap, globex's always succeeds.
+        let globex_run = runs.iter().find(|r| r.tenant == tenant("globex")).unwrap();
+        assert_eq!(
+            globex_run.outcome,
+            RunOutcome::Success,
+            "{store_name}: {by_tenant:?}"
+        );
+        assert_eq!(globex_run.properties_imported, 100);
+        let acme_failed: Vec<_> = runs
+            .iter()
+            .filter(|r| r.tenant == tenant("acme") && r.outcome == RunOutcome::Failed)
+            .collect();
+        assert_eq!(acme_failed.len(), 1, "{store_name}: {by_tenant:?}");
+        assert!(
+            acme_failed[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("over the cap of 100"),
+            "{:?}",
+            acme_failed[0]
+        );
+        assert!(
+            store
+                .get(&tenant("globex"), "g1@example.com")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_in_place_bookkeeping_is_per_tenant() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("shared/users.csv", USERS_CSV).await;
+    let store: Arc<dyn Store> = Arc::new(
+        MemoryStore::new().with_keyring(switchboard::secret::Keyring::generate("t").unwrap()),
+    );
+    let globex = S3Connection::new(tenant("globex"), "globex-hr", TENANT_KEY, TENANT_SECRET)
+        .endpoint(&server.endpoint)
+        .region("us-east-1")
+        .build()
+        .unwrap();
+    for c in [acme_connection(&server), globex] {
+        store.put_connection(&c, t0()).await.unwrap();
+    }
+    // The same integration name and file in two tenants, and the default
+    // tenant's with the connector's own keys.
+    let config =
+        tenant_users_config("s3://exports/shared/users.csv").after_import(AfterImport::KeepInPlace);
+    let default_config = users_config(&server, "s3://exports/shared/users.csv")
+        .after_import(AfterImport::KeepInPlace);
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[
+            config
+                .tenant_integration(tenant("acme"), "hr", hourly())
+                .unwrap(),
+            config
+                .tenant_integration(tenant("globex"), "hr", hourly())
+                .unwrap(),
+            default_config.integration("hr", hourly()).unwrap(),
+        ],
+        t0(),
+    )
+    .await;
+    for t in [tenant("acme"), tenant("globex"), d()] {
+        let run = scheduler.run_now(&t, "hr").await.unwrap();
+        assert_eq!(run.outcome, RunOutcome::Success, "{t}: {run:?}");
+        assert_eq!(
+            run.rows_imported, 3,
+            "{t}: each tenant imports the file once"
+        );
+        let again = scheduler.run_now(&t, "hr").await.unwrap();
+        assert_eq!(
+            again.rows_read, 0,
+            "{t}: the same version is not imported twice"
+        );
+        assert!(store.get(&t, "cy@example.com").await.unwrap().is_some());
+    }
+    assert!(server.exists("shared/users.csv"));
 }
