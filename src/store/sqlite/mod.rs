@@ -492,3 +492,6 @@ fn tenant(s: String) -> Db<crate::tenant::TenantId> {
     crate::tenant::TenantId::new(s)
         .map_err(|e| corrupt(format!("invalid stored tenant id: {e}")))
 }
+
+#[cfg(test)]
+mod tests;
