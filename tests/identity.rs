@@ -12,8 +12,9 @@ use switchboard::identity::{
     StaticDirectory, SyncOptions, SyncReport, Unmatched, normalize_email, normalize_phone,
     parse_phone, sync_directory,
 };
+use switchboard::store::LinkStore;
 use switchboard::tenant::{Connection, TenantId};
-use switchboard::{MemoryStore, Person, Resolution, Store};
+use switchboard::{MemoryStore, Person, Resolution};
 
 /// The default tenant without a connection (single-tenant hosts).
 fn cx() -> ResolveContext {
@@ -341,7 +342,7 @@ async fn a_resync_updates_and_prunes_automatic_links() {
     assert_eq!(report.skipped.deleted, 1);
     assert_eq!(
         store
-            .link("slack", "ada")
+            .link(&d(), "slack", "ada")
             .await
             .unwrap()
             .unwrap()
@@ -541,7 +542,7 @@ async fn the_cache_answers_until_entries_expire() {
     assert_eq!(cache.get(&cx(), "amb"), None);
 
     let failing = cache
-        .get_or_resolve("err", || async {
+        .get_or_resolve(&cx(), "err", || async {
             Err(switchboard::Error::new(
                 switchboard::ErrorKind::Network,
                 "down",

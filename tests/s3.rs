@@ -453,7 +453,10 @@ async fn a_clean_file_is_imported_recorded_and_moved_to_success() {
             "unmapped columns are not imported"
         );
         let premium = store
-            .query(&Filter::parse("plan = \"Premium\" and support_tickets > 2").unwrap())
+            .query(
+                &d(),
+                &Filter::parse("plan = \"Premium\" and support_tickets > 2").unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(premium, ["ada@example.com", "cy@example.com"]);
@@ -1659,8 +1662,7 @@ async fn connection_problems_say_what_to_fix() {
 /// A CSV with `n` attribute columns named `{prefix}0..` for two users.
 fn wide_csv(prefix: &str, n: usize) -> (String, S3Config) {
     let mut header = String::from("Email");
-    let mut config = tenant_users_config(&format!("s3://exports/{prefix}/wide.csv"));
-    config = S3Config::new(config.source().as_str(), "Email").unwrap();
+    let mut config = S3Config::new(&format!("s3://exports/{prefix}/wide.csv"), "Email").unwrap();
     for i in 0..n {
         header.push_str(&format!(",{prefix}{i}"));
         config = config.attribute(format!("{prefix}{i}"));

@@ -9,8 +9,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use switchboard::attributes::{CsvMapping, ImportCollector, read_csv};
 use switchboard::integration::{IntegrationConfig, RunOutcome, Schedule};
 use switchboard::schedule::{MAX_ROW_ERRORS, RunContext, ScheduledJob, Scheduler, next_fire};
+use switchboard::store::RunStore;
 use switchboard::tenant::TenantId;
-use switchboard::{Error, ErrorKind, MemoryStore, Shutdown, Store};
+use switchboard::{Error, ErrorKind, MemoryStore, Shutdown};
 use tokio::sync::Notify;
 
 fn t0() -> DateTime<Utc> {
@@ -724,14 +725,14 @@ async fn each_tenants_integration_runs_on_its_own_schedule_and_history() {
         .lock()
         .unwrap()
         .iter()
-        .map(|c| (c.tenant.to_string(), c.settings["bucket"].clone()))
+        .map(|c| (c.tenant.to_string(), c.settings["bucket"].to_string()))
         .collect();
     seen.sort();
     assert_eq!(
         seen,
         [
-            ("acme".to_owned(), serde_json::json!("acme")),
-            ("globex".to_owned(), serde_json::json!("globex"))
+            ("acme".to_owned(), "\"acme\"".to_owned()),
+            ("globex".to_owned(), "\"globex\"".to_owned())
         ],
         "each run sees its own tenant's settings"
     );
