@@ -477,7 +477,8 @@ fn scope_row(conn: &Connection, tenant: &str, scope: &str) -> Db<Option<(u64, bo
 
 /// `Parked`, fenced by the scope's epoch: a park from before a reconnect
 /// re-queues the delivery; otherwise it parks it, marks the scope
-/// disconnected and parks the scope's queued deliveries.
+/// disconnected (if it is not already) and parks the scope's queued
+/// deliveries (those retried or released since it was disconnected too).
 fn complete_parked(conn: &Connection, a: &Apply, reason: &str, epoch: u64, now: i64) -> Db<()> {
     let row: Option<(String, String)> = conn
         .prepare_cached(
@@ -499,9 +500,7 @@ fn complete_parked(conn: &Connection, a: &Apply, reason: &str, epoch: u64, now: 
         conn.prepare_cached(INSERT_LOG)?
             .execute(params![a.id, f.step, 0, now, "parked", reason])?;
     }
-    if !current.is_some_and(|(_, connected)| !connected) {
-        disconnect_scope(conn, &tenant, &scope, reason, now)?;
-    }
+    disconnect_scope(conn, &tenant, &scope, reason, now)?;
     Ok(())
 }
 
