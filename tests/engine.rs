@@ -679,7 +679,10 @@ async fn run_drives_scheduled_integrations() {
     trigger.trigger();
     handle.await.unwrap().unwrap();
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
-    let history = store.runs(&switchboard::TenantId::default(), "nightly", 10).await.unwrap();
+    let history = store
+        .runs(&switchboard::TenantId::default(), "nightly", 10)
+        .await
+        .unwrap();
     assert_eq!(history.len(), 3);
     assert!(history.iter().all(|r| r.outcome == RunOutcome::Success));
     let table = sb.scheduler().unwrap().integrations(None).await.unwrap();

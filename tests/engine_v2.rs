@@ -15,11 +15,20 @@ use switchboard::{
     Store, Switchboard, Target,
 };
 
-fn board_with(store: Arc<dyn Store>, dest: &Scripted, target: Target, worker: WorkerConfig) -> Switchboard {
+fn board_with(
+    store: Arc<dyn Store>,
+    dest: &Scripted,
+    target: Target,
+    worker: WorkerConfig,
+) -> Switchboard {
     Switchboard::builder()
         .store_arc(store)
         .destination(dest.clone())
-        .route(Route::on("wallet.*").to(dest.name.clone(), target).template("{{ kind }}"))
+        .route(
+            Route::on("wallet.*")
+                .to(dest.name.clone(), target)
+                .template("{{ kind }}"),
+        )
         .retry(RetryPolicy {
             base: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
@@ -32,7 +41,12 @@ fn board_with(store: Arc<dyn Store>, dest: &Scripted, target: Target, worker: Wo
 }
 
 fn board(dest: &Scripted, target: Target) -> Switchboard {
-    board_with(Arc::new(MemoryStore::new()), dest, target, WorkerConfig::default())
+    board_with(
+        Arc::new(MemoryStore::new()),
+        dest,
+        target,
+        WorkerConfig::default(),
+    )
 }
 
 fn per_channel_1s() -> Capabilities {
@@ -44,7 +58,9 @@ fn per_channel_1s() -> Capabilities {
 
 async fn publish_n(sb: &Switchboard, n: usize, prefix: &str) {
     for i in 0..n {
-        sb.publish(event(&format!("{prefix}{i:03}"), "wallet.funded")).await.unwrap();
+        sb.publish(event(&format!("{prefix}{i:03}"), "wallet.funded"))
+            .await
+            .unwrap();
     }
 }
 
@@ -102,10 +118,19 @@ async fn revoked_token_in_the_resolver_parks_and_disconnects() {
         sb.publish(e).await.unwrap();
     }
     sb.drain(Duration::from_secs(60)).await.unwrap();
-    assert!(sb.dead_letters(10).await.unwrap().is_empty(), "nothing is dead-lettered");
+    assert!(
+        sb.dead_letters(10).await.unwrap().is_empty(),
+        "nothing is dead-lettered"
+    );
     let st = &sb.status().await.unwrap()[0];
     assert!(!st.connected);
-    assert!(st.disconnected_reason.as_deref().unwrap_or("").contains("invalid_auth"), "{st:?}");
+    assert!(
+        st.disconnected_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("invalid_auth"),
+        "{st:?}"
+    );
     assert_eq!(st.parked, 3);
     assert!(dest.calls().is_empty());
 }
@@ -150,7 +175,12 @@ async fn a_crash_repeats_only_the_delivery_in_flight() {
         .then(Ok(()))
         .then(Ok(()))
         .then_after(Duration::from_secs(3600), Ok(()));
-    let sb = board_with(store.clone(), &dest, Target::channel("general"), WorkerConfig::default());
+    let sb = board_with(
+        store.clone(),
+        &dest,
+        Target::channel("general"),
+        WorkerConfig::default(),
+    );
     publish_n(&sb, 5, "e").await;
     let worker = {
         let sb = sb.clone();
@@ -162,9 +192,18 @@ async fn a_crash_repeats_only_the_delivery_in_flight() {
     drop(sb);
     tokio::time::sleep(Duration::from_secs(61)).await;
     let after = Scripted::new("d");
-    let sb = board_with(store.clone(), &after, Target::channel("general"), WorkerConfig::default());
+    let sb = board_with(
+        store.clone(),
+        &after,
+        Target::channel("general"),
+        WorkerConfig::default(),
+    );
     sb.drain(Duration::from_secs(60)).await.unwrap();
-    assert_eq!(after.ids(), ["e002", "e003", "e004"], "only e002 is sent twice");
+    assert_eq!(
+        after.ids(),
+        ["e002", "e003", "e004"],
+        "only e002 is sent twice"
+    );
 }
 
 /// 6a. A hung `deliver()` times out as a failed attempt and does not stall others.
@@ -187,17 +226,32 @@ async fn a_hung_call_times_out_and_other_targets_flow() {
     }
     let start = tokio::time::Instant::now();
     let s = sb.run_until_idle().await.unwrap();
-    assert!(start.elapsed() <= Duration::from_secs(6), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() <= Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!((s.delivered, s.retried), (2, 1), "{s:?}");
     let log = sb.store().delivery_log(1).await.unwrap();
-    assert!(log.iter().any(|l| l.detail.as_deref().unwrap_or("").contains("no answer within")), "{log:?}");
+    assert!(
+        log.iter().any(|l| l
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("no answer within")),
+        "{log:?}"
+    );
 }
 
 /// 6b. A panicking destination is a failed attempt; `run` survives; the crash
 /// loop ends in a dead letter.
 #[tokio::test(start_paused = true)]
 async fn a_panic_is_a_failed_attempt_and_ends_as_a_dead_letter() {
-    let dest = Scripted::new("d").then_panic().then_panic().then_panic().then_panic();
+    let dest = Scripted::new("d")
+        .then_panic()
+        .then_panic()
+        .then_panic()
+        .then_panic();
     let sb = board(&dest, Target::channel("general"));
     sb.publish(event("e1", "wallet.funded")).await.unwrap();
     let s = sb.drain(Duration::from_secs(600)).await.unwrap();
@@ -213,18 +267,29 @@ async fn a_panic_is_a_failed_attempt_and_ends_as_a_dead_letter() {
 async fn a_crash_loop_ends_as_a_dead_letter() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let dest = Scripted::new("d");
-    let sb = board_with(store.clone(), &dest, Target::channel("general"), WorkerConfig::default());
+    let sb = board_with(
+        store.clone(),
+        &dest,
+        Target::channel("general"),
+        WorkerConfig::default(),
+    );
     sb.publish(event("e1", "wallet.funded")).await.unwrap();
     // Four workers each claim it and die.
     for _ in 0..4 {
-        let claimed = store.claim(sb.now(), Duration::from_secs(60), 10).await.unwrap();
+        let claimed = store
+            .claim(sb.now(), Duration::from_secs(60), 10)
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 1);
         tokio::time::advance(Duration::from_secs(61)).await;
     }
     let s = sb.run_until_idle().await.unwrap();
     assert_eq!(s.dead, 1);
     assert!(dest.calls().is_empty(), "not attempted a fifth time");
-    assert_eq!(store.delivery_state(1).await.unwrap(), Some(DeliveryState::Dead));
+    assert_eq!(
+        store.delivery_state(1).await.unwrap(),
+        Some(DeliveryState::Dead)
+    );
 }
 
 /// 7. A 429 with Retry-After holds back the rest of that target, keeps order,
@@ -232,11 +297,26 @@ async fn a_crash_loop_ends_as_a_dead_letter() {
 #[tokio::test(start_paused = true)]
 async fn rate_limited_head_holds_back_its_key_without_burning_attempts() {
     let dest = Scripted::new("d")
-        .then(Err(DeliveryError::rate_limited(Some(Duration::from_secs(30)), "429")))
-        .then(Err(DeliveryError::rate_limited(Some(Duration::from_secs(30)), "429")))
-        .then(Err(DeliveryError::rate_limited(Some(Duration::from_secs(30)), "429")))
-        .then(Err(DeliveryError::rate_limited(Some(Duration::from_secs(30)), "429")))
-        .then(Err(DeliveryError::rate_limited(Some(Duration::from_secs(30)), "429")));
+        .then(Err(DeliveryError::rate_limited(
+            Some(Duration::from_secs(30)),
+            "429",
+        )))
+        .then(Err(DeliveryError::rate_limited(
+            Some(Duration::from_secs(30)),
+            "429",
+        )))
+        .then(Err(DeliveryError::rate_limited(
+            Some(Duration::from_secs(30)),
+            "429",
+        )))
+        .then(Err(DeliveryError::rate_limited(
+            Some(Duration::from_secs(30)),
+            "429",
+        )))
+        .then(Err(DeliveryError::rate_limited(
+            Some(Duration::from_secs(30)),
+            "429",
+        )));
     let sb = board(&dest, Target::channel("general"));
     publish_n(&sb, 3, "e").await;
     let start = tokio::time::Instant::now();
@@ -245,11 +325,22 @@ async fn rate_limited_head_holds_back_its_key_without_burning_attempts() {
     assert_eq!(s.dead, 0, "five 429s are not five attempts (max is 4)");
     let calls = dest.calls();
     assert_eq!(
-        calls.iter().map(|c| c.event_id.as_str()).collect::<Vec<_>>(),
-        ["e000", "e000", "e000", "e000", "e000", "e000", "e001", "e002"]
+        calls
+            .iter()
+            .map(|c| c.event_id.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "e000", "e000", "e000", "e000", "e000", "e000", "e001", "e002"
+        ]
     );
-    assert!(calls[6].at - start >= Duration::from_secs(150), "the rest waited behind the head");
-    assert!(calls.iter().all(|c| c.attempt == 1), "snoozes burn no attempt");
+    assert!(
+        calls[6].at - start >= Duration::from_secs(150),
+        "the rest waited behind the head"
+    );
+    assert!(
+        calls.iter().all(|c| c.attempt == 1),
+        "snoozes burn no attempt"
+    );
 
     let capped = Scripted::new("d").then(Err(DeliveryError::rate_limited(
         Some(Duration::from_secs(10 * 24 * 3600)),
@@ -259,7 +350,10 @@ async fn rate_limited_head_holds_back_its_key_without_burning_attempts() {
     sb.publish(event("x", "wallet.funded")).await.unwrap();
     sb.run_until_idle().await.unwrap();
     let next = sb.store().next_due().await.unwrap().unwrap();
-    assert!(next - sb.now() <= chrono::Duration::hours(1), "capped at one hour");
+    assert!(
+        next - sb.now() <= chrono::Duration::hours(1),
+        "capped at one hour"
+    );
 }
 
 /// 8. Shutdown is honoured while a backlog drains, and the rest stays queued.
@@ -277,10 +371,18 @@ async fn shutdown_returns_promptly_during_a_backlog() {
     let asked = tokio::time::Instant::now();
     trigger.trigger();
     run.await.unwrap().unwrap();
-    assert!(asked.elapsed() <= Duration::from_secs(7), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() <= Duration::from_secs(7),
+        "{:?}",
+        asked.elapsed()
+    );
     let sent = dest.calls().len() as u64;
     assert!(sent < 200);
-    assert_eq!(sb.store().pending().await.unwrap(), 200 - sent, "the rest is still queued");
+    assert_eq!(
+        sb.store().pending().await.unwrap(),
+        200 - sent,
+        "the rest is still queued"
+    );
 }
 
 /// A store whose claims fail a few times.
@@ -331,7 +433,9 @@ async fn a_dm_is_not_stuck_behind_a_channel_backlog() {
         .build()
         .unwrap();
     for i in 0..128 {
-        sb.publish(event(&format!("c{i:03}"), "channel.post")).await.unwrap();
+        sb.publish(event(&format!("c{i:03}"), "channel.post"))
+            .await
+            .unwrap();
     }
     let (trigger, shutdown) = switchboard::Shutdown::new();
     let run = {
@@ -342,8 +446,16 @@ async fn a_dm_is_not_stuck_behind_a_channel_backlog() {
     let published = tokio::time::Instant::now();
     sb.publish(event("dm1", "dm.note")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let dm = dest.calls().into_iter().find(|c| c.event_id == "dm1").expect("DM delivered");
-    assert!(dm.at - published <= Duration::from_secs(1), "{:?}", dm.at - published);
+    let dm = dest
+        .calls()
+        .into_iter()
+        .find(|c| c.event_id == "dm1")
+        .expect("DM delivered");
+    assert!(
+        dm.at - published <= Duration::from_secs(1),
+        "{:?}",
+        dm.at - published
+    );
     trigger.trigger();
     run.await.unwrap().unwrap();
 }
@@ -382,7 +494,11 @@ async fn pacing_keeps_a_margin_over_the_platform_limit() {
     let calls = dest.calls();
     assert_eq!(calls.len(), 5);
     for w in calls.windows(2) {
-        assert!(w[1].at - w[0].at >= Duration::from_millis(1_100), "{:?}", w[1].at - w[0].at);
+        assert!(
+            w[1].at - w[0].at >= Duration::from_millis(1_100),
+            "{:?}",
+            w[1].at - w[0].at
+        );
     }
 }
 
@@ -392,20 +508,32 @@ mod flaky_impl {
     use super::*;
     use chrono::{DateTime, Utc};
     use std::sync::atomic::Ordering;
-    use switchboard::attributes::{AttributeRecord, AttributeStore, Attributes, Filter, UpsertStats};
+    use switchboard::TenantId;
+    use switchboard::attributes::{
+        AttributeRecord, AttributeStore, Attributes, Filter, UpsertStats,
+    };
     use switchboard::destination::DeliveryId;
     use switchboard::identity::IdentityLink;
     use switchboard::integration::{IntegrationConfig, RunRecord};
     use switchboard::store::*;
     use switchboard::tenant::{Connection, ConnectionKey, ConnectionState, Secrets};
-    use switchboard::TenantId;
 
     #[async_trait]
     impl OutboxStore for Flaky {
-        async fn enqueue(&self, e: &Event, d: &[NewDelivery], now: DateTime<Utc>) -> switchboard::Result<EnqueueOutcome> {
+        async fn enqueue(
+            &self,
+            e: &Event,
+            d: &[NewDelivery],
+            now: DateTime<Utc>,
+        ) -> switchboard::Result<EnqueueOutcome> {
             self.inner.enqueue(e, d, now).await
         }
-        async fn claim(&self, now: DateTime<Utc>, lease: Duration, limit: usize) -> switchboard::Result<Vec<ClaimedDelivery>> {
+        async fn claim(
+            &self,
+            now: DateTime<Utc>,
+            lease: Duration,
+            limit: usize,
+        ) -> switchboard::Result<Vec<ClaimedDelivery>> {
             if self.failures.load(Ordering::SeqCst) > 0 {
                 self.failures.fetch_sub(1, Ordering::SeqCst);
                 return Err(Error::new(ErrorKind::Store, "database is locked"));
@@ -415,13 +543,28 @@ mod flaky_impl {
         async fn complete(&self, c: &[Completion], now: DateTime<Utc>) -> switchboard::Result<()> {
             self.inner.complete(c, now).await
         }
-        async fn renew(&self, c: &[(DeliveryId, i64)], now: DateTime<Utc>, lease: Duration) -> switchboard::Result<u64> {
+        async fn renew(
+            &self,
+            c: &[(DeliveryId, i64)],
+            now: DateTime<Utc>,
+            lease: Duration,
+        ) -> switchboard::Result<u64> {
             self.inner.renew(c, now, lease).await
         }
-        async fn release(&self, c: &[(DeliveryId, i64)], now: DateTime<Utc>) -> switchboard::Result<()> {
+        async fn release(
+            &self,
+            c: &[(DeliveryId, i64)],
+            now: DateTime<Utc>,
+        ) -> switchboard::Result<()> {
             self.inner.release(c, now).await
         }
-        async fn set_scope(&self, t: &TenantId, s: &str, c: ScopeChange, now: DateTime<Utc>) -> switchboard::Result<u64> {
+        async fn set_scope(
+            &self,
+            t: &TenantId,
+            s: &str,
+            c: ScopeChange,
+            now: DateTime<Utc>,
+        ) -> switchboard::Result<u64> {
             self.inner.set_scope(t, s, c, now).await
         }
         async fn scopes(&self) -> switchboard::Result<Vec<ScopeStatus>> {
@@ -433,7 +576,11 @@ mod flaky_impl {
         async fn pending(&self) -> switchboard::Result<u64> {
             self.inner.pending().await
         }
-        async fn dead_letters(&self, t: Option<&TenantId>, limit: usize) -> switchboard::Result<Vec<DeadLetter>> {
+        async fn dead_letters(
+            &self,
+            t: Option<&TenantId>,
+            limit: usize,
+        ) -> switchboard::Result<Vec<DeadLetter>> {
             self.inner.dead_letters(t, limit).await
         }
         async fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> switchboard::Result<()> {
@@ -442,7 +589,10 @@ mod flaky_impl {
         async fn delivery_log(&self, id: DeliveryId) -> switchboard::Result<Vec<LogEntry>> {
             self.inner.delivery_log(id).await
         }
-        async fn delivery_state(&self, id: DeliveryId) -> switchboard::Result<Option<DeliveryState>> {
+        async fn delivery_state(
+            &self,
+            id: DeliveryId,
+        ) -> switchboard::Result<Option<DeliveryState>> {
             self.inner.delivery_state(id).await
         }
         async fn destination_stats(&self) -> switchboard::Result<Vec<DestinationStats>> {
@@ -455,13 +605,21 @@ mod flaky_impl {
 
     #[async_trait]
     impl ConnectionStore for Flaky {
-        async fn put_connection(&self, c: &Connection, now: DateTime<Utc>) -> switchboard::Result<Connection> {
+        async fn put_connection(
+            &self,
+            c: &Connection,
+            now: DateTime<Utc>,
+        ) -> switchboard::Result<Connection> {
             self.inner.put_connection(c, now).await
         }
         async fn connection(&self, k: &ConnectionKey) -> switchboard::Result<Option<Connection>> {
             self.inner.connection(k).await
         }
-        async fn default_connection(&self, t: &TenantId, p: &str) -> switchboard::Result<Option<Connection>> {
+        async fn default_connection(
+            &self,
+            t: &TenantId,
+            p: &str,
+        ) -> switchboard::Result<Option<Connection>> {
             self.inner.default_connection(t, p).await
         }
         async fn connections(&self, t: Option<&TenantId>) -> switchboard::Result<Vec<Connection>> {
@@ -470,10 +628,22 @@ mod flaky_impl {
         async fn delete_connection(&self, k: &ConnectionKey) -> switchboard::Result<bool> {
             self.inner.delete_connection(k).await
         }
-        async fn set_connection_state(&self, k: &ConnectionKey, s: &ConnectionState, now: DateTime<Utc>) -> switchboard::Result<bool> {
+        async fn set_connection_state(
+            &self,
+            k: &ConnectionKey,
+            s: &ConnectionState,
+            now: DateTime<Utc>,
+        ) -> switchboard::Result<bool> {
             self.inner.set_connection_state(k, s, now).await
         }
-        async fn swap_secrets(&self, k: &ConnectionKey, r: u64, s: &Secrets, e: Option<DateTime<Utc>>, now: DateTime<Utc>) -> switchboard::Result<Option<Connection>> {
+        async fn swap_secrets(
+            &self,
+            k: &ConnectionKey,
+            r: u64,
+            s: &Secrets,
+            e: Option<DateTime<Utc>>,
+            now: DateTime<Utc>,
+        ) -> switchboard::Result<Option<Connection>> {
             self.inner.swap_secrets(k, r, s, e, now).await
         }
     }
@@ -483,7 +653,12 @@ mod flaky_impl {
         async fn put_link(&self, l: &IdentityLink) -> switchboard::Result<()> {
             self.inner.put_link(l).await
         }
-        async fn link(&self, t: &TenantId, p: &str, u: &str) -> switchboard::Result<Option<IdentityLink>> {
+        async fn link(
+            &self,
+            t: &TenantId,
+            p: &str,
+            u: &str,
+        ) -> switchboard::Result<Option<IdentityLink>> {
             self.inner.link(t, p, u).await
         }
         async fn links(&self, t: &TenantId, p: &str) -> switchboard::Result<Vec<IdentityLink>> {
@@ -499,22 +674,41 @@ mod flaky_impl {
         async fn put_integration(&self, c: &IntegrationConfig) -> switchboard::Result<()> {
             self.inner.put_integration(c).await
         }
-        async fn integrations(&self, t: Option<&TenantId>) -> switchboard::Result<Vec<IntegrationConfig>> {
+        async fn integrations(
+            &self,
+            t: Option<&TenantId>,
+        ) -> switchboard::Result<Vec<IntegrationConfig>> {
             self.inner.integrations(t).await
         }
         async fn delete_integration(&self, t: &TenantId, n: &str) -> switchboard::Result<bool> {
             self.inner.delete_integration(t, n).await
         }
-        async fn start_run(&self, t: &TenantId, i: &str, now: DateTime<Utc>, lease: Duration) -> switchboard::Result<Option<RunRecord>> {
+        async fn start_run(
+            &self,
+            t: &TenantId,
+            i: &str,
+            now: DateTime<Utc>,
+            lease: Duration,
+        ) -> switchboard::Result<Option<RunRecord>> {
             self.inner.start_run(t, i, now, lease).await
         }
-        async fn renew_run(&self, id: i64, now: DateTime<Utc>, lease: Duration) -> switchboard::Result<bool> {
+        async fn renew_run(
+            &self,
+            id: i64,
+            now: DateTime<Utc>,
+            lease: Duration,
+        ) -> switchboard::Result<bool> {
             self.inner.renew_run(id, now, lease).await
         }
         async fn finish_run(&self, r: &RunRecord) -> switchboard::Result<()> {
             self.inner.finish_run(r).await
         }
-        async fn runs(&self, t: &TenantId, i: &str, limit: usize) -> switchboard::Result<Vec<RunRecord>> {
+        async fn runs(
+            &self,
+            t: &TenantId,
+            i: &str,
+            limit: usize,
+        ) -> switchboard::Result<Vec<RunRecord>> {
             self.inner.runs(t, i, limit).await
         }
     }
@@ -531,14 +725,24 @@ mod flaky_impl {
 
     #[async_trait]
     impl OnceStore for Flaky {
-        async fn remember_once(&self, s: &str, k: &str, e: DateTime<Utc>, now: DateTime<Utc>) -> switchboard::Result<bool> {
+        async fn remember_once(
+            &self,
+            s: &str,
+            k: &str,
+            e: DateTime<Utc>,
+            now: DateTime<Utc>,
+        ) -> switchboard::Result<bool> {
             self.inner.remember_once(s, k, e, now).await
         }
     }
 
     #[async_trait]
     impl AttributeStore for Flaky {
-        async fn upsert(&self, t: &TenantId, b: &[AttributeRecord]) -> switchboard::Result<UpsertStats> {
+        async fn upsert(
+            &self,
+            t: &TenantId,
+            b: &[AttributeRecord],
+        ) -> switchboard::Result<UpsertStats> {
             self.inner.upsert(t, b).await
         }
         async fn get(&self, t: &TenantId, u: &str) -> switchboard::Result<Option<Attributes>> {

@@ -54,16 +54,30 @@ fn board(store: Arc<dyn Store>, dest: &Scripted) -> Switchboard {
 async fn each_tenant_delivers_with_its_own_connection_and_parks_alone() {
     let dest = Scripted::new("chat").platform("chat");
     let sb = board(store(), &dest);
-    sb.connect(connection("acme", "T-A", "xoxb-a")).await.unwrap();
-    sb.connect(connection("globex", "T-B", "xoxb-b")).await.unwrap();
+    sb.connect(connection("acme", "T-A", "xoxb-a"))
+        .await
+        .unwrap();
+    sb.connect(connection("globex", "T-B", "xoxb-b"))
+        .await
+        .unwrap();
     dest.revoke("xoxb-b");
     for i in 0..3 {
-        sb.publish(tenant_event("acme", &format!("a{i}"), "wallet.funded", &format!("u{i}")))
-            .await
-            .unwrap();
-        sb.publish(tenant_event("globex", &format!("b{i}"), "catalog.perk_added", "u9"))
-            .await
-            .unwrap();
+        sb.publish(tenant_event(
+            "acme",
+            &format!("a{i}"),
+            "wallet.funded",
+            &format!("u{i}"),
+        ))
+        .await
+        .unwrap();
+        sb.publish(tenant_event(
+            "globex",
+            &format!("b{i}"),
+            "catalog.perk_added",
+            "u9",
+        ))
+        .await
+        .unwrap();
     }
     sb.drain(Duration::from_secs(60)).await.unwrap();
     let calls = dest.calls();
@@ -71,21 +85,38 @@ async fn each_tenant_delivers_with_its_own_connection_and_parks_alone() {
     assert_eq!(acme.len(), 3, "all of acme's arrive");
     assert!(acme.iter().all(|c| c.token.as_deref() == Some("xoxb-a")));
     let globex: Vec<_> = calls.iter().filter(|c| c.tenant == "globex").collect();
-    assert_eq!(globex.len(), 1, "globex's head was refused, the rest parked unattempted");
+    assert_eq!(
+        globex.len(),
+        1,
+        "globex's head was refused, the rest parked unattempted"
+    );
     assert_eq!(globex[0].token.as_deref(), Some("xoxb-b"));
 
     let status = sb.status().await.unwrap();
-    let b = status.iter().find(|s| s.tenant.as_str() == "globex").unwrap();
+    let b = status
+        .iter()
+        .find(|s| s.tenant.as_str() == "globex")
+        .unwrap();
     assert!(!b.connected);
     assert_eq!(b.parked, 3);
     let a = status.iter().find(|s| s.tenant.as_str() == "acme").unwrap();
     assert!(a.connected);
     assert_eq!(a.sent, 3);
-    let stored = sb.store().connection(&switchboard::ConnectionKey::new("chat", "T-B")).await.unwrap().unwrap();
-    assert!(!stored.is_connected(), "the revoked connection is marked disconnected");
+    let stored = sb
+        .store()
+        .connection(&switchboard::ConnectionKey::new("chat", "T-B"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !stored.is_connected(),
+        "the revoked connection is marked disconnected"
+    );
 
     // Globex reinstalls: a new token; its parked deliveries go out in order.
-    sb.connect(connection("globex", "T-B", "xoxb-b2")).await.unwrap();
+    sb.connect(connection("globex", "T-B", "xoxb-b2"))
+        .await
+        .unwrap();
     sb.drain(Duration::from_secs(60)).await.unwrap();
     let after: Vec<_> = dest
         .calls()
@@ -101,18 +132,34 @@ async fn each_tenant_delivers_with_its_own_connection_and_parks_alone() {
 async fn a_tenant_without_a_connection_is_parked_until_it_connects() {
     let dest = Scripted::new("chat").platform("chat");
     let sb = board(store(), &dest);
-    sb.publish(tenant_event("initech", "i1", "wallet.funded", "u1")).await.unwrap();
-    sb.publish(tenant_event("initech", "i2", "wallet.funded", "u2")).await.unwrap();
+    sb.publish(tenant_event("initech", "i1", "wallet.funded", "u1"))
+        .await
+        .unwrap();
+    sb.publish(tenant_event("initech", "i2", "wallet.funded", "u2"))
+        .await
+        .unwrap();
     sb.drain(Duration::from_secs(60)).await.unwrap();
     assert!(dest.calls().is_empty());
     let st = sb.tenant_status(&tenant("initech")).await.unwrap();
     assert_eq!(st.len(), 1);
     assert!(!st[0].connected);
-    assert!(st[0].disconnected_reason.as_deref().unwrap().contains("not connected"), "{st:?}");
+    assert!(
+        st[0]
+            .disconnected_reason
+            .as_deref()
+            .unwrap()
+            .contains("not connected"),
+        "{st:?}"
+    );
     assert_eq!(st[0].parked, 2);
-    assert!(sb.dead_letters(10).await.unwrap().is_empty(), "never dead-lettered");
+    assert!(
+        sb.dead_letters(10).await.unwrap().is_empty(),
+        "never dead-lettered"
+    );
 
-    sb.connect(connection("initech", "T-I", "xoxb-i")).await.unwrap();
+    sb.connect(connection("initech", "T-I", "xoxb-i"))
+        .await
+        .unwrap();
     sb.drain(Duration::from_secs(60)).await.unwrap();
     assert_eq!(dest.ids(), ["i1", "i2"]);
 }
@@ -121,12 +168,23 @@ async fn a_tenant_without_a_connection_is_parked_until_it_connects() {
 async fn a_fixed_credential_destination_serves_the_default_tenant() {
     let dest = Scripted::new("chat").platform("chat").fixed_credentials();
     let sb = board(store(), &dest);
-    sb.publish(common::event("d1", "wallet.funded")).await.unwrap();
-    sb.publish(tenant_event("acme", "a1", "wallet.funded", "u1")).await.unwrap();
+    sb.publish(common::event("d1", "wallet.funded"))
+        .await
+        .unwrap();
+    sb.publish(tenant_event("acme", "a1", "wallet.funded", "u1"))
+        .await
+        .unwrap();
     sb.drain(Duration::from_secs(60)).await.unwrap();
     let calls = dest.calls();
-    assert_eq!(calls.len(), 1, "only the default tenant goes without a connection");
-    assert_eq!((calls[0].event_id.as_str(), calls[0].token.as_deref()), ("d1", None));
+    assert_eq!(
+        calls.len(),
+        1,
+        "only the default tenant goes without a connection"
+    );
+    assert_eq!(
+        (calls[0].event_id.as_str(), calls[0].token.as_deref()),
+        ("d1", None)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -134,8 +192,12 @@ async fn per_tenant_rules_switch_routes_and_targets() {
     let dest = Scripted::new("chat").platform("chat");
     let store = store();
     let sb = board(store.clone(), &dest);
-    sb.connect(connection("acme", "T-A", "xoxb-a")).await.unwrap();
-    sb.connect(connection("globex", "T-B", "xoxb-b")).await.unwrap();
+    sb.connect(connection("acme", "T-A", "xoxb-a"))
+        .await
+        .unwrap();
+    sb.connect(connection("globex", "T-B", "xoxb-b"))
+        .await
+        .unwrap();
     let now = sb.now();
     sb.set_rule(RouteRule {
         tenant: tenant("acme"),
@@ -173,9 +235,14 @@ async fn per_tenant_rules_switch_routes_and_targets() {
             .await
             .unwrap();
         assert_eq!(r.deliveries, usize::from(t == "globex"), "{t}");
-        sb.publish(tenant_event(t, &format!("{t}-c"), "catalog.perk_added", "u1"))
-            .await
-            .unwrap();
+        sb.publish(tenant_event(
+            t,
+            &format!("{t}-c"),
+            "catalog.perk_added",
+            "u1",
+        ))
+        .await
+        .unwrap();
     }
     sb.drain(Duration::from_secs(60)).await.unwrap();
     let targets: Vec<(String, Target)> = dest
@@ -202,21 +269,34 @@ async fn per_tenant_rules_switch_routes_and_targets() {
 
 #[tokio::test(start_paused = true)]
 async fn same_event_id_is_idempotent_across_tenants_and_pacing_is_per_tenant() {
-    let dest = Scripted::new("chat").platform("chat").caps(switchboard::Capabilities {
-        target_limits: vec![switchboard::RateLimit::per_second(1)],
-        ..switchboard::Capabilities::default()
-    });
+    let dest = Scripted::new("chat")
+        .platform("chat")
+        .caps(switchboard::Capabilities {
+            target_limits: vec![switchboard::RateLimit::per_second(1)],
+            ..switchboard::Capabilities::default()
+        });
     let sb = board(store(), &dest);
     sb.connect(connection("acme", "T-A", "a")).await.unwrap();
     sb.connect(connection("globex", "T-B", "b")).await.unwrap();
-    sb.publish(tenant_event("acme", "x1", "catalog.perk_added", "u1")).await.unwrap();
-    sb.publish(tenant_event("globex", "y1", "catalog.perk_added", "u1")).await.unwrap();
+    sb.publish(tenant_event("acme", "x1", "catalog.perk_added", "u1"))
+        .await
+        .unwrap();
+    sb.publish(tenant_event("globex", "y1", "catalog.perk_added", "u1"))
+        .await
+        .unwrap();
     let start = tokio::time::Instant::now();
     sb.run_until_idle().await.unwrap();
     let calls = dest.calls();
     assert_eq!(calls.len(), 2);
     // Both tenants' #general got their post at once: budgets are not shared.
-    assert!(calls.iter().all(|c| c.at - start < Duration::from_millis(100)));
-    let dup = sb.publish(tenant_event("globex", "x1", "catalog.perk_added", "u1")).await.unwrap();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.at - start < Duration::from_millis(100))
+    );
+    let dup = sb
+        .publish(tenant_event("globex", "x1", "catalog.perk_added", "u1"))
+        .await
+        .unwrap();
     assert!(dup.duplicate);
 }
