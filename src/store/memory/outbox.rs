@@ -139,8 +139,8 @@ fn intern<T>(
 /// Everything the outbox holds.
 #[derive(Default)]
 pub(super) struct Outbox {
-    /// Event id → how many of its deliveries are stored.
-    events: HashMap<String, usize>,
+    /// Tenant → event id → how many of its deliveries are stored.
+    events: HashMap<TenantId, HashMap<String, usize>>,
     /// Deliveries by id - 1 (ids are dense from 1; pruned ones are `None`).
     rows: Vec<Option<Box<Row>>>,
     keys: Vec<KeySlot>,
@@ -405,10 +405,11 @@ impl Outbox {
         deliveries: &[NewDelivery],
         now: DateTime<Utc>,
     ) -> EnqueueOutcome {
-        if self.events.contains_key(&event.id) {
+        let ids = self.events.entry(event.tenant.clone()).or_default();
+        if ids.contains_key(&event.id) {
             return EnqueueOutcome::Duplicate;
         }
-        self.events.insert(event.id.clone(), deliveries.len());
+        ids.insert(event.id.clone(), deliveries.len());
         let shared = Arc::new(event.clone());
         for d in deliveries {
             let scope = self.scope_id(&event.tenant, &d.scope);
@@ -741,13 +742,20 @@ impl Outbox {
             if let Some(d) = self.dests.get_mut(row.dest) {
                 d.counts[2] = d.counts[2].saturating_sub(1);
             }
-            if let Some(n) = self.events.get_mut(&row.event.id) {
+            if let Some(n) = self
+                .events
+                .get_mut(&row.event.tenant)
+                .and_then(|ids| ids.get_mut(&row.event.id))
+            {
                 *n = n.saturating_sub(1);
             }
         }
-        let before = self.events.len();
-        self.events.retain(|_, n| *n > 0);
-        stats.events = (before - self.events.len()) as u64;
+        for ids in self.events.values_mut() {
+            let before = ids.len();
+            ids.retain(|_, n| *n > 0);
+            stats.events += (before - ids.len()) as u64;
+        }
+        self.events.retain(|_, ids| !ids.is_empty());
         stats
     }
 }

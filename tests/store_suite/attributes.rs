@@ -1,0 +1,504 @@
+//! Attributes per tenant: merge and counts, queries agreeing with `Filter::matches`, and the per-tenant cap.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use switchboard::ErrorKind;
+use switchboard::attributes::{AttributeRecord, Attributes, Comparison, Filter};
+use switchboard::tenant::TenantId;
+
+use crate::harness::*;
+
+pub async fn attributes_upsert_merges_and_counts(b: Backend) {
+    let s = b.open();
+    let d = default_tenant();
+    assert_eq!(s.get(&d, "u1").await.unwrap(), None);
+    let stats = s
+        .upsert(
+            &d,
+            &[
+                record("u1", &[("plan", "Basic"), ("tickets", "3")]),
+                record("u2", &[("plan", "Premium")]),
+                record("u1", &[("plan", "Premium")]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats.users_created, 2);
+    assert_eq!(stats.users_updated, 0);
+    assert_eq!(stats.new_attribute_names, 2);
+    assert_eq!(
+        s.get(&d, "u1").await.unwrap(),
+        Some(attrs(&[("plan", "Premium"), ("tickets", "3")])),
+        "later records for the same user win, per attribute"
+    );
+
+    let stats = s
+        .upsert(
+            &d,
+            &[
+                record("u1", &[("seats", "10")]),
+                record("u1", &[("tickets", "4")]),
+                record("u3", &[("plan", "Basic")]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats.users_created, 1);
+    assert_eq!(stats.users_updated, 1);
+    assert_eq!(stats.new_attribute_names, 1);
+    assert_eq!(
+        s.get(&d, "u1").await.unwrap(),
+        Some(attrs(&[
+            ("plan", "Premium"),
+            ("seats", "10"),
+            ("tickets", "4")
+        ])),
+        "merged into what the user had"
+    );
+    assert_eq!(
+        s.get(&d, "u2").await.unwrap(),
+        Some(attrs(&[("plan", "Premium")]))
+    );
+    assert_eq!(s.upsert(&d, &[]).await.unwrap().users_created, 0);
+
+    // Odd names and values survive.
+    let odd = attrs(&[("a.b", "x\"y"), ("we\"ird\\", "ü ✓"), ("", "empty name")]);
+    s.upsert(
+        &d,
+        &[AttributeRecord {
+            user_id: "u'4".to_owned(),
+            attributes: odd.clone(),
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.get(&d, "u'4").await.unwrap(), Some(odd));
+    for (name, value) in [("a.b", "x\"y"), ("we\"ird\\", "ü ✓"), ("", "empty name")] {
+        assert_eq!(
+            s.query(&d, &Filter::eq(name, value)).await.unwrap(),
+            ["u'4"],
+            "query by the odd name {name:?}"
+        );
+    }
+    assert_eq!(
+        s.query(
+            &d,
+            &Filter::Contains {
+                attr: "we\"ird\\".to_owned(),
+                value: "Ü".to_owned()
+            }
+        )
+        .await
+        .unwrap(),
+        ["u'4"]
+    );
+}
+
+pub async fn attributes_query_numeric_and_text(b: Backend) {
+    let s = b.open();
+    let d = default_tenant();
+    s.upsert(
+        &d,
+        &[
+            record(
+                "u1",
+                &[("plan", "Premium"), ("tickets", "3"), ("city", "Berlin")],
+            ),
+            record("u2", &[("plan", "Basic"), ("tickets", "10")]),
+            record("u3", &[("plan", "premium"), ("tickets", "2.5")]),
+            record("u4", &[("plan", "Premium"), ("tickets", "many")]),
+            record("u5", &[("city", "Bern")]),
+            record(
+                "u6",
+                &[("tickets", "10.0"), ("a.b", "dot"), ("we\"ird", "q")],
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let q = |f: Filter| {
+        let store = Arc::clone(&s.store);
+        async move { store.query(&TenantId::default_tenant(), &f).await.unwrap() }
+    };
+    let cmp = |attr: &str, cmp, value: &str| Filter::Cmp {
+        attr: attr.to_owned(),
+        cmp,
+        value: value.to_owned(),
+    };
+
+    assert_eq!(
+        q(Filter::eq("plan", "Premium")).await,
+        ["u1", "u4"],
+        "text equality is exact"
+    );
+    // "10" and "10.0" are equal as numbers.
+    assert_eq!(q(Filter::eq("tickets", "10")).await, ["u2", "u6"]);
+    // Numeric comparison: 10 > 9 although "10" < "9" as text; "many" compares as text.
+    assert_eq!(q(Filter::gt("tickets", "9")).await, ["u2", "u4", "u6"]);
+    assert_eq!(
+        q(Filter::gt("tickets", "2")).await,
+        ["u1", "u2", "u3", "u4", "u6"]
+    );
+    assert_eq!(q(cmp("tickets", Comparison::Lte, "3")).await, ["u1", "u3"]);
+    assert_eq!(
+        q(cmp("tickets", Comparison::Lt, "2.5")).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        q(cmp("tickets", Comparison::Gte, "2.5")).await,
+        ["u1", "u2", "u3", "u4", "u6"]
+    );
+    assert_eq!(
+        q(cmp("city", Comparison::Gt, "Berlin")).await,
+        ["u5"],
+        "text order"
+    );
+    assert_eq!(
+        q(Filter::Ne {
+            attr: "plan".to_owned(),
+            value: "Premium".to_owned()
+        })
+        .await,
+        ["u2", "u3"],
+        "ne requires the attribute"
+    );
+    assert_eq!(
+        q(Filter::In {
+            attr: "plan".to_owned(),
+            values: vec!["Basic".to_owned(), "premium".to_owned()]
+        })
+        .await,
+        ["u2", "u3"]
+    );
+    assert_eq!(
+        q(Filter::In {
+            attr: "tickets".to_owned(),
+            values: vec!["3.0".to_owned(), "many".to_owned()]
+        })
+        .await,
+        ["u1", "u4"]
+    );
+    assert!(
+        q(Filter::In {
+            attr: "plan".to_owned(),
+            values: vec![]
+        })
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        q(Filter::Contains {
+            attr: "plan".to_owned(),
+            value: "PREM".to_owned()
+        })
+        .await,
+        ["u1", "u3", "u4"],
+        "contains is case-insensitive"
+    );
+    assert_eq!(
+        q(Filter::Exists {
+            attr: "city".to_owned()
+        })
+        .await,
+        ["u1", "u5"]
+    );
+    assert_eq!(
+        q(Filter::And(vec![
+            Filter::eq("plan", "Premium"),
+            Filter::gt("tickets", "2")
+        ]))
+        .await,
+        ["u1", "u4"]
+    );
+    assert_eq!(
+        q(Filter::Or(vec![
+            Filter::eq("plan", "Basic"),
+            Filter::Exists {
+                attr: "city".to_owned()
+            }
+        ]))
+        .await,
+        ["u1", "u2", "u5"]
+    );
+    assert_eq!(
+        q(Filter::Not(Box::new(Filter::Exists {
+            attr: "plan".to_owned()
+        })))
+        .await,
+        ["u5", "u6"],
+        "not matches users without the attribute"
+    );
+    assert!(q(Filter::Or(vec![])).await.is_empty());
+    assert_eq!(
+        q(Filter::And(vec![])).await.len(),
+        6,
+        "empty and matches everyone"
+    );
+    assert_eq!(q(Filter::eq("a.b", "dot")).await, ["u6"]);
+    assert_eq!(q(Filter::eq("we\"ird", "q")).await, ["u6"]);
+    assert!(q(Filter::eq("missing", "x")).await.is_empty());
+}
+
+/// A tiny deterministic generator (no external randomness in the suite).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) as usize) % n
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.next(items.len())]
+    }
+}
+
+const NAMES: &[&str] = &["plan", "tickets", "city", "a.b", "q\"uote", "Ünï"];
+const VALUES: &[&str] = &[
+    "10",
+    "10.0",
+    " 10",
+    "+10",
+    "1e1",
+    "9",
+    "-3",
+    "0.5",
+    ".5",
+    "abc",
+    "ABC",
+    "Premium",
+    "premium",
+    "",
+    "nan",
+    "inf",
+    "x\"y",
+    "Ünï ✓",
+];
+
+fn random_filter(rng: &mut Lcg, depth: u32) -> Filter {
+    let attr = rng.pick(NAMES).to_owned();
+    let value = rng.pick(VALUES).to_owned();
+    let choice = if depth == 0 { rng.next(6) } else { rng.next(9) };
+    match choice {
+        0 => Filter::Eq { attr, value },
+        1 => Filter::Ne { attr, value },
+        2 => Filter::In {
+            attr,
+            values: (0..rng.next(4))
+                .map(|_| rng.pick(VALUES).to_owned())
+                .collect(),
+        },
+        3 => Filter::Contains { attr, value },
+        4 => Filter::Cmp {
+            attr,
+            cmp: [
+                Comparison::Gt,
+                Comparison::Gte,
+                Comparison::Lt,
+                Comparison::Lte,
+            ][rng.next(4)],
+            value,
+        },
+        5 => Filter::Exists { attr },
+        6 => Filter::And(
+            (0..rng.next(4))
+                .map(|_| random_filter(rng, depth - 1))
+                .collect(),
+        ),
+        7 => Filter::Or(
+            (0..rng.next(4))
+                .map(|_| random_filter(rng, depth - 1))
+                .collect(),
+        ),
+        _ => Filter::Not(Box::new(random_filter(rng, depth - 1))),
+    }
+}
+
+/// The store's answer equals `Filter::matches` over the same data, for many
+/// random filters over awkward values (numbers written several ways, case,
+/// quotes, non-ASCII): no store-side translation of filters may change results.
+pub async fn attributes_query_agrees_with_filter_matches(b: Backend) {
+    let s = b.open();
+    let d = default_tenant();
+    let mut rng = Lcg(42);
+    let mut expected_data: BTreeMap<String, Attributes> = BTreeMap::new();
+    let mut batch = Vec::new();
+    for u in 0..150 {
+        let mut a = Attributes::new();
+        for _ in 0..rng.next(5) {
+            a.insert(rng.pick(NAMES).to_owned(), rng.pick(VALUES).to_owned());
+        }
+        let user = format!("user-{u:03}");
+        expected_data.insert(user.clone(), a.clone());
+        batch.push(AttributeRecord {
+            user_id: user,
+            attributes: a,
+        });
+    }
+    s.upsert(&d, &batch).await.unwrap();
+    for _ in 0..300 {
+        let filter = random_filter(&mut rng, 2);
+        let expected: Vec<String> = expected_data
+            .iter()
+            .filter(|(_, a)| filter.matches(a))
+            .map(|(u, _)| u.clone())
+            .collect();
+        assert_eq!(s.query(&d, &filter).await.unwrap(), expected, "{filter:?}");
+    }
+}
+
+pub async fn attribute_cap_names_the_overflow_and_writes_nothing(b: Backend) {
+    let s = b.open_with_cap(3);
+    let d = default_tenant();
+    s.upsert(&d, &[record("u1", &[("a", "1"), ("b", "2")])])
+        .await
+        .unwrap();
+    let err = s
+        .upsert(
+            &d,
+            &[
+                record("u1", &[("a", "changed")]),
+                record("u2", &[("c", "3"), ("d", "4")]),
+                record("u3", &[("e", "5")]),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AttributeCap);
+    let message = err.to_string();
+    assert!(
+        message.contains('d') && message.contains('e'),
+        "names the overflow: {message}"
+    );
+    assert!(
+        message.contains("d, e"),
+        "lists the attributes over the cap: {message}"
+    );
+    // Nothing was written: not the values, not the users, not the names.
+    assert_eq!(
+        s.get(&d, "u1").await.unwrap(),
+        Some(attrs(&[("a", "1"), ("b", "2")]))
+    );
+    assert_eq!(s.get(&d, "u2").await.unwrap(), None);
+    assert_eq!(s.get(&d, "u3").await.unwrap(), None);
+    let stats = s.upsert(&d, &[record("u2", &[("c", "3")])]).await.unwrap();
+    assert_eq!(
+        stats.new_attribute_names, 1,
+        "c was not registered by the failed batch"
+    );
+    assert_eq!(stats.users_created, 1);
+    // Exactly at the cap: known names are always fine, a fourth is not.
+    s.upsert(&d, &[record("u9", &[("a", "x"), ("b", "y"), ("c", "z")])])
+        .await
+        .unwrap();
+    let err = s
+        .upsert(&d, &[record("u9", &[("z", "1")])])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AttributeCap);
+    assert!(err.to_string().contains('z'));
+}
+
+// --- SQLite only ---
+
+pub async fn large_batches_count_and_merge_every_user(b: Backend) {
+    let s = b.open();
+    let d = default_tenant();
+    // 200 new users (more than one multi-row statement, plus a remainder).
+    let first: Vec<_> = (0..200)
+        .map(|i| {
+            record(
+                &format!("u{i}"),
+                &[("plan", "Basic"), ("n", &i.to_string())],
+            )
+        })
+        .collect();
+    let stats = s.upsert(&d, &first).await.unwrap();
+    assert_eq!((stats.users_created, stats.users_updated), (200, 0));
+    // 150 of them again (merged), 70 new ones, one user twice.
+    let mut second: Vec<_> = (50..270)
+        .map(|i| record(&format!("u{i}"), &[("plan", "Premium")]))
+        .collect();
+    second.push(record("u60", &[("seats", "3")]));
+    let stats = s.upsert(&d, &second).await.unwrap();
+    assert_eq!((stats.users_created, stats.users_updated), (70, 150));
+    assert_eq!(
+        s.get(&d, "u60").await.unwrap(),
+        Some(attrs(&[("n", "60"), ("plan", "Premium"), ("seats", "3")]))
+    );
+    assert_eq!(
+        s.get(&d, "u10").await.unwrap(),
+        Some(attrs(&[("n", "10"), ("plan", "Basic")]))
+    );
+    assert_eq!(
+        s.get(&d, "u269").await.unwrap(),
+        Some(attrs(&[("plan", "Premium")]))
+    );
+    let premium = s.query(&d, &Filter::eq("plan", "Premium")).await.unwrap();
+    assert_eq!(premium.len(), 220);
+}
+
+/// The cap is per tenant: one tenant at its cap does not block another.
+pub async fn attribute_cap_is_per_tenant(b: Backend) {
+    let s = b.open_with_cap(100);
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let names: Vec<String> = (0..100).map(|i| format!("a{i:03}")).collect();
+    let full: Attributes = names.iter().map(|n| (n.clone(), "1".to_owned())).collect();
+    let stats = s
+        .upsert(
+            &acme,
+            &[AttributeRecord {
+                user_id: "u1".to_owned(),
+                attributes: full,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats.new_attribute_names, 100);
+    let err = s
+        .upsert(&acme, &[record("u2", &[("one_more", "x")])])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AttributeCap);
+    assert!(err.to_string().contains("one_more"), "{err}");
+    // globex starts from zero: fresh names, including one acme could not add.
+    let stats = s
+        .upsert(
+            &globex,
+            &[record("u1", &[("one_more", "x"), ("plan", "Basic")])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats.new_attribute_names, 2);
+    assert_eq!(stats.users_created, 1, "u1 of globex is not acme's u1");
+    // Users and queries are per tenant too.
+    assert_eq!(
+        s.get(&globex, "u1").await.unwrap(),
+        Some(attrs(&[("one_more", "x"), ("plan", "Basic")]))
+    );
+    assert_eq!(
+        s.get(&acme, "u1").await.unwrap().map(|a| a.len()),
+        Some(100)
+    );
+    assert!(s.get(&acme, "u2").await.unwrap().is_none());
+    assert_eq!(
+        s.query(&globex, &Filter::eq("plan", "Basic"))
+            .await
+            .unwrap(),
+        ["u1"]
+    );
+    assert!(
+        s.query(&acme, &Filter::eq("plan", "Basic"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.query(&acme, &Filter::eq("a000", "1")).await.unwrap(),
+        ["u1"]
+    );
+    assert!(s.get(&tenant("initech"), "u1").await.unwrap().is_none());
+}
