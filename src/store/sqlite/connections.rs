@@ -129,8 +129,9 @@ impl ConnectionStore for SqliteStore {
                         .into());
                     }
                 }
-                let (revision, created_at) = existing
-                    .map_or((1, now_ms), |(_, rev, created)| (rev.saturating_add(1), created));
+                let (revision, created_at) = existing.map_or((1, now_ms), |(_, rev, created)| {
+                    (rev.saturating_add(1), created)
+                });
                 let (connected, reason, since) = state_columns(&c.state);
                 conn.prepare_cached(&format!(
                     "INSERT INTO connections ({COLUMNS}) \
@@ -163,7 +164,11 @@ impl ConnectionStore for SqliteStore {
                         "UPDATE connections SET is_default = 0 \
                          WHERE tenant = ?1 AND platform = ?2 AND account <> ?3 AND is_default",
                     )?
-                    .execute(params![tenant_id.as_str(), key.platform, key.account])?;
+                    .execute(params![
+                        tenant_id.as_str(),
+                        key.platform,
+                        key.account
+                    ])?;
                 }
                 Ok((revision, created_at))
             })
@@ -188,7 +193,11 @@ impl ConnectionStore for SqliteStore {
                 )
             })
             .await?;
-        found.into_iter().next().map(|r| self.open_row(r)).transpose()
+        found
+            .into_iter()
+            .next()
+            .map(|r| self.open_row(r))
+            .transpose()
     }
 
     async fn default_connection(
@@ -303,7 +312,11 @@ impl ConnectionStore for SqliteStore {
                 )
             })
             .await?;
-        found.into_iter().next().map(|r| self.open_row(r)).transpose()
+        found
+            .into_iter()
+            .next()
+            .map(|r| self.open_row(r))
+            .transpose()
     }
 }
 
@@ -320,7 +333,15 @@ pub(super) fn seal_legacy_installations(store: &SqliteStore, keyring: &Keyring) 
         if !exists {
             return Ok(());
         }
-        type Legacy = (String, String, String, Option<String>, Option<i64>, String, i64);
+        type Legacy = (
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<i64>,
+            String,
+            i64,
+        );
         let legacy: Vec<Legacy> = conn
             .prepare(
                 "SELECT platform, key, token, refresh_token, expires_at, data, updated_at \
@@ -354,13 +375,7 @@ pub(super) fn seal_legacy_installations(store: &SqliteStore, keyring: &Keyring) 
                  ON CONFLICT (platform, account) DO NOTHING"
             ))?
             .execute(params![
-                platform,
-                account,
-                sealed,
-                expires_at,
-                data,
-                alone,
-                updated_at
+                platform, account, sealed, expires_at, data, alone, updated_at
             ])?;
         }
         conn.execute_batch("DROP TABLE legacy_installations")?;

@@ -489,8 +489,7 @@ fn state(s: &str) -> Db<DeliveryState> {
 }
 
 fn tenant(s: String) -> Db<crate::tenant::TenantId> {
-    crate::tenant::TenantId::new(s)
-        .map_err(|e| corrupt(format!("invalid stored tenant id: {e}")))
+    crate::tenant::TenantId::new(s).map_err(|e| corrupt(format!("invalid stored tenant id: {e}")))
 }
 
 #[cfg(test)]

@@ -7,9 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::outbox_rows::{
-    self, Apply, INSERT_LOG, NewEvent, NewRow, PRUNE_CHUNK, stored_error,
-};
+use super::outbox_rows::{self, Apply, INSERT_LOG, NewEvent, NewRow, PRUNE_CHUNK, stored_error};
 use super::{
     Db, SqliteStore, corrupt, count, count64, millis, opt_time, plus, sql_limit, state, tenant,
     time, to_json, with_context,

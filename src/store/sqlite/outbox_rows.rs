@@ -60,7 +60,15 @@ pub(super) fn enqueue_rows(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tenant, id) DO NOTHING RETURNING seq",
         )?
         .query_row(
-            params![event.tenant, event.id, event.kind, event.body, now, first, n],
+            params![
+                event.tenant,
+                event.id,
+                event.kind,
+                event.body,
+                now,
+                first,
+                n
+            ],
             |r| r.get(0),
         )
         .optional()?;
@@ -236,8 +244,14 @@ fn dead_letter(conn: &Connection, head: &Head, error: &DeliveryError, now: i64) 
              log_steps = log_steps + 1 WHERE id = ?1 RETURNING log_steps",
         )?
         .query_row(params![head.id, json, now], |r| r.get(0))?;
-    conn.prepare_cached(INSERT_LOG)?
-        .execute(params![head.id, step, head.attempts, now, "dead", text])?;
+    conn.prepare_cached(INSERT_LOG)?.execute(params![
+        head.id,
+        step,
+        head.attempts,
+        now,
+        "dead",
+        text
+    ])?;
     note_health(
         conn,
         &head.tenant,
@@ -263,12 +277,29 @@ pub(super) struct Apply {
 }
 
 pub(super) enum ApplyKind {
-    Sent { remote_id: Option<String> },
-    Retry { at: i64, error: String },
-    Defer { until: i64 },
-    Snooze { until: i64, error: String },
-    Dead { json: String, text: String, attempted: bool },
-    Parked { reason: String, epoch: u64 },
+    Sent {
+        remote_id: Option<String>,
+    },
+    Retry {
+        at: i64,
+        error: String,
+    },
+    Defer {
+        until: i64,
+    },
+    Snooze {
+        until: i64,
+        error: String,
+    },
+    Dead {
+        json: String,
+        text: String,
+        attempted: bool,
+    },
+    Parked {
+        reason: String,
+        epoch: u64,
+    },
 }
 
 impl Apply {
@@ -636,16 +667,16 @@ pub(super) fn prune_rows(conn: &Connection, before: i64) -> Db<PruneStats> {
     }
     events.sort_unstable();
     events.dedup();
-    let mut range = conn.prepare_cached(
-        "SELECT first_delivery, deliveries FROM events WHERE seq = ?1",
-    )?;
-    let mut left = conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE id BETWEEN ?1 AND ?2)",
-    )?;
+    let mut range =
+        conn.prepare_cached("SELECT first_delivery, deliveries FROM events WHERE seq = ?1")?;
+    let mut left =
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM deliveries WHERE id BETWEEN ?1 AND ?2)")?;
     let mut drop_event = conn.prepare_cached("DELETE FROM events WHERE seq = ?1")?;
     for seq in events {
         let Some((first, n)) = range
-            .query_row(params![seq], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .query_row(params![seq], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
             .optional()?
         else {
             continue;
@@ -670,9 +701,9 @@ pub(super) fn prune_rows(conn: &Connection, before: i64) -> Db<PruneStats> {
 /// permanent error carrying it.
 pub(super) fn stored_error(json: Option<String>) -> DeliveryError {
     match json {
-        Some(text) => from_json::<DeliveryError>(&text).unwrap_or(DeliveryError::Permanent {
-            reason: text,
-        }),
+        Some(text) => {
+            from_json::<DeliveryError>(&text).unwrap_or(DeliveryError::Permanent { reason: text })
+        }
         None => DeliveryError::Permanent {
             reason: "no error was recorded".to_owned(),
         },

@@ -11,8 +11,8 @@ use crate::destination::{DeliveryError, Receipt};
 use crate::event::Event;
 use crate::message::Target;
 use crate::store::{
-    ClaimedDelivery, Completion, ConnectionStore, EnqueueOutcome, LinkStore, NewDelivery, OutboxStore, Outcome,
-    ScopeChange,
+    ClaimedDelivery, Completion, ConnectionStore, EnqueueOutcome, LinkStore, NewDelivery,
+    OutboxStore, Outcome, ScopeChange,
 };
 use crate::tenant::{ConnectionKey, TenantId};
 
@@ -71,7 +71,10 @@ async fn one_head_per_key_with_a_large_backlog() {
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].id, first[0].id + 1, "the next of k1, in order");
     assert_eq!(store.pending().await.unwrap(), 20_000);
-    assert_eq!(store.next_due().await.unwrap(), Some(t(2) + LEASE.into_chrono()));
+    assert_eq!(
+        store.next_due().await.unwrap(),
+        Some(t(2) + LEASE.into_chrono())
+    );
 }
 
 trait IntoChrono {
@@ -124,7 +127,12 @@ async fn undecodable_rows_are_dead_lettered_at_claim_the_rest_claimed() {
     assert!(
         matches!(&dead[1].error, DeliveryError::Permanent { reason } if reason.contains("target"))
     );
-    assert_eq!(dead[1].target, Target::ChannelId { id: "{\"type\":\"hologram\"}".into() });
+    assert_eq!(
+        dead[1].target,
+        Target::ChannelId {
+            id: "{\"type\":\"hologram\"}".into()
+        }
+    );
     assert!(store.claim(t(2), LEASE, 10).await.unwrap().is_empty());
 }
 
@@ -132,7 +140,10 @@ async fn undecodable_rows_are_dead_lettered_at_claim_the_rest_claimed() {
 async fn late_park_after_reconnect_requeues_and_fresh_park_disconnects() {
     let store = SqliteStore::open_in_memory().unwrap();
     let tenant = TenantId::new("acme").unwrap();
-    let e = Event::builder("e1", "k").tenant(tenant.clone()).build().unwrap();
+    let e = Event::builder("e1", "k")
+        .tenant(tenant.clone())
+        .build()
+        .unwrap();
     store
         .enqueue(&e, &[delivery("x"), delivery("y"), delivery("y")], t(0))
         .await
@@ -169,7 +180,13 @@ async fn late_park_after_reconnect_requeues_and_fresh_park_disconnects() {
         reason: "old".into(),
         epoch: Some(0),
     };
-    assert_eq!(store.set_scope(&tenant, "slack", fenced, t(2)).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .set_scope(&tenant, "slack", fenced, t(2))
+            .await
+            .unwrap(),
+        0
+    );
     assert!(store.scopes().await.unwrap()[0].connected);
     // A park from the current epoch parks the rest of the scope.
     let again = store.claim(t(3), LEASE, 10).await.unwrap();
@@ -191,7 +208,10 @@ async fn late_park_after_reconnect_requeues_and_fresh_park_disconnects() {
     // The in-flight head of y is still in flight; nothing else is claimable.
     assert!(store.claim(t(5), LEASE, 10).await.unwrap().is_empty());
     // New deliveries in the disconnected scope are parked.
-    let e2 = Event::builder("e2", "k").tenant(tenant.clone()).build().unwrap();
+    let e2 = Event::builder("e2", "k")
+        .tenant(tenant.clone())
+        .build()
+        .unwrap();
     store.enqueue(&e2, &[delivery("z")], t(5)).await.unwrap();
     let stats = store.destination_stats().await.unwrap();
     assert_eq!(stats.len(), 1);
@@ -212,7 +232,11 @@ async fn prune_removes_sent_rows_their_log_and_orphan_events() {
     let store = SqliteStore::open_in_memory().unwrap();
     for i in 0..5 {
         store
-            .enqueue(&event(&format!("e{i}")), &[delivery(&format!("k{i}"))], t(0))
+            .enqueue(
+                &event(&format!("e{i}")),
+                &[delivery(&format!("k{i}"))],
+                t(0),
+            )
             .await
             .unwrap();
     }
@@ -224,7 +248,10 @@ async fn prune_removes_sent_rows_their_log_and_orphan_events() {
     assert_eq!(stats.events, 4);
     assert!(store.delivery_log(claimed[0].id).await.unwrap().is_empty());
     assert_eq!(
-        store.enqueue(&event("e4"), &[delivery("k4")], t(3)).await.unwrap(),
+        store
+            .enqueue(&event("e4"), &[delivery("k4")], t(3))
+            .await
+            .unwrap(),
         EnqueueOutcome::Duplicate
     );
 }
@@ -243,7 +270,8 @@ async fn migrates_a_schema_1_file_to_the_default_tenant() {
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         assert!(schema::create_v1(&conn).is_ok());
-        conn.execute("INSERT INTO events VALUES ('old', 5)", []).unwrap();
+        conn.execute("INSERT INTO events VALUES ('old', 5)", [])
+            .unwrap();
         let target = serde_json::to_string(&Target::SubjectDm).unwrap();
         for (id, state) in [(1, "sent"), (2, "queued"), (3, "parked")] {
             conn.execute(
@@ -282,13 +310,7 @@ async fn migrates_a_schema_1_file_to_the_default_tenant() {
     assert_eq!(claimed[0].id, 2);
     assert_eq!(claimed[0].key, "default|slack|dm:u1");
     assert_eq!(claimed[0].event.id, "old");
-    assert!(
-        store
-            .link(&default, "slack", "u1")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(store.link(&default, "slack", "u1").await.unwrap().is_some());
     assert_eq!(
         store.enqueue(&event("old"), &[], t(0)).await.unwrap(),
         EnqueueOutcome::Duplicate
@@ -344,6 +366,10 @@ async fn connections_refuse_secrets_without_a_keyring_and_swap_by_revision() {
             .unwrap()
             .is_none()
     );
-    let d = store.default_connection(&acme, "slack").await.unwrap().unwrap();
+    let d = store
+        .default_connection(&acme, "slack")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(d.key, c.key);
 }
