@@ -37,6 +37,8 @@ pub use event::{Event, Person};
 pub use identity::{IdentityResolver, Resolution, SyncReport};
 pub use message::{Message, MessageFormat, Target};
 pub use source::{Emitter, EventSource, Shutdown, ShutdownTrigger};
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{MemoryStore, Store};

@@ -16,10 +16,14 @@ use crate::message::Target;
 use crate::tenant::{Connection, ConnectionKey, ConnectionState, Secrets, TenantId};
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{LeaseClock, PaceDecision, PostgresStore, SharedPacer};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteStore};
 

@@ -1,0 +1,232 @@
+//! The PostgreSQL schema: migrations versioned in code, applied once under an advisory lock, newer schemas refused.
+
+use deadpool_postgres::Object;
+
+use super::{corrupt, db};
+use crate::Result;
+
+/// The schema version this version of switchboard writes and understands.
+pub(super) const SCHEMA_VERSION: i32 = 1;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+const V1: &str = "
+    -- One row per (tenant, event id) ever enqueued, with the event's JSON once.
+    CREATE TABLE events (
+        seq         bigserial PRIMARY KEY,
+        tenant      text NOT NULL,
+        id          text NOT NULL,
+        kind        text NOT NULL,
+        body        text NOT NULL,
+        enqueued_at timestamptz NOT NULL,
+        UNIQUE (tenant, id)
+    );
+    CREATE TABLE deliveries (
+        id          bigserial PRIMARY KEY,
+        event       bigint NOT NULL,
+        tenant      text NOT NULL,
+        route       text NOT NULL,
+        destination text NOT NULL,
+        target      text NOT NULL,          -- the Target as JSON
+        scope       text NOT NULL,
+        key         text NOT NULL,
+        state       text NOT NULL,          -- DeliveryState::as_str
+        -- queued: when it is due; otherwise when it reached its state.
+        due_at      timestamptz NOT NULL,
+        -- in flight: when the lease expires (database clock by default).
+        lease_until timestamptz,
+        lease       bigint NOT NULL DEFAULT 0,
+        attempts    integer NOT NULL DEFAULT 0,
+        log_steps   integer NOT NULL DEFAULT 0,
+        error       text,
+        died_at     timestamptz
+    );
+    CREATE INDEX deliveries_pending ON deliveries (key, id)
+        WHERE state IN ('queued', 'in_flight');
+    CREATE INDEX deliveries_scope ON deliveries (tenant, scope, id)
+        WHERE state IN ('queued', 'parked');
+    CREATE INDEX deliveries_dead ON deliveries (died_at, id) WHERE state = 'dead';
+    CREATE INDEX deliveries_sent ON deliveries (due_at) WHERE state = 'sent';
+    CREATE INDEX deliveries_event ON deliveries (event);
+    CREATE TABLE delivery_log (
+        delivery_id bigint NOT NULL,
+        step        integer NOT NULL,
+        attempt     integer NOT NULL,
+        at          timestamptz NOT NULL,
+        status      text NOT NULL,
+        detail      text,
+        PRIMARY KEY (delivery_id, step)
+    );
+    CREATE TABLE scopes (
+        tenant    text NOT NULL,
+        scope     text NOT NULL,
+        connected boolean NOT NULL,
+        reason    text,
+        since     timestamptz NOT NULL,
+        epoch     bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, scope)
+    );
+    CREATE TABLE destination_health (
+        tenant          text NOT NULL,
+        destination     text NOT NULL,
+        scope           text NOT NULL,
+        last_success_at timestamptz,
+        last_error      text,
+        last_error_at   timestamptz,
+        sent            bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, destination)
+    );
+    CREATE TABLE connections (
+        platform            text NOT NULL,
+        account             text NOT NULL,
+        tenant              text NOT NULL,
+        secrets             text NOT NULL,  -- sealed by the Keyring
+        expires_at          timestamptz,
+        data                text NOT NULL,  -- JSON
+        connected           boolean NOT NULL,
+        disconnected_reason text,
+        disconnected_since  timestamptz,
+        is_default          boolean NOT NULL,
+        revision            bigint NOT NULL,
+        created_at          timestamptz NOT NULL,
+        updated_at          timestamptz NOT NULL,
+        PRIMARY KEY (platform, account)
+    );
+    CREATE INDEX connections_tenant ON connections (tenant, platform, account);
+    CREATE TABLE identity_links (
+        tenant      text NOT NULL,
+        platform    text NOT NULL,
+        user_id     text NOT NULL,
+        platform_id text NOT NULL,
+        origin      text NOT NULL,
+        linked_at   timestamptz NOT NULL,
+        PRIMARY KEY (tenant, platform, user_id)
+    );
+    CREATE TABLE integrations (
+        tenant text NOT NULL,
+        name   text NOT NULL,
+        config text NOT NULL,
+        PRIMARY KEY (tenant, name)
+    );
+    CREATE TABLE runs (
+        id          bigserial PRIMARY KEY,
+        tenant      text NOT NULL,
+        integration text NOT NULL,
+        started_at  timestamptz NOT NULL,
+        finished_at timestamptz,
+        outcome     text NOT NULL,
+        lease_until timestamptz,
+        record      text NOT NULL
+    );
+    CREATE INDEX runs_integration ON runs (tenant, integration, id);
+    -- At most one running run per integration, whatever the replicas do.
+    CREATE UNIQUE INDEX runs_one_running ON runs (tenant, integration)
+        WHERE outcome = 'running';
+    CREATE TABLE route_rules (
+        tenant     text NOT NULL,
+        route      text NOT NULL,
+        enabled    boolean,
+        target     text,
+        updated_at timestamptz NOT NULL,
+        PRIMARY KEY (tenant, route)
+    );
+    CREATE TABLE remembered (
+        scope      text NOT NULL,
+        key        text NOT NULL,
+        expires_at timestamptz NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX remembered_expiry ON remembered (expires_at);
+    CREATE TABLE attributes (
+        tenant  text NOT NULL,
+        user_id text NOT NULL,
+        attrs   jsonb NOT NULL,
+        updates bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, user_id)
+    );
+    -- One row per tenant that has attributes: locked by every upsert, so the
+    -- cap check and the write are one step across replicas.
+    CREATE TABLE attribute_tenants (
+        tenant text PRIMARY KEY
+    );
+    CREATE TABLE attribute_names (
+        tenant text NOT NULL,
+        name   text NOT NULL,
+        PRIMARY KEY (tenant, name)
+    );
+    -- Shared pacing: the GCRA theoretical arrival time per key.
+    CREATE TABLE pacing (
+        key text PRIMARY KEY,
+        tat timestamptz NOT NULL
+    );
+";
+
+/// Creates the schema if needed and brings it to [`SCHEMA_VERSION`], holding
+/// a session advisory lock so concurrent replicas migrate one after the other
+/// (the later ones find nothing to do). Refuses a newer schema.
+pub(super) async fn migrate(client: &mut Object, schema: Option<&str>) -> Result<()> {
+    let target = match schema {
+        Some(s) => s.to_owned(),
+        None => client
+            .query_one("SELECT coalesce(current_schema(), 'public')", &[])
+            .await
+            .map_err(db("reading the current schema"))?
+            .get(0),
+    };
+    let lock_key = format!("switchboard:migrate:{target}");
+    client
+        .execute("SELECT pg_advisory_lock(hashtext($1))", &[&lock_key])
+        .await
+        .map_err(db("taking the migration lock"))?;
+    let result = migrate_locked(client, &target).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&lock_key])
+        .await
+        .map_err(db("releasing the migration lock"));
+    result?;
+    unlocked.map(|_| ())
+}
+
+async fn migrate_locked(client: &mut Object, schema: &str) -> Result<()> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(db("starting the migration"))?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET LOCAL search_path = \"{schema}\"; \
+         CREATE TABLE IF NOT EXISTS switchboard_schema (version integer NOT NULL); \
+         LOCK TABLE switchboard_schema IN EXCLUSIVE MODE;"
+    ))
+    .await
+    .map_err(db("preparing the schema"))?;
+    let version: Option<i32> = tx
+        .query_opt("SELECT max(version) FROM switchboard_schema", &[])
+        .await
+        .map_err(db("reading the schema version"))?
+        .and_then(|r| r.get(0));
+    let current = version.unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(corrupt(format!(
+            "the database's schema version is {current}, newer than this version of \
+             switchboard understands ({SCHEMA_VERSION})"
+        )));
+    }
+    let start = usize::try_from(current).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| db("applying a migration")(e).context(format!("version {}", i + 1)))?;
+    }
+    tx.execute("DELETE FROM switchboard_schema", &[])
+        .await
+        .map_err(db("recording the schema version"))?;
+    tx.execute(
+        "INSERT INTO switchboard_schema (version) VALUES ($1)",
+        &[&SCHEMA_VERSION.max(current)],
+    )
+    .await
+    .map_err(db("recording the schema version"))?;
+    tx.commit().await.map_err(db("committing the migration"))?;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Multi-replica tests for PostgresStore.
