@@ -1,0 +1,2 @@
+//! PostgresStore benchmarks.
+fn main() {}
