@@ -15,8 +15,9 @@ pub use switchboard::inbound::{InboundRequest, hmac_sha256};
 pub use switchboard::slack::*;
 pub use switchboard::store::LogStatus;
 pub use switchboard::{
-    Connection, ConnectionKey, TenantId, Capabilities, Delivery, DeliveryError, Destination, Event, IdentityResolver, MemoryStore,
-    Person, Receipt, Resolution, Route, Store, Switchboard, Target,
+    Capabilities, Connection, ConnectionKey, Delivery, DeliveryError, Destination, Event,
+    IdentityResolver, MemoryStore, Person, RateLimit, Receipt, Resolution, Route, Store,
+    Switchboard, Target, TenantId,
 };
 pub use wiremock::matchers::{
     bearer_token, body_partial_json, header, method, path, query_param, query_param_is_missing,
@@ -132,10 +133,11 @@ pub fn json_of(resp: &http::Response<Bytes>) -> Value {
     serde_json::from_slice(resp.body()).unwrap()
 }
 
-
 /// A store that can hold secrets (connections need a keyring).
 pub fn keyed_store() -> Arc<dyn Store> {
-    Arc::new(MemoryStore::new().with_keyring(switchboard::secret::Keyring::generate("test").unwrap()))
+    Arc::new(
+        MemoryStore::new().with_keyring(switchboard::secret::Keyring::generate("test").unwrap()),
+    )
 }
 
 pub fn tenant(id: &str) -> TenantId {
@@ -151,7 +153,13 @@ pub fn slack_connection(tenant_id: &str, team: &str, token: &str) -> Connection 
         .unwrap()
 }
 
-pub fn tenant_event(tenant_id: &str, id: &str, kind: &str, subject: Option<&str>, data: Value) -> Event {
+pub fn tenant_event(
+    tenant_id: &str,
+    id: &str,
+    kind: &str,
+    subject: Option<&str>,
+    data: Value,
+) -> Event {
     let mut b = Event::builder(id, kind).tenant(tenant_id).data(data);
     if let Some(s) = subject {
         b = b.subject(Person::new(s));
@@ -165,7 +173,9 @@ pub async fn requests_with(server: &MockServer, p: &str, token: &str) -> Vec<Req
     requests(server, p)
         .await
         .into_iter()
-        .filter(|r| r.headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(auth.as_str()))
+        .filter(|r| {
+            r.headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(auth.as_str())
+        })
         .collect()
 }
 
@@ -181,7 +191,10 @@ pub struct Workspaces {
 
 impl Workspaces {
     pub fn token(&self, token: &str, team: &str) -> &Self {
-        self.teams.lock().unwrap().insert(token.to_owned(), team.to_owned());
+        self.teams
+            .lock()
+            .unwrap()
+            .insert(token.to_owned(), team.to_owned());
         self
     }
 

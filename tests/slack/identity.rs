@@ -126,7 +126,10 @@ async fn sync_sweeps_short_pages_matches_by_email_and_skips_what_it_must() {
         Person::new("u-twin").email("twin@example.com"),
         Person::new("u-new").email("new@example.com"),
     ];
-    let report = identity.sync(&ResolveContext::default_tenant(), &people).await.unwrap();
+    let report = identity
+        .sync(&ResolveContext::default_tenant(), &people)
+        .await
+        .unwrap();
     assert_eq!(
         report.matched,
         vec![("u-ada".to_owned(), "W0ADA".to_owned())]
@@ -163,11 +166,17 @@ async fn sync_sweeps_short_pages_matches_by_email_and_skips_what_it_must() {
 
     // Resolution: the link answers; ambiguity is never guessed; no lookups.
     assert_eq!(
-        identity.resolve(&ResolveContext::default_tenant(), &people[0]).await.unwrap(),
+        identity
+            .resolve(&ResolveContext::default_tenant(), &people[0])
+            .await
+            .unwrap(),
         Resolution::Matched("W0ADA".into())
     );
     assert!(matches!(
-        identity.resolve(&ResolveContext::default_tenant(), &people[3]).await.unwrap(),
+        identity
+            .resolve(&ResolveContext::default_tenant(), &people[3])
+            .await
+            .unwrap(),
         Resolution::Ambiguous(_)
     ));
     assert!(requests(&server, "/users.lookupByEmail").await.is_empty());
@@ -213,21 +222,33 @@ async fn lookup_by_email_only_for_someone_the_sync_did_not_find_and_cached() {
     let newbie = Person::new("u-new").email("New@Example.com");
     let nobody = Person::new("u-nobody").email("nobody@example.com");
     identity
-        .sync(&ResolveContext::default_tenant(), &[ada.clone(), newbie.clone(), nobody.clone()])
+        .sync(
+            &ResolveContext::default_tenant(),
+            &[ada.clone(), newbie.clone(), nobody.clone()],
+        )
         .await
         .unwrap();
 
     for _ in 0..2 {
         assert_eq!(
-            identity.resolve(&ResolveContext::default_tenant(), &ada).await.unwrap(),
+            identity
+                .resolve(&ResolveContext::default_tenant(), &ada)
+                .await
+                .unwrap(),
             Resolution::Matched("W0ADA".into())
         );
         assert_eq!(
-            identity.resolve(&ResolveContext::default_tenant(), &newbie).await.unwrap(),
+            identity
+                .resolve(&ResolveContext::default_tenant(), &newbie)
+                .await
+                .unwrap(),
             Resolution::Matched("W0NEW".into())
         );
         assert_eq!(
-            identity.resolve(&ResolveContext::default_tenant(), &nobody).await.unwrap(),
+            identity
+                .resolve(&ResolveContext::default_tenant(), &nobody)
+                .await
+                .unwrap(),
             Resolution::NotFound
         );
     }
@@ -290,7 +311,10 @@ async fn ten_thousand_users_take_at_most_51_calls_and_no_lookups() {
     let people: Vec<Person> = (0..10_000)
         .map(|n| Person::new(format!("u{n}")).email(&format!("Person{n}@Example.com")))
         .collect();
-    let report = identity.sync(&ResolveContext::default_tenant(), &people).await.unwrap();
+    let report = identity
+        .sync(&ResolveContext::default_tenant(), &people)
+        .await
+        .unwrap();
     assert_eq!(report.matched.len(), 10_000);
     assert!(report.unmatched.is_empty());
     let n = calls.load(Ordering::SeqCst);
@@ -298,10 +322,12 @@ async fn ten_thousand_users_take_at_most_51_calls_and_no_lookups() {
     assert_eq!(n, 50);
     assert_eq!(report.api_calls, 50);
     assert_eq!(
-        identity.resolve(&ResolveContext::default_tenant(), &people[9_999]).await.unwrap(),
+        identity
+            .resolve(&ResolveContext::default_tenant(), &people[9_999])
+            .await
+            .unwrap(),
         Resolution::Matched("W0009999".into())
     );
 }
 
 // ---------------------------------------------------------------- inbound
-

@@ -492,11 +492,18 @@ async fn app_uninstalled_disconnects_the_connection_and_parks_its_deliveries() {
     sb.publish(tenant_event("acme", "e1", "x", None, json!({})))
         .await
         .unwrap();
-    assert_eq!(sb.run_until_idle().await.unwrap().parked, 1);
+    sb.run_until_idle().await.unwrap();
     assert!(requests(&server, "/chat.postMessage").await.is_empty());
     let status = sb.tenant_status(&tenant("acme")).await.unwrap();
     assert!(!status[0].connected);
-    assert!(status[0].disconnected_reason.as_deref().unwrap().contains("uninstalled"));
+    assert_eq!(status[0].parked, 1);
+    assert!(
+        status[0]
+            .disconnected_reason
+            .as_deref()
+            .unwrap()
+            .contains("uninstalled")
+    );
 }
 
 #[cfg(feature = "axum")]
@@ -505,6 +512,7 @@ async fn the_axum_router_serves_the_handlers() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let handlers = inbound()
         .store(store.clone())
+        .token(BotToken::new(secret(TOKEN)))
         .command("/perks", |_cmd| async { Ok::<_, switchboard::Error>("hi") })
         .build()
         .unwrap();
@@ -565,4 +573,3 @@ async fn the_axum_router_serves_the_handlers() {
     );
     assert!(location.contains("&state="));
 }
-

@@ -54,7 +54,9 @@ async fn start(oauth: &SlackOAuth, tenant_id: &str) -> (String, String) {
     assert_eq!(q["redirect_uri"], REDIRECT);
     assert!(q["scope"].contains("chat:write"));
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("Max-Age=600"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("Max-Age=600")
+    );
     let pair = cookie.split(';').next().unwrap().to_owned();
     (q["state"].clone(), pair)
 }
@@ -105,11 +107,17 @@ async fn the_install_carries_the_tenant_connects_it_and_resumes_its_parked_deliv
     sb.publish(tenant_event("acme", "e2", "x", None, json!({})))
         .await
         .unwrap();
-    assert_eq!(sb.run_until_idle().await.unwrap().delivered, 0, "acme is not connected yet");
+    assert_eq!(
+        sb.run_until_idle().await.unwrap().delivered,
+        0,
+        "acme is not connected yet"
+    );
 
     let oauth = oauth(&server, &sb);
     let (state, cookie) = start(&oauth, "acme").await;
-    let resp = oauth.handle_callback(&callback(&state, Some(&cookie))).await;
+    let resp = oauth
+        .handle_callback(&callback(&state, Some(&cookie)))
+        .await;
     assert_eq!(resp.status(), 200, "{:?}", resp.body());
     assert_eq!(resp.headers()[TENANT_HEADER], "acme");
     assert!(
@@ -129,7 +137,10 @@ async fn the_install_carries_the_tenant_connects_it_and_resumes_its_parked_deliv
         ("code", "4724469134.4644010092847.232b4e6d82c3"),
         ("redirect_uri", REDIRECT),
     ] {
-        assert!(form.contains(&(k.to_owned(), v.to_owned())), "{k} in {form:?}");
+        assert!(
+            form.contains(&(k.to_owned(), v.to_owned())),
+            "{k} in {form:?}"
+        );
     }
     let stored = store
         .connection(&ConnectionKey::new("slack", "T9TK3CUKW"))
@@ -142,11 +153,20 @@ async fn the_install_carries_the_tenant_connects_it_and_resumes_its_parked_deliv
     assert_eq!(stored.data["bot_user_id"], "U0KRQLJ9H");
     assert_eq!(stored.data["app_id"], "A0KRD7HC3");
     assert_eq!(stored.data["is_enterprise_install"], false);
-    assert_eq!(stored.data["scopes"], json!(["commands", "incoming-webhook"]));
+    assert_eq!(
+        stored.data["scopes"],
+        json!(["commands", "incoming-webhook"])
+    );
     assert!(!format!("{stored:?}").contains("xoxb-new"));
 
     // Reused: refused, and nothing more is exchanged.
-    assert_eq!(oauth.handle_callback(&callback(&state, Some(&cookie))).await.status(), 401);
+    assert_eq!(
+        oauth
+            .handle_callback(&callback(&state, Some(&cookie)))
+            .await
+            .status(),
+        401
+    );
 
     // Connected: acme's parked deliveries go out with its new token, in order.
     sb.drain(Duration::from_secs(10)).await.unwrap();
@@ -182,7 +202,9 @@ async fn a_state_replayed_from_another_browser_is_refused() {
     // cookie of an install they started themselves.
     let (_, attacker_cookie) = start(&oauth, "attacker").await;
     for cookie in [None, Some(attacker_cookie.as_str())] {
-        let resp = oauth.handle_callback(&callback(&victim_state, cookie)).await;
+        let resp = oauth
+            .handle_callback(&callback(&victim_state, cookie))
+            .await;
         assert_eq!(resp.status(), 401);
     }
     assert!(store.connections(None).await.unwrap().is_empty());
@@ -220,9 +242,20 @@ async fn an_expired_state_is_refused() {
         .find(|(k, _)| k == "state")
         .map(|(_, v)| v.into_owned())
         .unwrap();
-    let cookie = fresh.set_cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let cookie = fresh
+        .set_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
     assert_eq!(
-        oauth.verify_state(&state, Some(&cookie), Utc::now()).await.unwrap(),
+        oauth
+            .verify_state(&state, Some(&cookie), Utc::now())
+            .await
+            .unwrap(),
         tenant("acme")
     );
 }
@@ -262,7 +295,10 @@ async fn an_org_wide_install_is_stored_by_enterprise_id() {
     let sb = board(&server, store.clone());
     let oauth = oauth(&server, &sb);
     let (state, cookie) = start(&oauth, "starship").await;
-    let connection = oauth.callback(&callback(&state, Some(&cookie))).await.unwrap();
+    let connection = oauth
+        .callback(&callback(&state, Some(&cookie)))
+        .await
+        .unwrap();
     assert_eq!(connection.key.to_string(), "slack:E1XXX");
     assert_eq!(connection.tenant.as_str(), "starship");
     assert_eq!(connection.data["is_enterprise_install"], true);

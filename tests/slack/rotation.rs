@@ -3,7 +3,13 @@
 use super::common::*;
 use switchboard::engine::WorkerConfig;
 
-fn rotating(tenant_id: &str, team: &str, token: &str, refresh: &str, expires_in: i64) -> Connection {
+fn rotating(
+    tenant_id: &str,
+    team: &str,
+    token: &str,
+    refresh: &str,
+    expires_in: i64,
+) -> Connection {
     Connection::builder(tenant(tenant_id), "slack", team)
         .access_token(secret(token))
         .refresh_token(secret(refresh))
@@ -34,11 +40,15 @@ fn refresh_mock(old_refresh: &str) -> MockBuilder {
     Mock::given(method("POST"))
         .and(path("/oauth.v2.access"))
         .and(header("content-type", "application/x-www-form-urlencoded"))
-        .and(wiremock::matchers::body_string_contains("grant_type=refresh_token"))
+        .and(wiremock::matchers::body_string_contains(
+            "grant_type=refresh_token",
+        ))
         .and(wiremock::matchers::body_string_contains(format!(
             "refresh_token={old_refresh}"
         )))
-        .and(wiremock::matchers::body_string_contains("client_id=123.456"))
+        .and(wiremock::matchers::body_string_contains(
+            "client_id=123.456",
+        ))
 }
 
 fn rotation(server: &MockServer, store: &Arc<dyn Store>) -> Arc<TokenRotation> {
@@ -75,7 +85,9 @@ async fn two_switchboards_on_one_store_refresh_exactly_once() {
     slack.token("xoxe.xoxb-new", "T1");
     slack.mount(&server).await;
     refresh_mock("xoxe-1-old")
-        .respond_with(refreshed("xoxe.xoxb-new", "xoxe-1-new").set_delay(Duration::from_millis(300)))
+        .respond_with(
+            refreshed("xoxe.xoxb-new", "xoxe-1-new").set_delay(Duration::from_millis(300)),
+        )
         .expect(1)
         .mount(&server)
         .await;
@@ -105,14 +117,20 @@ async fn two_switchboards_on_one_store_refresh_exactly_once() {
     assert_eq!(a.parked + b.parked, 0, "nothing parked");
     let sent = posts(&server).await;
     assert_eq!(sent.len(), 6);
-    assert!(sent.iter().all(|(t, _, _)| t == "xoxe.xoxb-new"), "{sent:?}");
+    assert!(
+        sent.iter().all(|(t, _, _)| t == "xoxe.xoxb-new"),
+        "{sent:?}"
+    );
     let stored = store
         .connection(&ConnectionKey::new("slack", "T1"))
         .await
         .unwrap()
         .unwrap();
     assert!(stored.is_connected());
-    assert_eq!(stored.access_token().unwrap().expose_secret(), "xoxe.xoxb-new");
+    assert_eq!(
+        stored.access_token().unwrap().expose_secret(),
+        "xoxe.xoxb-new"
+    );
     assert_eq!(
         stored.secret("refresh_token").unwrap().expose_secret(),
         "xoxe-1-new"
@@ -195,7 +213,10 @@ async fn token_expired_forces_a_refresh_and_a_retry() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stored.access_token().unwrap().expose_secret(), "xoxe.xoxb-new");
+    assert_eq!(
+        stored.access_token().unwrap().expose_secret(),
+        "xoxe.xoxb-new"
+    );
     server.verify().await;
 }
 
@@ -231,5 +252,11 @@ async fn a_rejected_refresh_token_nobody_else_used_disconnects_that_tenant() {
     assert_eq!((s.delivered, s.parked), (0, 1));
     let st = sb.tenant_status(&tenant("acme")).await.unwrap();
     assert!(!st[0].connected);
-    assert!(st[0].disconnected_reason.as_deref().unwrap().contains("refresh token"));
+    assert!(
+        st[0]
+            .disconnected_reason
+            .as_deref()
+            .unwrap()
+            .contains("refresh token")
+    );
 }

@@ -3,7 +3,8 @@
 use super::common::*;
 
 fn multi_tenant_board(server: &MockServer, store: Arc<dyn Store>) -> Switchboard {
-    let config = config(server).timeout(None);
+    // Real time: quick pacing so the test does not wait a second per post.
+    let config = config(server).channel_limit(RateLimit::per_second(50).with_burst(10));
     let dest = SlackDestination::for_connections(config.clone()).unwrap();
     let identity =
         SlackIdentity::for_connections_with_client(&config, dest.client().clone(), store.clone());
@@ -50,7 +51,7 @@ async fn publish_both(sb: &Switchboard, tenant_id: &str, prefix: &str, n: usize)
     }
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn each_tenant_posts_with_its_own_workspace_and_a_revoked_one_parks_alone() {
     let server = MockServer::start().await;
     let slack = Workspaces::default();
@@ -80,15 +81,37 @@ async fn each_tenant_posts_with_its_own_workspace_and_a_revoked_one_parks_alone(
         sent,
         vec![
             ("xoxb-acme".into(), "CTACMEGEN".into(), "perk a1-ch0".into()),
-            ("xoxb-acme".into(), "DTACMEUA1".into(), "funded a1-dm0".into()),
-            ("xoxb-globex".into(), "CTGLOBEXGEN".into(), "perk g1-ch0".into()),
-            ("xoxb-globex".into(), "DTGLOBEXUG1".into(), "funded g1-dm0".into()),
+            (
+                "xoxb-acme".into(),
+                "DTACMEUA1".into(),
+                "funded a1-dm0".into()
+            ),
+            (
+                "xoxb-globex".into(),
+                "CTGLOBEXGEN".into(),
+                "perk g1-ch0".into()
+            ),
+            (
+                "xoxb-globex".into(),
+                "DTGLOBEXUG1".into(),
+                "funded g1-dm0".into()
+            ),
         ],
         "each DM and channel post goes out with its own workspace's token"
     );
     // Channel names and DMs were resolved in each workspace with its token.
-    assert_eq!(requests_with(&server, "/conversations.list", "xoxb-acme").await.len(), 1);
-    assert_eq!(requests_with(&server, "/conversations.list", "xoxb-globex").await.len(), 1);
+    assert_eq!(
+        requests_with(&server, "/conversations.list", "xoxb-acme")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        requests_with(&server, "/conversations.list", "xoxb-globex")
+            .await
+            .len(),
+        1
+    );
     let opened: Vec<Value> = bodies(&server, "/conversations.open").await;
     assert_eq!(opened.len(), 2);
 
@@ -161,7 +184,7 @@ async fn each_tenant_posts_with_its_own_workspace_and_a_revoked_one_parks_alone(
     assert!(sb.tenant_status(&tenant("globex")).await.unwrap()[0].connected);
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn a_tenant_with_no_slack_connection_is_parked_then_delivered_after_it_connects() {
     let server = MockServer::start().await;
     let slack = Workspaces::default();
@@ -172,7 +195,10 @@ async fn a_tenant_with_no_slack_connection_is_parked_then_delivered_after_it_con
     let sb = multi_tenant_board(&server, store.clone());
     publish_both(&sb, "initech", "i", 2).await;
     sb.drain(Duration::from_secs(60)).await.unwrap();
-    assert!(posts(&server).await.is_empty(), "nothing goes out without a connection");
+    assert!(
+        posts(&server).await.is_empty(),
+        "nothing goes out without a connection"
+    );
     let st = sb.tenant_status(&tenant("initech")).await.unwrap();
     assert!(!st[0].connected);
     assert!(
@@ -184,7 +210,10 @@ async fn a_tenant_with_no_slack_connection_is_parked_then_delivered_after_it_con
         "{st:?}"
     );
     assert_eq!(st[0].parked, 4);
-    assert!(sb.dead_letters(10).await.unwrap().is_empty(), "parked, not dead");
+    assert!(
+        sb.dead_letters(10).await.unwrap().is_empty(),
+        "parked, not dead"
+    );
 
     sb.connect(slack_connection("initech", "TINI", "xoxb-initech"))
         .await

@@ -32,7 +32,9 @@ struct Setup {
 async fn setup() -> Setup {
     let server = MockServer::start().await;
     let slack = Workspaces::default();
-    slack.token("xoxb-acme", "TACME").token("xoxb-globex", "TGLOBEX");
+    slack
+        .token("xoxb-acme", "TACME")
+        .token("xoxb-globex", "TGLOBEX");
     slack.mount(&server).await;
     let store = keyed_store();
     let recorder = Recorder::default();
@@ -240,7 +242,10 @@ async fn app_uninstalled_from_one_workspace_leaves_the_other_connected() {
     let resp = s.inbound.handle(&command("TACME", "/insight", "t-a")).await;
     assert!(resp.body().is_empty());
     assert_eq!(requests(&s.server, "/views.open").await.len(), 1);
-    let resp = s.inbound.handle(&command("TGLOBEX", "/insight", "t-g")).await;
+    let resp = s
+        .inbound
+        .handle(&command("TGLOBEX", "/insight", "t-g"))
+        .await;
     let answer = json_of(&resp);
     assert_eq!(answer["response_type"], "ephemeral");
     assert_eq!(answer["text"], NOT_INSTALLED_TEXT);
@@ -255,7 +260,10 @@ async fn a_workspace_with_no_connection_gets_a_clear_not_installed_answer() {
     let answer = json_of(&resp);
     assert_eq!(answer["response_type"], "ephemeral");
     assert!(answer["text"].as_str().unwrap().contains("not connected"));
-    assert!(s.commands.lock().unwrap().is_empty(), "the host handler is not called");
+    assert!(
+        s.commands.lock().unwrap().is_empty(),
+        "the host handler is not called"
+    );
     let resp = s.inbound.handle(&submission("TSTRANGER", "VX")).await;
     assert_eq!(json_of(&resp)["response_action"], "errors");
     assert!(requests(&s.server, "/views.open").await.is_empty());

@@ -136,7 +136,9 @@ impl SlackInbound {
                 }));
             }
         }
-        if self.inner.token.is_some() {
+        // A single-workspace host: a fixed token, or no store to look
+        // connections up in (commands only). Requests are the default tenant's.
+        if self.inner.token.is_some() || self.inner.store.is_none() {
             return Ok(Some(Authorized {
                 tenant: TenantId::default_tenant(),
                 connection: None,

@@ -123,8 +123,9 @@ struct Inner {
 /// published for that tenant, and `app_uninstalled` / `tokens_revoked`
 /// disconnect that connection only ([`Switchboard::disconnect_connection`]).
 /// A workspace without a connection is answered with [`NOT_INSTALLED_TEXT`]
-/// (for a single-workspace host with a fixed [`BotToken`], requests without a
-/// connection are the default tenant's instead).
+/// (for a single-workspace host with a fixed [`BotToken`], or one without a
+/// store that only answers commands, requests without a connection are the
+/// default tenant's instead).
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct SlackInbound {
@@ -272,12 +273,6 @@ impl SlackInboundBuilder {
             return Err(Error::new(
                 ErrorKind::Config,
                 "capturing insights needs a switchboard (to publish, and its store for the workspaces' connections)",
-            ));
-        }
-        if self.token.is_none() && self.store.is_none() && self.switchboard.is_none() {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "SlackInbound needs a store or a switchboard (for the workspaces' connections), or a fixed bot token",
             ));
         }
         if self.signing_secret.expose_secret().is_empty() {
