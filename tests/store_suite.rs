@@ -13,6 +13,8 @@ mod harness;
 
 #[path = "store_suite/attributes.rs"]
 mod attributes;
+#[path = "store_suite/claims.rs"]
+mod claims;
 #[path = "store_suite/connections.rs"]
 mod connections;
 #[path = "store_suite/outbox.rs"]
@@ -54,21 +56,19 @@ macro_rules! suite {
                 }
             )*
         }
-        // Postgres goes here, once `Backend::Postgres` exists:
-        //
-        // #[cfg(feature = "postgres")]
-        // mod postgres {
-        //     $(
-        //         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        //         async fn $test() {
-        //             if crate::harness::postgres_url().is_none() {
-        //                 eprintln!("SWITCHBOARD_POSTGRES_URL is unset; skipped");
-        //                 return;
-        //             }
-        //             crate::$module::$test(crate::harness::Backend::Postgres).await;
-        //         }
-        //     )*
-        // }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if crate::harness::postgres_url().is_none() {
+                        eprintln!("skipped: SWITCHBOARD_POSTGRES_URL not set");
+                        return;
+                    }
+                    crate::$module::$test(crate::harness::Backend::Postgres).await;
+                }
+            )*
+        }
     };
 }
 
@@ -77,14 +77,14 @@ suite!(
     outbox::enqueue_and_duplicate,
     outbox::event_ids_are_per_tenant,
     outbox::delivery_state_of_unknown_id,
-    outbox::claim_orders_by_due_time_then_id_and_respects_limit,
-    outbox::head_of_key_claims_one_per_key_in_order,
-    outbox::dead_head_releases_its_key,
-    outbox::expired_lease_is_reclaimed_and_stale_completion_ignored,
-    outbox::repeated_lease_expiry_keeps_increasing_attempt,
-    outbox::renew_extends_only_held_leases,
-    outbox::release_gives_claims_back_unattempted,
-    outbox::attempts_counted_at_claim_and_given_back,
+    claims::claim_orders_by_due_time_then_id_and_respects_limit,
+    claims::head_of_key_claims_one_per_key_in_order,
+    claims::dead_head_releases_its_key,
+    claims::expired_lease_is_reclaimed_and_stale_completion_ignored,
+    claims::repeated_lease_expiry_keeps_increasing_attempt,
+    claims::renew_extends_only_held_leases,
+    claims::release_gives_claims_back_unattempted,
+    claims::attempts_counted_at_claim_and_given_back,
     outbox::outcome_sent,
     outbox::outcome_retry,
     outbox::outcome_defer,
@@ -95,8 +95,8 @@ suite!(
     outbox::destination_stats_per_destination,
     outbox::destination_stats_per_tenant,
     outbox::batched_completion_applies_each_outcome,
-    outbox::concurrent_claims_never_hand_out_a_delivery_twice,
-    outbox::huge_limits_and_leases_are_accepted,
+    claims::concurrent_claims_never_hand_out_a_delivery_twice,
+    claims::huge_limits_and_leases_are_accepted,
     outbox::prune_removes_old_sent_and_keeps_the_rest,
     // parking per (tenant, scope)
     parking::set_scope_parks_and_unparks_in_order,

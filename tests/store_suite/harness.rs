@@ -23,9 +23,9 @@ pub enum Backend {
     Sqlite,
     #[cfg(feature = "sqlite")]
     SqliteInMemory,
-    // Postgres goes here: `#[cfg(feature = "postgres")] Postgres`, opened on
-    // the database named by SWITCHBOARD_POSTGRES_URL (see `postgres_url`), each
-    // test in a fresh schema; the `suite!` macro has its stanza ready.
+    /// PostgreSQL at SWITCHBOARD_POSTGRES_URL, each test in a fresh schema.
+    #[cfg(feature = "postgres")]
+    Postgres,
 }
 
 /// The database URL for the Postgres backend, if the environment names one.
@@ -123,6 +123,8 @@ impl Backend {
                     }),
                 }
             }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => open_postgres(cap, with_key),
             #[cfg(feature = "sqlite")]
             Backend::SqliteInMemory => {
                 use switchboard::store::SqliteStore;
@@ -142,6 +144,72 @@ impl Backend {
                     }),
                 }
             }
+        }
+    }
+}
+
+/// A PostgresStore in a schema of its own (random name, so tests run in
+/// parallel) on the server at SWITCHBOARD_POSTGRES_URL, with leases on the
+/// caller's clock like the other backends (the suite drives time). Schemas
+/// left by test runs more than an hour old are dropped first.
+#[cfg(feature = "postgres")]
+fn open_postgres(cap: usize, with_key: bool) -> Harness {
+    use switchboard::store::{LeaseClock, PostgresStore};
+    let url = postgres_url().expect("SWITCHBOARD_POSTGRES_URL is set");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let schema = format!("sb_test_{now}_{:016x}", rand::random::<u64>());
+    // The suite's `build` is synchronous; its tests run on a multi-threaded
+    // runtime, so the connection is made in place.
+    let base = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(async {
+            drop_old_test_schemas(&url, now).await;
+            PostgresStore::connect_with_schema(&url, &schema).await
+        })
+    })
+    .expect("connect to PostgreSQL")
+    .with_attribute_cap(cap)
+    .with_lease_clock(LeaseClock::Caller);
+    let store = if with_key {
+        base.clone().with_keyring(keyring())
+    } else {
+        base.clone()
+    };
+    Harness {
+        store: Arc::new(store),
+        dir: None,
+        rekey: Box::new(move |k| Arc::new(base.clone().with_keyring(k))),
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn drop_old_test_schemas(url: &str, now: u64) {
+    let Ok((client, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
+        return;
+    };
+    tokio::spawn(conn);
+    let Ok(rows) = client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sb\\_test\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let created = name
+            .split('_')
+            .nth(2)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(now);
+        if now.saturating_sub(created) > 3600 {
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                .await;
         }
     }
 }

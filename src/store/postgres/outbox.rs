@@ -71,7 +71,7 @@ fn take_sql() -> String {
            SELECT d.id FROM deliveries d JOIN ok ON ok.id = d.id WHERE {} \
            FOR UPDATE OF d SKIP LOCKED) \
          UPDATE deliveries d SET state = 'in_flight', due_at = $2, \
-           lease_until = coalesce($3::timestamptz, now()) + $4 * interval '1 microsecond', \
+           lease_until = coalesce($3::timestamptz, now()) + $4::int8 * interval '1 microsecond', \
            lease = d.lease + 1, attempts = d.attempts + 1 \
          FROM locked WHERE d.id = locked.id \
          RETURNING d.id, d.event, d.tenant, d.route, d.destination, d.target, d.scope, d.key, \
@@ -689,7 +689,7 @@ impl OutboxStore for PostgresStore {
         let stmt = client
             .prepare_cached(
                 "UPDATE deliveries d SET \
-                   lease_until = coalesce($3::timestamptz, now()) + $4 * interval '1 microsecond' \
+                   lease_until = coalesce($3::timestamptz, now()) + $4::int8 * interval '1 microsecond' \
                  FROM (SELECT DISTINCT id, lease FROM unnest($1::int8[], $2::int8[]) AS u(id, lease)) c \
                  WHERE d.id = c.id AND d.lease = c.lease AND d.state = 'in_flight'",
             )

@@ -49,12 +49,12 @@ impl std::fmt::Debug for SharedPacer {
 const ACQUIRE: &str = "WITH c AS (SELECT clock_timestamp() AS t), \
      up AS ( \
        INSERT INTO pacing AS p (key, tat) \
-       SELECT $1, c.t + $2 * interval '1 microsecond' FROM c \
+       SELECT $1, c.t + $2::int8 * interval '1 microsecond' FROM c \
        ON CONFLICT (key) DO UPDATE SET \
-         tat = greatest(p.tat, excluded.tat - $2 * interval '1 microsecond') \
-               + $2 * interval '1 microsecond' \
-       WHERE greatest(p.tat, excluded.tat - $2 * interval '1 microsecond') \
-             - (excluded.tat - $2 * interval '1 microsecond') <= $3 * interval '1 microsecond' \
+         tat = greatest(p.tat, excluded.tat - $2::int8 * interval '1 microsecond') \
+               + $2::int8 * interval '1 microsecond' \
+       WHERE greatest(p.tat, excluded.tat - $2::int8 * interval '1 microsecond') \
+             - (excluded.tat - $2::int8 * interval '1 microsecond') <= $3::int8 * interval '1 microsecond' \
        RETURNING 1) \
      SELECT EXISTS (SELECT 1 FROM up), \
        (SELECT (extract(epoch FROM (p.tat - c.t)) * 1000000)::int8 \

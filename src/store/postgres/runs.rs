@@ -151,7 +151,7 @@ impl RunStore for PostgresStore {
             .query_one(
                 "INSERT INTO runs (tenant, integration, started_at, outcome, lease_until, record) \
                  VALUES ($1, $2, $3, 'running', \
-                   coalesce($4::timestamptz, now()) + $5 * interval '1 microsecond', $6) \
+                   coalesce($4::timestamptz, now()) + $5::int8 * interval '1 microsecond', $6) \
                  RETURNING id",
                 &[
                     &t,
@@ -174,7 +174,7 @@ impl RunStore for PostgresStore {
         let n = client
             .execute(
                 "UPDATE runs SET \
-                   lease_until = coalesce($2::timestamptz, now()) + $3 * interval '1 microsecond' \
+                   lease_until = coalesce($2::timestamptz, now()) + $3::int8 * interval '1 microsecond' \
                  WHERE id = $1 AND outcome = 'running'",
                 &[&run_id, &self.lease_now(now), &micros(lease)],
             )
