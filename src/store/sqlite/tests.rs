@@ -373,3 +373,130 @@ async fn connections_refuse_secrets_without_a_keyring_and_swap_by_revision() {
         .unwrap();
     assert_eq!(d.key, c.key);
 }
+
+/// Throughput beside the hand-written rusqlite baseline of `benches/delivery.rs`
+/// (per event one transaction; claims of 128; batched completions). Run with
+/// `cargo test --release --features sqlite --lib -- --ignored sqlite_throughput --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run on demand in release mode"]
+async fn sqlite_throughput_beside_baseline() {
+    const N: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    for durability in [Durability::Normal, Durability::Full] {
+        let store = SqliteStore::open(dir.path().join(format!("{durability:?}.db")))
+            .unwrap()
+            .with_durability(durability)
+            .unwrap();
+        let start = std::time::Instant::now();
+        for i in 0..N {
+            let e = Event::builder(format!("e{i}"), "wallet.funded")
+                .subject(crate::event::Person::new(format!("user-{}", i % 1000)))
+                .data(serde_json::json!({"amount": i, "currency": "EUR"}))
+                .build()
+                .unwrap();
+            let d = NewDelivery {
+                route: "funded".into(),
+                destination: "noop".into(),
+                target: Target::SubjectDm,
+                scope: "destination:noop".into(),
+                key: format!("default|noop|dm:user-{}", i % 1000),
+            };
+            store.enqueue(&e, &[d], t(0)).await.unwrap();
+        }
+        let enqueued = start.elapsed();
+        let mut done = 0;
+        loop {
+            let claimed = store.claim(t(1), LEASE, 128).await.unwrap();
+            if claimed.is_empty() {
+                break;
+            }
+            done += claimed.len();
+            let c: Vec<Completion> = claimed.iter().map(sent).collect();
+            store.complete(&c, t(1)).await.unwrap();
+        }
+        assert_eq!(done as u64, N);
+        let total = start.elapsed();
+        eprintln!(
+            "SqliteStore {durability:?}: enqueue {:.0}/s, enqueue+claim+complete {:.0} events/s",
+            N as f64 / enqueued.as_secs_f64(),
+            N as f64 / total.as_secs_f64()
+        );
+    }
+    // The baseline, as in benches/delivery.rs.
+    let conn = rusqlite::Connection::open(dir.path().join("baseline.db")).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+         CREATE TABLE events(id TEXT PRIMARY KEY, body TEXT NOT NULL);
+         CREATE TABLE deliveries(id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, route TEXT NOT NULL,
+           destination TEXT NOT NULL, target TEXT NOT NULL, state INTEGER NOT NULL, due INTEGER NOT NULL,
+           attempts INTEGER NOT NULL DEFAULT 0, lease INTEGER NOT NULL DEFAULT 0, lease_until INTEGER);
+         CREATE INDEX deliveries_due ON deliveries(state, due, id);
+         CREATE TABLE log(delivery_id INTEGER NOT NULL, attempt INTEGER NOT NULL, at INTEGER NOT NULL,
+           status INTEGER NOT NULL, detail TEXT);",
+    )
+    .unwrap();
+    let mut conn = conn;
+    let start = std::time::Instant::now();
+    for i in 0..N {
+        let e = Event::builder(format!("e{i}"), "wallet.funded")
+            .subject(crate::event::Person::new(format!("user-{}", i % 1000)))
+            .data(serde_json::json!({"amount": i, "currency": "EUR"}))
+            .build()
+            .unwrap();
+        let body = serde_json::to_string(&e).unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.prepare_cached("INSERT INTO events(id, body) VALUES (?1, ?2)")
+            .unwrap()
+            .execute((&e.id, &body))
+            .unwrap();
+        tx.prepare_cached("INSERT INTO deliveries(event_id, route, destination, target, state, due) VALUES (?1, 'r', 'noop', '{\"type\":\"subject_dm\"}', 0, 0)")
+            .unwrap()
+            .execute([&e.id])
+            .unwrap();
+        let id = tx.last_insert_rowid();
+        tx.prepare_cached("INSERT INTO log(delivery_id, attempt, at, status) VALUES (?1, 0, 0, 0)")
+            .unwrap()
+            .execute([id])
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    loop {
+        let tx = conn.transaction().unwrap();
+        let claimed: Vec<(i64, String)> = tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = 1, lease = lease + 1, lease_until = 60000
+                 WHERE id IN (SELECT id FROM deliveries WHERE state = 0 AND due <= 1 ORDER BY due, id LIMIT 128)
+                 RETURNING id, (SELECT body FROM events WHERE events.id = deliveries.event_id)",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        tx.commit().unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        for (_, body) in &claimed {
+            let _e: Event = serde_json::from_str(body).unwrap();
+        }
+        let tx = conn.transaction().unwrap();
+        for (id, _) in &claimed {
+            tx.prepare_cached("UPDATE deliveries SET state = 2, attempts = attempts + 1, lease_until = NULL WHERE id = ?1 AND lease = 1")
+                .unwrap()
+                .execute([id])
+                .unwrap();
+            tx.prepare_cached(
+                "INSERT INTO log(delivery_id, attempt, at, status) VALUES (?1, 1, 1, 1)",
+            )
+            .unwrap()
+            .execute([id])
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    eprintln!(
+        "baseline: {:.0} events/s",
+        N as f64 / start.elapsed().as_secs_f64()
+    );
+}
