@@ -16,6 +16,7 @@ use crate::secret::Keyring;
 use crate::{Error, Result};
 
 mod outbox;
+mod outbox_store;
 mod records;
 
 /// A [`crate::Store`] kept in memory: fast, and gone when the process exits.

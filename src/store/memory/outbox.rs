@@ -4,16 +4,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{MemoryStore, expires};
+use super::expires;
 use crate::destination::{DeliveryError, DeliveryId};
 use crate::event::Event;
 use crate::message::Target;
 use crate::store::{
     ClaimedDelivery, Completion, DeadLetter, DeliveryState, DestinationStats, EnqueueOutcome,
-    LogEntry, LogStatus, NewDelivery, OutboxStore, Outcome, PruneStats, ScopeChange, ScopeStatus,
+    LogEntry, LogStatus, NewDelivery, Outcome, PruneStats, ScopeChange, ScopeStatus,
 };
 use crate::tenant::TenantId;
 use crate::{Error, ErrorKind, Result};
@@ -399,7 +398,7 @@ impl Outbox {
         }
     }
 
-    fn enqueue(
+    pub(super) fn enqueue(
         &mut self,
         event: &Event,
         deliveries: &[NewDelivery],
@@ -472,7 +471,12 @@ impl Outbox {
         }
     }
 
-    fn claim(&mut self, now: DateTime<Utc>, lease: Duration, limit: usize) -> Vec<ClaimedDelivery> {
+    pub(super) fn claim(
+        &mut self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Vec<ClaimedDelivery> {
         let mut picked = Vec::with_capacity(limit.min(1024));
         {
             let mut due = self
@@ -534,7 +538,7 @@ impl Outbox {
         out
     }
 
-    fn complete(&mut self, c: &Completion, now: DateTime<Utc>) {
+    pub(super) fn complete(&mut self, c: &Completion, now: DateTime<Utc>) {
         let Some(row) = self.row(c.id) else {
             return;
         };
@@ -593,7 +597,7 @@ impl Outbox {
         }
     }
 
-    fn set_scope(
+    pub(super) fn set_scope(
         &mut self,
         tenant: &TenantId,
         scope: &str,
@@ -647,7 +651,7 @@ impl Outbox {
         }
     }
 
-    fn scopes(&self) -> Vec<ScopeStatus> {
+    pub(super) fn scopes(&self) -> Vec<ScopeStatus> {
         let mut out: Vec<ScopeStatus> = self
             .scopes
             .iter()
@@ -686,7 +690,7 @@ impl Outbox {
         })
     }
 
-    fn replay(&mut self, id: DeliveryId, now: DateTime<Utc>) -> Result<()> {
+    pub(super) fn replay(&mut self, id: DeliveryId, now: DateTime<Utc>) -> Result<()> {
         match self.row_mut(id) {
             Some(r) if r.state == DeliveryState::Dead => {
                 r.attempts = 0;
@@ -704,7 +708,7 @@ impl Outbox {
         Ok(())
     }
 
-    fn destination_stats(&self) -> Vec<DestinationStats> {
+    pub(super) fn destination_stats(&self) -> Vec<DestinationStats> {
         let mut out: Vec<DestinationStats> = self
             .dests
             .iter()
@@ -725,7 +729,7 @@ impl Outbox {
         out
     }
 
-    fn prune(&mut self, sent_before: DateTime<Utc>) -> PruneStats {
+    pub(super) fn prune(&mut self, sent_before: DateTime<Utc>) -> PruneStats {
         let mut stats = PruneStats::default();
         for i in 0..self.rows.len() {
             let old = matches!(
@@ -758,135 +762,68 @@ impl Outbox {
         self.events.retain(|_, ids| !ids.is_empty());
         stats
     }
-}
 
-#[async_trait]
-impl OutboxStore for MemoryStore {
-    async fn enqueue(
-        &self,
-        event: &Event,
-        deliveries: &[NewDelivery],
-        now: DateTime<Utc>,
-    ) -> Result<EnqueueOutcome> {
-        Ok(self.outbox()?.enqueue(event, deliveries, now))
-    }
-
-    async fn claim(
-        &self,
-        now: DateTime<Utc>,
-        lease: Duration,
-        limit: usize,
-    ) -> Result<Vec<ClaimedDelivery>> {
-        Ok(self.outbox()?.claim(now, lease, limit))
-    }
-
-    async fn complete(&self, completions: &[Completion], now: DateTime<Utc>) -> Result<()> {
-        let mut o = self.outbox()?;
-        for c in completions {
-            o.complete(c, now);
-        }
-        Ok(())
-    }
-
-    async fn renew(
-        &self,
+    pub(super) fn renew(
+        &mut self,
         claims: &[(DeliveryId, i64)],
         now: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<u64> {
-        let mut o = self.outbox()?;
+    ) -> u64 {
         let until = expires(now, lease);
         let mut held = 0;
         for &(id, token) in claims {
-            let Some(due) = o
+            let Some(due) = self
                 .row(id)
                 .filter(|r| r.state == DeliveryState::InFlight && r.lease == token)
                 .map(|r| r.due)
             else {
                 continue;
             };
-            o.transition(id, DeliveryState::InFlight, due, Some(until), now);
+            self.transition(id, DeliveryState::InFlight, due, Some(until), now);
             held += 1;
         }
-        Ok(held)
+        held
     }
 
-    async fn release(&self, claims: &[(DeliveryId, i64)], now: DateTime<Utc>) -> Result<()> {
-        let mut o = self.outbox()?;
+    pub(super) fn release(&mut self, claims: &[(DeliveryId, i64)], now: DateTime<Utc>) {
         for &(id, token) in claims {
-            if o.row(id)
+            if self
+                .row(id)
                 .is_some_and(|r| r.state == DeliveryState::InFlight && r.lease == token)
             {
-                o.give_attempt_back(id);
-                o.transition(id, DeliveryState::Queued, now, None, now);
+                self.give_attempt_back(id);
+                self.transition(id, DeliveryState::Queued, now, None, now);
             }
         }
-        Ok(())
     }
 
-    async fn set_scope(
-        &self,
-        tenant: &TenantId,
-        scope: &str,
-        change: ScopeChange,
-        now: DateTime<Utc>,
-    ) -> Result<u64> {
-        Ok(self.outbox()?.set_scope(tenant, scope, change, now))
-    }
-
-    async fn scopes(&self) -> Result<Vec<ScopeStatus>> {
-        Ok(self.outbox()?.scopes())
-    }
-
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        let o = self.outbox()?;
-        let a = o.head_due.first().map(|(t, _)| *t);
-        let b = o.head_lease.first().map(|(t, _)| *t);
-        Ok(match (a, b) {
+    pub(super) fn next_due(&self) -> Option<DateTime<Utc>> {
+        let a = self.head_due.first().map(|(t, _)| *t);
+        let b = self.head_lease.first().map(|(t, _)| *t);
+        match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        })
+        }
     }
 
-    async fn pending(&self) -> Result<u64> {
-        Ok(self.outbox()?.pending)
+    pub(super) fn pending(&self) -> u64 {
+        self.pending
     }
 
-    async fn dead_letters(
-        &self,
-        tenant: Option<&TenantId>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>> {
-        let o = self.outbox()?;
-        Ok(o.dead
+    pub(super) fn dead_letters(&self, tenant: Option<&TenantId>, limit: usize) -> Vec<DeadLetter> {
+        self.dead
             .iter()
-            .filter_map(|&(_, id)| o.dead_letter(id))
+            .filter_map(|&(_, id)| self.dead_letter(id))
             .filter(|d| tenant.is_none_or(|t| &d.tenant == t))
             .take(limit)
-            .collect())
+            .collect()
     }
 
-    async fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> Result<()> {
-        self.outbox()?.replay(id, now)
+    pub(super) fn delivery_log(&self, id: DeliveryId) -> Vec<LogEntry> {
+        self.row(id).map(|r| r.log.clone()).unwrap_or_default()
     }
 
-    async fn delivery_log(&self, id: DeliveryId) -> Result<Vec<LogEntry>> {
-        Ok(self
-            .outbox()?
-            .row(id)
-            .map(|r| r.log.clone())
-            .unwrap_or_default())
-    }
-
-    async fn delivery_state(&self, id: DeliveryId) -> Result<Option<DeliveryState>> {
-        Ok(self.outbox()?.row(id).map(|r| r.state))
-    }
-
-    async fn destination_stats(&self) -> Result<Vec<DestinationStats>> {
-        Ok(self.outbox()?.destination_stats())
-    }
-
-    async fn prune(&self, sent_before: DateTime<Utc>) -> Result<PruneStats> {
-        Ok(self.outbox()?.prune(sent_before))
+    pub(super) fn delivery_state(&self, id: DeliveryId) -> Option<DeliveryState> {
+        self.row(id).map(|r| r.state)
     }
 }
