@@ -268,7 +268,7 @@ async fn per_tenant_rules_switch_routes_and_targets() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn same_event_id_is_idempotent_across_tenants_and_pacing_is_per_tenant() {
+async fn event_ids_are_per_tenant_and_pacing_is_per_tenant() {
     let dest = Scripted::new("chat")
         .platform("chat")
         .caps(switchboard::Capabilities {
@@ -294,8 +294,15 @@ async fn same_event_id_is_idempotent_across_tenants_and_pacing_is_per_tenant() {
             .iter()
             .all(|c| c.at - start < Duration::from_millis(100))
     );
-    let dup = sb
+    // Event ids are unique per tenant: the same id in another tenant is a
+    // different event, the same id in the same tenant a duplicate.
+    let other = sb
         .publish(tenant_event("globex", "x1", "catalog.perk_added", "u1"))
+        .await
+        .unwrap();
+    assert!(!other.duplicate);
+    let dup = sb
+        .publish(tenant_event("globex", "y1", "catalog.perk_added", "u1"))
         .await
         .unwrap();
     assert!(dup.duplicate);

@@ -132,6 +132,9 @@ pub(crate) struct DestinationEntry {
     pub(crate) scope: String,
 }
 
+/// A tenant's rules by route name, and when they were read.
+type CachedRules = (tokio::time::Instant, Arc<HashMap<String, RouteRule>>);
+
 /// How long a tenant's rules are cached before they are read again (changes
 /// made through this handle apply at once).
 const RULES_TTL: Duration = Duration::from_secs(1);
@@ -149,7 +152,7 @@ pub(crate) struct Inner {
     pub(crate) clock: EngineClock,
     pub(crate) wake: Notify,
     pub(crate) connections: ConnectionCache,
-    rules: Mutex<HashMap<TenantId, (tokio::time::Instant, Arc<HashMap<String, RouteRule>>)>>,
+    rules: Mutex<HashMap<TenantId, CachedRules>>,
     pub(crate) store_error: Mutex<Option<(DateTime<Utc>, String)>>,
 }
 

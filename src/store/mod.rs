@@ -363,8 +363,11 @@ pub struct PruneStats {
 pub trait OutboxStore: Send + Sync {
     /// Writes the event (once, however many deliveries it has) and its
     /// deliveries in one transaction; deliveries whose (tenant, scope) is
-    /// disconnected are created parked. An event id already stored makes this a
-    /// no-op returning [`EnqueueOutcome::Duplicate`].
+    /// disconnected are created parked. Event ids are unique per tenant: an
+    /// (event tenant, event id) already stored makes this a no-op returning
+    /// [`EnqueueOutcome::Duplicate`], while two tenants may use the same id
+    /// (hosts with per-tenant sequences never lose one tenant's event to
+    /// another's).
     async fn enqueue(
         &self,
         event: &Event,
