@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use switchboard::identity::{IdentityLink, LinkOrigin};
 use switchboard::slack::{BotToken, SlackConfig, SlackDestination, SlackIdentity};
-use switchboard::{Event, MemoryStore, Person, Route, Store, Switchboard, Target};
+use switchboard::{Event, MemoryStore, Person, Route, Store, Switchboard, Target, TenantId};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -77,6 +77,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..DMS {
         store
             .put_link(&IdentityLink {
+                tenant: TenantId::default(),
                 platform: "slack".into(),
                 user_id: format!("u{i}"),
                 platform_id: format!("W{i:07}"),

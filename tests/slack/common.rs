@@ -202,7 +202,12 @@ impl Workspaces {
         self.revoked.lock().unwrap().insert(token.to_owned());
     }
 
+    #[allow(clippy::result_large_err)]
     fn team_of(&self, r: &Request) -> Result<String, ResponseTemplate> {
+        self.team_code(r).map_err(slack_error)
+    }
+
+    fn team_code(&self, r: &Request) -> Result<String, &'static str> {
         let token = r
             .headers
             .get("authorization")
@@ -211,14 +216,14 @@ impl Workspaces {
             .unwrap_or("")
             .to_owned();
         if self.revoked.lock().unwrap().contains(&token) {
-            return Err(slack_error("token_revoked"));
+            return Err("token_revoked");
         }
         self.teams
             .lock()
             .unwrap()
             .get(&token)
             .cloned()
-            .ok_or_else(|| slack_error("invalid_auth"))
+            .ok_or("invalid_auth")
     }
 
     pub async fn mount(&self, server: &MockServer) {
