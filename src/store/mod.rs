@@ -18,10 +18,12 @@ use crate::tenant::{Connection, ConnectionKey, ConnectionState, Secrets, TenantI
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod query;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use query::{DeliveryQuery, DeliveryQueryStore, DeliveryRow, HourBucket};
 #[cfg(feature = "postgres")]
 pub use postgres::{LeaseClock, PaceDecision, PostgresStore, SharedPacer};
 #[cfg(feature = "sqlite")]

@@ -17,6 +17,7 @@ use crate::{Error, Result};
 
 mod outbox;
 mod outbox_store;
+mod query;
 mod records;
 
 /// A [`crate::Store`] kept in memory: fast, and gone when the process exits.

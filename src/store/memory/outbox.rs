@@ -827,3 +827,53 @@ impl Outbox {
         self.row(id).map(|r| r.state)
     }
 }
+
+/// A read-only view of one delivery, for the admin console's queries
+/// (`memory/query.rs`).
+pub(super) struct RowView<'a> {
+    pub(super) id: DeliveryId,
+    pub(super) event: &'a Event,
+    pub(super) route: &'a str,
+    pub(super) destination: &'a str,
+    pub(super) target: &'a Target,
+    pub(super) state: DeliveryState,
+    pub(super) attempts: u32,
+    pub(super) changed_at: DateTime<Utc>,
+    pub(super) error: Option<&'a DeliveryError>,
+    pub(super) died_at: Option<DateTime<Utc>>,
+    pub(super) log: &'a [LogEntry],
+}
+
+impl Outbox {
+    /// The stored deliveries with an id below `before` (all when `None`),
+    /// newest first.
+    pub(super) fn rows_newest_first(
+        &self,
+        before: Option<DeliveryId>,
+    ) -> impl Iterator<Item = RowView<'_>> {
+        let end = match before {
+            None => self.rows.len(),
+            Some(b) => slot(b).map_or(0, |s| s.min(self.rows.len())),
+        };
+        self.rows[..end]
+            .iter()
+            .enumerate()
+            .rev()
+            .filter_map(|(i, r)| {
+                let r = r.as_deref()?;
+                Some(RowView {
+                    id: i64::try_from(i + 1).unwrap_or(i64::MAX),
+                    event: &r.event,
+                    route: &r.route,
+                    destination: &r.destination,
+                    target: &r.target,
+                    state: r.state,
+                    attempts: r.attempts,
+                    changed_at: r.changed_at,
+                    error: r.error.as_ref(),
+                    died_at: r.died_at,
+                    log: &r.log,
+                })
+            })
+    }
+}

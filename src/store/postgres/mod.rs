@@ -23,6 +23,7 @@ mod connections;
 mod links;
 mod outbox;
 mod pacing;
+mod query;
 mod runs;
 mod schema;
 
