@@ -310,9 +310,11 @@ async fn runs_never_overlap() {
     let store = setup(&[config("crm", hourly())]).await;
     let gate = Arc::new(Notify::new());
     let job = TestJob::gated("crm", gate.clone());
-    let scheduler = Scheduler::new(store.clone()).job(job.clone());
+    // A lease longer than the jump in time below, so the store still holds it.
+    let lease = Duration::from_secs(6 * 3600);
+    let scheduler = Scheduler::new(store.clone()).job(job.clone()).lease(lease);
     // A second scheduler on the same store stands in for another instance.
-    let other = Scheduler::new(store.clone()).job(job.clone());
+    let other = Scheduler::new(store.clone()).job(job.clone()).lease(lease);
 
     let first = tokio::spawn({
         let scheduler = scheduler.clone();
