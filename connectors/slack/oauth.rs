@@ -628,6 +628,21 @@ mod tests {
         assert!(o.verify_state(&state, Some(&cookie), now).await.is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_states_are_refused_without_panicking(
+            state in "\\PC{0,160}",
+            dots in 0usize..6,
+            cookie in proptest::option::of("[A-Za-z0-9_-]{0,24}"),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let o = oauth();
+            let state = format!("{state}{}", ".x".repeat(dots));
+            let r = rt.block_on(o.verify_state(&state, cookie.as_deref(), Utc::now()));
+            proptest::prop_assert!(r.is_err());
+        }
+    }
+
     #[test]
     fn debug_redacts_secrets() {
         let t = super::super::BotToken::new(SecretString::from("xoxb-secret".to_owned()));

@@ -338,3 +338,11 @@ pub async fn store_with_link(user: &str, slack_id: &str) -> Arc<dyn Store> {
         .unwrap();
     store
 }
+
+/// `chat.postMessage` with bearer `token`.
+pub fn post_message_as(token: &str) -> MockBuilder {
+    Mock::given(method("POST"))
+        .and(path("/chat.postMessage"))
+        .and(bearer_token(token))
+        .and(header("content-type", "application/json; charset=utf-8"))
+}

@@ -264,3 +264,95 @@ async fn the_fixed_token_serves_only_the_default_tenant() {
     sb.drain(Duration::from_secs(10)).await.unwrap();
     assert_eq!(posts(&server).await[1].0, "xoxb-acme");
 }
+
+#[tokio::test]
+async fn an_org_wide_install_names_the_workspace_in_list_calls() {
+    let server = MockServer::start().await;
+    // Slack requires team_id on conversations.list and users.list for an org token.
+    Mock::given(method("GET"))
+        .and(path("/auth.teams.list"))
+        .and(bearer_token("xoxb-org"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "ok": true,
+            "teams": [
+                { "name": "Shinichi's workspace", "id": "T12345678" },
+                { "name": "Migi's workspace", "id": "T12345679" }
+            ],
+            "response_metadata": { "next_cursor": "" }
+        })))
+        // Once for the sync, once for the destination (then cached).
+        .expect(2)
+        .mount(&server)
+        .await;
+    for (team, channels) in [
+        ("T12345678", json!([{ "id": "C0ONE", "name": "general" }])),
+        ("T12345679", json!([{ "id": "C0TWO", "name": "perks" }])),
+    ] {
+        Mock::given(method("GET"))
+            .and(path("/conversations.list"))
+            .and(query_param("team_id", team))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "ok": true, "channels": channels, "response_metadata": { "next_cursor": "" }
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/users.list"))
+            .and(query_param("team_id", team))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "ok": true,
+                "members": [{ "id": format!("W{team}"), "profile": { "email": format!("{team}@starship.example") } }],
+                "response_metadata": { "next_cursor": "" }
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    post_message_as("xoxb-org")
+        .respond_with(posted("C0TWO"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let store = keyed_store();
+    let config = config(&server);
+    let dest = SlackDestination::for_connections(config.clone()).unwrap();
+    let identity =
+        SlackIdentity::for_connections_with_client(&config, dest.client().clone(), store.clone());
+    let sb = Switchboard::builder()
+        .store_arc(store)
+        .destination(dest)
+        .resolver("slack", identity)
+        .route(
+            Route::on("x")
+                .to("slack", Target::channel("perks"))
+                .template("hi"),
+        )
+        .build()
+        .unwrap();
+    let org = Connection::builder(tenant("starship"), "slack", "E1XXX")
+        .access_token(secret("xoxb-org"))
+        .data(json!({ "enterprise_id": "E1XXX", "is_enterprise_install": true }))
+        .build()
+        .unwrap();
+    sb.connect(org).await.unwrap();
+    let people = [
+        Person::new("u1").email("T12345678@starship.example"),
+        Person::new("u2").email("T12345679@starship.example"),
+    ];
+    let report = sb
+        .sync_identities(&tenant("starship"), "slack", &people)
+        .await
+        .unwrap();
+    assert_eq!(report.matched.len(), 2, "{report:?}");
+    sb.publish(tenant_event("starship", "e1", "x", None, json!({})))
+        .await
+        .unwrap();
+    sb.drain(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        posts(&server).await[0].1,
+        "C0TWO",
+        "found in the second workspace"
+    );
+    server.verify().await;
+}
