@@ -174,6 +174,7 @@ fn bench(c: &mut Criterion) {
                     .block_on(import_rows(
                         read_csv(&data[..], &mapping).expect("header"),
                         &store,
+                        &switchboard::TenantId::default(),
                         ImportCollector::new().batch_size(5_000),
                     ))
                     .expect("import");

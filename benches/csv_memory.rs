@@ -114,6 +114,7 @@ fn main() {
         .block_on(import_rows(
             read_csv(Generator::new(rows), &mapping).expect("header"),
             &store,
+            &switchboard::TenantId::default(),
             ImportCollector::new().batch_size(batch),
         ))
         .expect("import");

@@ -1,11 +1,12 @@
-//! Benchmark: per-call cost of `normalize_phone` and of a cached resolution (`ResolutionCache` hit).
+//! Benchmark: per-call cost of `normalize_phone` and of a cached resolution (`ResolutionCache` hit within a tenant's connection).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchboard::Resolution;
-use switchboard::identity::{ResolutionCache, normalize_email, normalize_phone};
+use switchboard::identity::{ResolutionCache, ResolveContext, normalize_email, normalize_phone};
+use switchboard::tenant::{Connection, TenantId};
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("normalize");
@@ -26,20 +27,29 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let cache = ResolutionCache::new(100_000, Duration::from_secs(3600));
+    // A tenant's Slack connection, as the engine passes it.
+    let connection = Connection::builder(TenantId::new("acme").expect("tenant"), "slack", "T0123")
+        .build()
+        .expect("connection");
+    let cx = ResolveContext {
+        tenant: connection.tenant.clone(),
+        connection: Some(std::sync::Arc::new(connection)),
+    };
+    let cx = &cx;
     let keys: Vec<String> = (0..10_000).map(|i| format!("+1415555{i:04}")).collect();
     for (i, key) in keys.iter().enumerate() {
-        cache.insert(key.clone(), Resolution::Matched(format!("Z{i}")));
+        cache.insert(cx, key.clone(), Resolution::Matched(format!("Z{i}")));
     }
     let mut group = c.benchmark_group("resolution_cache");
     group.bench_function("get_hit", |b| {
         let mut i = 0usize;
         b.iter(|| {
             i = (i + 1) % keys.len();
-            black_box(cache.get(&keys[i]))
+            black_box(cache.get(cx, &keys[i]))
         })
     });
     group.bench_function("get_miss", |b| {
-        b.iter(|| black_box(cache.get("+4930000000")))
+        b.iter(|| black_box(cache.get(cx, "+4930000000")))
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -53,7 +63,7 @@ fn bench(c: &mut Criterion) {
             let cache = &cache;
             async move {
                 cache
-                    .get_or_resolve(key, || async { Ok(Resolution::NotFound) })
+                    .get_or_resolve(cx, key, || async { Ok(Resolution::NotFound) })
                     .await
             }
         })
@@ -61,7 +71,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("normalize_then_get_hit", |b| {
         b.iter(|| {
             let key = normalize_phone(black_box("(415) 555-0042"), "US");
-            black_box(key.and_then(|k| cache.get(&k)))
+            black_box(key.and_then(|k| cache.get(cx, &k)))
         })
     });
     group.finish();

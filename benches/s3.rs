@@ -116,7 +116,10 @@ async fn import(config: S3Config, connector: &S3Connector, db: &Path) -> Measure
     let baseline = CURRENT.load(Ordering::SeqCst);
     PEAK.store(baseline, Ordering::SeqCst);
     let started = Instant::now();
-    let run = scheduler.run_now("bench").await.expect("run");
+    let run = scheduler
+        .run_now(&switchboard::TenantId::default(), "bench")
+        .await
+        .expect("run");
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(run.outcome, RunOutcome::Success, "{run:?}");
     Measured {

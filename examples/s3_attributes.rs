@@ -169,7 +169,7 @@ async fn report(
         "error": run.error,
     });
     if let Some(filter) = segment {
-        line["segment"] = serde_json::json!(store.query(filter).await?);
+        line["segment"] = serde_json::json!(store.query(&run.tenant, filter).await?);
     }
     Ok(line)
 }
@@ -267,7 +267,7 @@ async fn run() -> Result<bool, String> {
 
     if args.once {
         let run = scheduler
-            .run_now("s3-attributes")
+            .run_now(&switchboard::TenantId::default(), "s3-attributes")
             .await
             .map_err(|e| e.to_string())?;
         let line = report(&run, store.as_ref(), segment.as_ref())
