@@ -874,7 +874,7 @@ async fn a_cached_resolver_caches_per_tenant_connection_and_person() {
     assert_eq!(inner.resolves.load(Ordering::SeqCst), 3);
 
     // A sync forgets that tenant connection's answers only.
-    resolver.sync(&acme, &[ada.clone()]).await.unwrap();
+    resolver.sync(&acme, std::slice::from_ref(&ada)).await.unwrap();
     assert_eq!(inner.syncs.load(Ordering::SeqCst), 1);
     resolver.resolve(&acme, &ada).await.unwrap();
     resolver.resolve(&globex, &ada).await.unwrap();
