@@ -417,6 +417,11 @@ impl Scheduler {
         self
     }
 
+    /// How long [`Scheduler::run`] waits for running jobs on shutdown.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
     /// Replaces the clock ("now") the scheduler uses.
     #[must_use]
     pub fn clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {

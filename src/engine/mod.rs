@@ -495,7 +495,12 @@ impl Switchboard {
         let result = self.inner.pump(Some(shutdown)).await.map(|_| ());
         // Sources and the scheduler got the same signal; give them the grace
         // period to finish (the scheduler records cancelled runs), then stop.
-        let grace = self.inner.worker.shutdown_grace + Duration::from_secs(1);
+        let scheduler_grace = self
+            .inner
+            .scheduler
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.grace());
+        let grace = self.inner.worker.shutdown_grace.max(scheduler_grace) + Duration::from_secs(3);
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.shutdown().await;
