@@ -500,3 +500,42 @@ async fn sqlite_throughput_beside_baseline() {
         N as f64 / start.elapsed().as_secs_f64()
     );
 }
+
+/// The enqueue SQL alone, one transaction per event, without the writer
+/// thread's hand-off: tells SQL cost from round-trip cost.
+#[test]
+#[ignore = "a measurement, run on demand in release mode"]
+fn sqlite_enqueue_sql_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = rusqlite::Connection::open(dir.path().join("sql.db")).unwrap();
+    assert!(schema::configure(&conn, true).is_ok());
+    assert!(schema::migrate(&mut conn).is_ok());
+    let n = 20_000;
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        let e = Event::builder(format!("e{i}"), "wallet.funded")
+            .subject(crate::event::Person::new(format!("user-{}", i % 1000)))
+            .build()
+            .unwrap();
+        let ev = outbox_rows::NewEvent {
+            tenant: "default".into(),
+            id: e.id.clone(),
+            kind: e.kind.clone(),
+            body: serde_json::to_string(&e).unwrap(),
+        };
+        let rows = [outbox_rows::NewRow {
+            route: "r".into(),
+            destination: "noop".into(),
+            target: "{\"type\":\"subject_dm\"}".into(),
+            scope: "destination:noop".into(),
+            key: format!("default|noop|dm:user-{}", i % 1000),
+        }];
+        assert!(
+            writer::in_transaction(&conn, |c| outbox_rows::enqueue_rows(c, &ev, &rows, 0)).is_ok()
+        );
+    }
+    eprintln!(
+        "enqueue SQL alone: {:.0}/s",
+        f64::from(n) / start.elapsed().as_secs_f64()
+    );
+}
