@@ -77,7 +77,8 @@ async fn pipeline(
             }
         }));
     }
-    for store in stores.iter().filter(|_| deliver).cloned() {
+    let workers = if deliver { stores.clone() } else { Vec::new() };
+    for store in workers {
         tasks.push(tokio::spawn(async move {
             let mut idle = 0;
             loop {
