@@ -499,6 +499,25 @@ impl SlackInbound {
             ));
         };
         let now = Utc::now();
+        let lost = match &callback.event {
+            SlackEvent::AppUninstalled => Some(("the Slack app was uninstalled", None)),
+            SlackEvent::TokensRevoked { bot, .. } if !bot.is_empty() => {
+                Some(("the Slack bot token was revoked", Some(bot.clone())))
+            }
+            _ => None,
+        };
+        // Look the workspace up before remembering the event: on a store
+        // error Slack's retry must not be taken for a duplicate.
+        let who = match &lost {
+            Some(_) => match self.authorize(&callback.workspace()).await {
+                Ok(who) => who,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look up the Slack connection");
+                    return error_response(&e);
+                }
+            },
+            None => None,
+        };
         let until = now + chrono::Duration::from_std(EVENT_MEMORY).unwrap_or_default();
         match store
             .remember_once(EVENT_SCOPE, &callback.event_id, until, now)
@@ -516,28 +535,16 @@ impl SlackInbound {
             // Slack retries on errors, so nothing is lost.
             Err(e) => return error_response(&e),
         }
-        let lost = match &callback.event {
-            SlackEvent::AppUninstalled => Some(("the Slack app was uninstalled", None)),
-            SlackEvent::TokensRevoked { bot, .. } if !bot.is_empty() => {
-                Some(("the Slack bot token was revoked", Some(bot.clone())))
-            }
-            _ => None,
-        };
         if let Some((what, revoked)) = lost {
             let reason = format!(
                 "{what}: reinstall the Slack app; queued messages are kept and sent after reconnecting"
             );
-            match self.authorize(&callback.workspace()).await {
-                Ok(Some(who)) => {
+            match who {
+                Some(who) => {
                     self.disconnect(&who, revoked.as_deref(), &reason, now)
                         .await
                 }
-                Ok(None) => tracing::debug!("Slack uninstall for a workspace with no connection"),
-                Err(e) => {
-                    // Slack retries on errors; forget the event id so the retry counts.
-                    tracing::warn!(error = %e, "could not look up the Slack connection");
-                    return error_response(&e);
-                }
+                None => tracing::debug!("Slack uninstall for a workspace with no connection"),
             }
         }
         if let Some(hook) = &self.inner.on_event {
