@@ -178,6 +178,20 @@ const FINISH_DEAD: &str = "UPDATE deliveries SET state = 'dead', due_at = $4, di
      WHERE id = $1 AND lease = $2 AND state = 'in_flight' \
      RETURNING attempts, tenant, destination, scope, log_steps";
 
+/// Every `Sent` of a batch: $1 ids, $2 leases, $3 remote ids, $4 now.
+const FINISH_SENT: &str = "WITH c AS ( \
+       SELECT DISTINCT ON (id, lease) id, lease, remote \
+       FROM unnest($1::int8[], $2::int8[], $3::text[]) AS u(id, lease, remote)), \
+     f AS ( \
+       UPDATE deliveries d SET state = 'sent', due_at = $4, lease_until = NULL, \
+         log_steps = d.log_steps + 1 \
+       FROM c WHERE d.id = c.id AND d.lease = c.lease AND d.state = 'in_flight' \
+       RETURNING d.id, d.attempts, d.tenant, d.destination, d.scope, d.log_steps, c.remote), \
+     l AS ( \
+       INSERT INTO delivery_log (delivery_id, step, attempt, at, status, detail) \
+       SELECT id, log_steps, attempts, $4, 'sent', remote FROM f) \
+     SELECT tenant, destination, scope FROM f";
+
 struct Finished {
     attempts: i32,
     tenant: String,
@@ -600,16 +614,36 @@ impl OutboxStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db("complete"))?;
         let mut health = BTreeMap::new();
+        // Deliveries sent (the common case) are finished and logged by one
+        // statement for the whole batch.
+        let mut ids = Vec::new();
+        let mut leases = Vec::new();
+        let mut remotes: Vec<Option<&str>> = Vec::new();
+        for c in completions {
+            if let Outcome::Sent(receipt) = &c.outcome {
+                ids.push(c.id);
+                leases.push(c.lease);
+                remotes.push(receipt.remote_id.as_deref());
+            }
+        }
+        if !ids.is_empty() {
+            let stmt = tx
+                .prepare_cached(FINISH_SENT)
+                .await
+                .map_err(db("complete"))?;
+            for r in tx
+                .query(&stmt, &[&ids, &leases, &remotes, &now])
+                .await
+                .map_err(db("complete"))?
+            {
+                let (t, d, sc): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                note(&mut health, &t, &d, &sc, true, None);
+            }
+        }
         for c in completions {
             let (id, lease) = (c.id, c.lease);
             match &c.outcome {
-                Outcome::Sent(receipt) => {
-                    if let Some(f) = finish(&tx, id, lease, "sent", now, false, true).await? {
-                        let remote = receipt.remote_id.as_deref();
-                        log(&tx, id, f.step, f.attempts, now, "sent", remote).await?;
-                        note(&mut health, &f.tenant, &f.destination, &f.scope, true, None);
-                    }
-                }
+                Outcome::Sent(_) => {}
                 Outcome::Retry { at, error } => {
                     if let Some(f) = finish(&tx, id, lease, "queued", *at, false, true).await? {
                         let text = error.to_string();
