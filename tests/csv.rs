@@ -195,13 +195,13 @@ fn line_numbers_count_lines_inside_quoted_fields() {
 }
 
 #[test]
-fn user_ids_are_trimmed_values_are_not() {
+fn user_ids_and_values_are_trimmed() {
     let csv = "Email,Plan,Tickets\n  ada@example.com , Premium ,1\n";
     assert_eq!(
         rows(csv.as_bytes(), &plan_mapping()),
         vec![Ok(record(
             "ada@example.com",
-            &[("plan", " Premium "), ("support_tickets", "1")]
+            &[("plan", "Premium"), ("support_tickets", "1")]
         ))]
     );
 }
@@ -645,7 +645,7 @@ proptest! {
                 attributes: row[1..]
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| (format!("attr{}", i + 1), v.clone()))
+                    .map(|(i, v)| (format!("attr{}", i + 1), v.trim().to_owned()))
                     .collect::<BTreeMap<_, _>>(),
             })
             .collect();
@@ -762,4 +762,112 @@ fn small_reads_give_the_same_rows_and_lines() {
             .collect();
         assert_eq!(got, expected, "chunks of {chunk}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Issue 15: defect 10 (values trimmed, CR-only line numbers, user-id
+// normalisation) and real-world files (encodings, gzip, null values).
+
+#[test]
+fn values_are_trimmed_like_headers() {
+    let mapping = CsvMapping::new("Email").attribute("Plan", "plan");
+    let got = rows(b" Email , Plan \nada@x.io,  Premium \t\n", &mapping);
+    assert_eq!(
+        got[0].as_ref().unwrap(),
+        &record("ada@x.io", &[("plan", "Premium")])
+    );
+}
+
+#[test]
+fn cr_only_files_number_their_lines() {
+    let mapping = CsvMapping::new("Email").attribute("Plan", "plan");
+    let got = rows(
+        b"Email,Plan\rada@x.io,Basic\r,Pro\rbob@x.io,Free\r",
+        &mapping,
+    );
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[1].as_ref().unwrap_err().line, 3);
+    assert_eq!(got[2].as_ref().unwrap().user_id, "bob@x.io");
+}
+
+#[test]
+fn user_ids_can_be_normalised_as_emails_or_phones() {
+    use switchboard::attributes::UserIdFormat;
+    let mapping = CsvMapping::new("Email")
+        .attribute("Plan", "plan")
+        .user_id_format(UserIdFormat::Email);
+    let got = rows(
+        b"Email,Plan\nAda@X.com,Basic\n ada@x.com ,Pro\nnot-an-email,Free\n",
+        &mapping,
+    );
+    assert_eq!(got[0].as_ref().unwrap().user_id, "ada@x.com");
+    assert_eq!(got[1].as_ref().unwrap().user_id, "ada@x.com");
+    let err = got[2].as_ref().unwrap_err();
+    assert_eq!(err.line, 4);
+    assert!(
+        matches!(err.reason, RowErrorReason::InvalidUserId { .. }),
+        "{err}"
+    );
+
+    let phones = CsvMapping::new("Phone")
+        .attribute("Plan", "plan")
+        .user_id_format(UserIdFormat::Phone {
+            region: "DE".into(),
+        });
+    let got = rows(
+        b"Phone,Plan\n030 123456,Basic\n+49 30 123456,Pro\n",
+        &phones,
+    );
+    assert_eq!(got[0].as_ref().unwrap().user_id, "+4930123456");
+    assert_eq!(got[1].as_ref().unwrap().user_id, "+4930123456");
+}
+
+#[test]
+fn windows_1252_utf16_and_gzip_files_are_read() {
+    use std::io::Write;
+    use switchboard::attributes::TextEncoding;
+    let mapping = CsvMapping::new("Email").attribute("City", "city");
+    let latin = b"Email,City\nada@x.io,M\xfcnchen\n";
+    let got = rows(latin, &mapping.clone().encoding(TextEncoding::Windows1252));
+    assert_eq!(got[0].as_ref().unwrap().attributes["city"], "München");
+    let got = rows(latin, &mapping.clone().encoding(TextEncoding::Auto));
+    assert_eq!(got[0].as_ref().unwrap().attributes["city"], "München");
+    let got = rows(latin, &mapping);
+    assert!(
+        got[0].is_err(),
+        "UTF-8 by default: the row is rejected, not garbled"
+    );
+
+    let mut utf16 = vec![0xff, 0xfe];
+    for unit in "Email,City\r\nada@x.io,Zürich\r\n".encode_utf16() {
+        utf16.extend_from_slice(&unit.to_le_bytes());
+    }
+    let got = rows(&utf16, &mapping);
+    assert_eq!(got[0].as_ref().unwrap().attributes["city"], "Zürich");
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all("Email,City\nada@x.io,Köln\n".as_bytes())
+        .unwrap();
+    let got = rows(&gz.finish().unwrap(), &mapping);
+    assert_eq!(got[0].as_ref().unwrap().attributes["city"], "Köln");
+}
+
+#[test]
+fn null_values_set_no_attribute() {
+    let mapping = CsvMapping::new("Email")
+        .attribute("Plan", "plan")
+        .attribute("Seats", "seats")
+        .null_values(["NULL", "n/a"]);
+    let got = rows(
+        b"Email,Plan,Seats\nada@x.io,null,3\nbob@x.io,Pro, N/A \n",
+        &mapping,
+    );
+    assert_eq!(
+        got[0].as_ref().unwrap(),
+        &record("ada@x.io", &[("seats", "3")])
+    );
+    assert_eq!(
+        got[1].as_ref().unwrap(),
+        &record("bob@x.io", &[("plan", "Pro")])
+    );
 }

@@ -347,3 +347,62 @@ async fn a_tenants_query_never_returns_another_tenants_users_in_memory() {
 async fn a_tenants_query_never_returns_another_tenants_users_in_sqlite() {
     queries_stay_within_a_tenant(&switchboard::SqliteStore::open_in_memory().unwrap()).await;
 }
+
+// ---------------------------------------------------------------------------
+// Numbers versus text (issue 15, defect 7).
+
+fn attrs_of(pairs: &[(&str, &str)]) -> switchboard::attributes::Attributes {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_numeric_comparison_matches_only_plain_decimal_numbers() {
+    let fewer = parse("tickets < 5");
+    for not_a_number in ["", " ", "n/a", "1,234", "nan", "NaN", "inf", "-inf", "1e2"] {
+        assert!(
+            !fewer.matches(&attrs_of(&[("tickets", not_a_number)])),
+            "{not_a_number:?} is not a number below 5"
+        );
+    }
+    assert!(fewer.matches(&attrs_of(&[("tickets", "4.99")])));
+    assert!(fewer.matches(&attrs_of(&[("tickets", " -3 ")])));
+    let more = parse("tickets > 1000");
+    assert!(!more.matches(&attrs_of(&[("tickets", "1,234")])));
+    assert!(!parse("score = nan").matches(&attrs_of(&[("score", "NaN")])));
+    assert!(
+        parse("score = nan").matches(&attrs_of(&[("score", "nan")])),
+        "text equality"
+    );
+    assert!(parse("tickets = 3").matches(&attrs_of(&[("tickets", "3.0")])));
+    assert!(!parse("tickets in (3, 4)").matches(&attrs_of(&[("tickets", "")])));
+}
+
+#[test]
+fn integers_above_two_to_the_53_compare_exactly() {
+    let big = attrs_of(&[("id", "9007199254740993")]);
+    assert!(!parse("id = 9007199254740992").matches(&big));
+    assert!(parse("id = 9007199254740993").matches(&big));
+    assert!(parse("id > 9007199254740992").matches(&big));
+    assert!(!parse("id < 9007199254740993").matches(&big));
+    let huge = attrs_of(&[("n", "123456789012345678901234567890")]);
+    assert!(parse("n > 123456789012345678901234567889").matches(&huge));
+}
+
+proptest! {
+    #[test]
+    fn decimal_order_agrees_with_integers(a in any::<i64>(), b in any::<i64>()) {
+        use switchboard::attributes::Decimal;
+        let (x, y) = (Decimal::parse(&a.to_string()).unwrap(), Decimal::parse(&b.to_string()).unwrap());
+        prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+        let f = parse(&format!("n > {b}"));
+        prop_assert_eq!(f.matches(&attrs_of(&[("n", &a.to_string())])), a > b);
+    }
+
+    #[test]
+    fn decimal_parse_never_panics(s in any::<String>()) {
+        let _ = switchboard::attributes::Decimal::parse(&s);
+    }
+}

@@ -874,10 +874,89 @@ async fn a_cached_resolver_caches_per_tenant_connection_and_person() {
     assert_eq!(inner.resolves.load(Ordering::SeqCst), 3);
 
     // A sync forgets that tenant connection's answers only.
-    resolver.sync(&acme, std::slice::from_ref(&ada)).await.unwrap();
+    resolver
+        .sync(&acme, std::slice::from_ref(&ada))
+        .await
+        .unwrap();
     assert_eq!(inner.syncs.load(Ordering::SeqCst), 1);
     resolver.resolve(&acme, &ada).await.unwrap();
     resolver.resolve(&globex, &ada).await.unwrap();
     assert_eq!(inner.resolves.load(Ordering::SeqCst), 4);
     assert_eq!(resolver.cache().stats().entries, 2);
+}
+
+// ---------------------------------------------------------------------------
+// Issue 15, defect 10: reverse ambiguity and stricter emails.
+
+#[tokio::test]
+async fn two_people_sharing_an_email_are_ambiguous_not_both_linked() {
+    let store = MemoryStore::new();
+    let pages = vec![vec![
+        DirectoryEntry::new("U_SHARED").email("team@example.com"),
+        DirectoryEntry::new("U_ADA").email("ada@example.com"),
+    ]];
+    let people = vec![
+        Person::new("p1").email("team@example.com"),
+        Person::new("p2").email("Team@Example.com"),
+        Person::new("ada").email("ada@example.com"),
+    ];
+    let report = sync_directory(
+        &store,
+        &cx(),
+        "slack",
+        &people,
+        &mut StaticDirectory::new(pages),
+        &SyncOptions::new(MatchBy::Email),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.matched, [("ada".to_owned(), "U_ADA".to_owned())]);
+    let ambiguous: Vec<&str> = report
+        .ambiguous
+        .iter()
+        .map(|a| a.user_id.as_str())
+        .collect();
+    assert_eq!(ambiguous, ["p1", "p2"]);
+    assert_eq!(report.ambiguous[0].candidates, ["U_SHARED"]);
+    assert!(store.link(&d(), "slack", "p1").await.unwrap().is_none());
+    assert!(store.link(&d(), "slack", "p2").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn two_people_sharing_a_phone_are_ambiguous_too() {
+    let store = MemoryStore::new();
+    let pages = vec![vec![DirectoryEntry::new("U_DESK").phone("+49 30 123456")]];
+    let people = vec![
+        Person::new("a").phone("030 123456", "DE"),
+        Person::new("b").phone("+4930123456", "DE"),
+    ];
+    let report = sync_directory(
+        &store,
+        &cx(),
+        "zendesk",
+        &people,
+        &mut StaticDirectory::new(pages),
+        &SyncOptions::new(MatchBy::Phone).default_region("DE"),
+    )
+    .await
+    .unwrap();
+    assert!(report.matched.is_empty(), "{report:?}");
+    assert_eq!(report.ambiguous.len(), 2);
+}
+
+#[test]
+fn emails_with_underscored_domains_or_invisible_characters_are_refused() {
+    for bad in [
+        "a@exa_mple.com",
+        "a\u{200b}b@example.com",
+        "ab@exam\u{200d}ple.com",
+        "\u{feff}ab@example.com\u{feff}x",
+        "a@ex ample.com",
+    ] {
+        assert_eq!(normalize_email(bad), None, "{bad:?}");
+    }
+    assert_eq!(
+        normalize_email("ada_b@example.com").as_deref(),
+        Some("ada_b@example.com")
+    );
 }

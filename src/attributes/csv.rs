@@ -8,6 +8,7 @@ use std::io::{self, Read};
 use csv::ByteRecord;
 use serde::{Deserialize, Serialize};
 
+use super::input::{Input, TextEncoding};
 use super::{AttributeRecord, AttributeStore};
 use crate::tenant::TenantId;
 use crate::{Error, ErrorKind, Result};
@@ -44,6 +45,32 @@ pub struct CsvMapping {
     delimiter: u8,
     #[serde(default = "default_max_record_bytes")]
     max_record_bytes: usize,
+    #[serde(default)]
+    encoding: TextEncoding,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    null_values: Vec<String>,
+    #[serde(default)]
+    user_id_format: UserIdFormat,
+}
+
+/// How the user-id column is normalised, so `Ada@X.com` and `ada@x.com` are
+/// one user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UserIdFormat {
+    /// As written (trimmed).
+    #[default]
+    AsIs,
+    /// An email address, normalised with [`crate::identity::normalize_email`];
+    /// a row whose id is not an email address is rejected.
+    Email,
+    /// A phone number, normalised to E.164 with
+    /// [`crate::identity::normalize_phone`] (numbers without a country code
+    /// are read in `region`, ISO 3166 alpha-2); other ids are rejected.
+    Phone {
+        /// The default region.
+        region: String,
+    },
 }
 
 fn default_delimiter() -> u8 {
@@ -62,7 +89,40 @@ impl CsvMapping {
             attributes: Vec::new(),
             delimiter: default_delimiter(),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            encoding: TextEncoding::Utf8,
+            null_values: Vec::new(),
+            user_id_format: UserIdFormat::AsIs,
         }
+    }
+
+    /// The file's text encoding (default UTF-8; see [`TextEncoding`]). Gzipped
+    /// files (`.csv.gz`) are recognised by their content whatever this says.
+    #[must_use]
+    pub fn encoding(mut self, encoding: TextEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// Values that mean "no value" (compared after trimming, case-insensitively,
+    /// e.g. `NULL`, `n/a`, `-`): such a cell sets no attribute for the user.
+    #[must_use]
+    pub fn null_values<I, S>(mut self, values: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.null_values = values
+            .into_iter()
+            .map(|v| v.into().trim().to_lowercase())
+            .collect();
+        self
+    }
+
+    /// How user ids are normalised (default: as written, trimmed).
+    #[must_use]
+    pub fn user_id_format(mut self, format: UserIdFormat) -> Self {
+        self.user_id_format = format;
+        self
     }
 
     /// Imports `column` as the attribute `as_name`.
@@ -295,9 +355,10 @@ fn csv_reader<R: Read>(
     input: R,
     delimiter: u8,
     max_record_bytes: usize,
-) -> csv::Reader<Limited<R>> {
+    encoding: TextEncoding,
+) -> csv::Reader<Limited<Input<R>>> {
     let limited = Limited {
-        inner: input,
+        inner: Input::new(input, encoding),
         started: false,
         consumed: 0,
         record_start: 0,
@@ -432,7 +493,11 @@ struct MappedColumn {
 /// Memory use is constant: one reused [`ByteRecord`], a 64 KiB read buffer and
 /// the record being built, whatever the file's size.
 pub struct CsvRecords<R> {
-    reader: csv::Reader<Limited<R>>,
+    reader: csv::Reader<Limited<Input<R>>>,
+    /// The current row's normalised user id (with a [`UserIdFormat`]).
+    normalized_id: String,
+    user_id_format: UserIdFormat,
+    null_values: Vec<String>,
     record: ByteRecord,
     headers: Vec<String>,
     user_col: usize,
@@ -494,7 +559,14 @@ impl<R: Read> CsvRecords<R> {
             self.max_record_bytes,
             Some(self.user_col),
         ) {
-            Ok(Some(end)) => Some(self.check(end)),
+            Ok(Some(end)) => {
+                if !matches!(self.user_id_format, UserIdFormat::AsIs) {
+                    if let Err(e) = self.normalize_id(end) {
+                        return Some(Err(e));
+                    }
+                }
+                Some(self.check(end))
+            }
             Ok(None) => {
                 self.done = true;
                 None
@@ -505,6 +577,42 @@ impl<R: Read> CsvRecords<R> {
                 self.record = ByteRecord::new();
                 Some(Err(e))
             }
+        }
+    }
+
+    /// Normalises the current record's user id into `normalized_id`.
+    fn normalize_id(&mut self, end: RecordEnd) -> std::result::Result<(), RowError> {
+        let raw = self
+            .record
+            .get(self.user_col)
+            .and_then(|f| std::str::from_utf8(f).ok())
+            .unwrap_or_default()
+            .trim();
+        if raw.is_empty() {
+            // `check` reports an empty id.
+            self.normalized_id.clear();
+            return Ok(());
+        }
+        let (normalized, what) = match &self.user_id_format {
+            UserIdFormat::AsIs => return Ok(()),
+            UserIdFormat::Email => (crate::identity::normalize_email(raw), "an email address"),
+            UserIdFormat::Phone { region } => (
+                crate::identity::normalize_phone(raw, region),
+                "a phone number",
+            ),
+        };
+        match normalized {
+            Some(id) => {
+                self.normalized_id = id;
+                Ok(())
+            }
+            None => Err(RowError {
+                line: end.start_line(&self.record),
+                reason: RowErrorReason::InvalidUserId {
+                    column: self.user_header.clone(),
+                    detail: format!("{raw:?} is not {what}"),
+                },
+            }),
         }
     }
 
@@ -532,13 +640,18 @@ impl<R: Read> CsvRecords<R> {
             whole: std::str::from_utf8(self.record.as_slice()).ok(),
             record: &self.record,
             columns: &self.columns,
+            null_values: &self.null_values,
         };
         let Some(user_id) = row.field(self.user_col) else {
             return reject(RowErrorReason::InvalidUtf8 {
                 column: self.user_header.clone(),
             });
         };
-        let user_id = user_id.trim();
+        let user_id = match self.user_id_format {
+            UserIdFormat::AsIs => user_id.trim(),
+            _ if user_id.trim().is_empty() => "",
+            _ => self.normalized_id.as_str(),
+        };
         if user_id.is_empty() {
             return reject(RowErrorReason::EmptyUserId {
                 column: self.user_header.clone(),
@@ -582,6 +695,7 @@ pub struct CsvRow<'a> {
     whole: Option<&'a str>,
     record: &'a ByteRecord,
     columns: &'a [MappedColumn],
+    null_values: &'a [String],
 }
 
 impl fmt::Debug for CsvRow<'_> {
@@ -612,12 +726,22 @@ impl<'a> CsvRow<'a> {
         self.user_id
     }
 
-    /// The mapped attributes as `(name, value)`, sorted by name.
+    /// The mapped attributes as `(name, value)`, sorted by name; values are
+    /// trimmed, and cells holding a configured null value are left out.
     pub fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
         let row = *self;
-        self.columns
-            .iter()
-            .map(move |c| (c.as_name.as_str(), row.field(c.index).unwrap_or_default()))
+        self.columns.iter().filter_map(move |c| {
+            let value = row.field(c.index).unwrap_or_default().trim();
+            if !row.null_values.is_empty()
+                && row
+                    .null_values
+                    .iter()
+                    .any(|n| n.len() == value.len() && n.eq_ignore_ascii_case(value))
+            {
+                return None;
+            }
+            Some((c.as_name.as_str(), value))
+        })
     }
 
     /// An owned copy of the row.
@@ -667,7 +791,12 @@ impl<R: Read> std::iter::FusedIterator for CsvRecords<R> {}
 /// ```
 pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>> {
     mapping.validate()?;
-    let mut reader = csv_reader(input, mapping.delimiter, mapping.max_record_bytes);
+    let mut reader = csv_reader(
+        input,
+        mapping.delimiter,
+        mapping.max_record_bytes,
+        mapping.encoding,
+    );
     let mut record = ByteRecord::new();
     let header = next_record(&mut reader, &mut record, mapping.max_record_bytes, None)
         .map_err(|e| Error::invalid_input(format!("cannot read the CSV header: {e}")))?;
@@ -722,6 +851,9 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
         header_len > 1 && headers.last().is_some_and(|h| h.trim().is_empty());
     Ok(CsvRecords {
         reader,
+        normalized_id: String::new(),
+        user_id_format: mapping.user_id_format.clone(),
+        null_values: mapping.null_values.clone(),
         record,
         user_header: headers[user_col].clone(),
         headers,
@@ -761,7 +893,17 @@ pub fn discover_csv(input: impl Read, sample_rows: usize) -> Result<CsvSample> {
 
 /// [`discover_csv`] with another delimiter.
 pub fn discover_csv_with(input: impl Read, sample_rows: usize, delimiter: u8) -> Result<CsvSample> {
-    let mut reader = csv_reader(input, delimiter, DEFAULT_MAX_RECORD_BYTES);
+    discover_csv_encoded(input, sample_rows, delimiter, TextEncoding::Utf8)
+}
+
+/// [`discover_csv_with`] for a file in another text encoding.
+pub fn discover_csv_encoded(
+    input: impl Read,
+    sample_rows: usize,
+    delimiter: u8,
+    encoding: TextEncoding,
+) -> Result<CsvSample> {
+    let mut reader = csv_reader(input, delimiter, DEFAULT_MAX_RECORD_BYTES, encoding);
     let mut record = ByteRecord::new();
     let read = |reader: &mut csv::Reader<_>, record: &mut ByteRecord| {
         next_record(reader, record, DEFAULT_MAX_RECORD_BYTES, None)

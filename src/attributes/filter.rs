@@ -5,6 +5,7 @@ use std::fmt::{self, Write as _};
 use serde::{Deserialize, Serialize};
 
 use super::Attributes;
+use super::number::Decimal;
 use crate::{Error, ErrorKind, Result};
 
 /// A comparison operator.
@@ -21,8 +22,13 @@ pub enum Comparison {
     Lte,
 }
 
-/// A segmentation filter. Numbers compare as numbers when both sides parse as
-/// numbers; everything else compares as text.
+/// A segmentation filter.
+///
+/// Values are text. When the filter's value is a plain decimal number (see
+/// [`Decimal`]), `=`, `!=`, `in` and the ordered comparisons compare as
+/// numbers, exactly, and match only user values that are plain decimal numbers
+/// too: an empty cell, `n/a` or `1,234` never matches `tickets < 5`, and
+/// `3.0 = 3`. Otherwise values compare as text (`=` exactly, `<` by bytes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Filter {
@@ -76,10 +82,11 @@ pub enum Filter {
     Not(Box<Filter>),
 }
 
-fn values_equal(a: &str, b: &str) -> bool {
-    match (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
+/// `user = wanted`: numerically when `wanted` is a number (then `user` must be one).
+fn values_equal(user: &str, wanted: &str) -> bool {
+    match Decimal::parse(wanted) {
+        Some(w) => Decimal::parse(user).is_some_and(|u| u == w),
+        None => user == wanted,
     }
 }
 
@@ -112,9 +119,10 @@ impl Filter {
                 .get(attr)
                 .is_some_and(|v| v.to_lowercase().contains(&value.to_lowercase())),
             Filter::Cmp { attr, cmp, value } => attrs.get(attr).is_some_and(|v| {
-                let ord = match (v.trim().parse::<f64>(), value.trim().parse::<f64>()) {
-                    (Ok(x), Ok(y)) => x.partial_cmp(&y),
-                    _ => Some(v.as_str().cmp(value.as_str())),
+                let ord = match Decimal::parse(value) {
+                    // A numeric comparison only matches numbers.
+                    Some(wanted) => Decimal::parse(v).map(|user| user.cmp(&wanted)),
+                    None => Some(v.as_str().cmp(value.as_str())),
                 };
                 match (ord, cmp) {
                     (None, _) => false,

@@ -10,13 +10,17 @@ use crate::tenant::TenantId;
 
 mod csv;
 mod filter;
+mod input;
+mod number;
 
 pub use csv::{
     CsvMapping, CsvRecords, CsvRow, CsvSample, DEFAULT_MAX_RECORD_BYTES, ImportCollector,
-    ImportSummary, MAX_USER_ID_BYTES, RowError, RowErrorReason, discover_csv, discover_csv_with,
-    import_rows, read_csv,
+    ImportSummary, MAX_USER_ID_BYTES, RowError, RowErrorReason, UserIdFormat, discover_csv,
+    discover_csv_encoded, discover_csv_with, import_rows, read_csv,
 };
 pub use filter::{Comparison, Filter};
+pub use input::TextEncoding;
+pub use number::Decimal;
 
 /// A user's attributes: name → value. Values are strings (CSV has no types);
 /// comparisons decide at query time whether to compare as numbers.

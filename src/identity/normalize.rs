@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 /// Trims, lower-cases and validates an email address; `None` if it is not one.
 ///
 /// Accepts an address optionally wrapped in `<…>` or prefixed with `mailto:`.
+/// The domain is a host name (letters, digits and inner hyphens per label, at
+/// least two labels; internationalised letters allowed); invisible characters
+/// (zero-width spaces and joiners, BOMs, bidirectional marks, soft hyphens) are
+/// rejected anywhere rather than silently kept.
 /// ```
 /// use switchboard::identity::normalize_email;
 /// assert_eq!(normalize_email("  Ada@Example.COM "), Some("ada@example.com".into()));
@@ -28,6 +32,7 @@ pub fn normalize_email(raw: &str) -> Option<String> {
     let bad = |c: char| {
         c.is_whitespace()
             || c.is_control()
+            || is_invisible(c)
             || matches!(
                 c,
                 '<' | '>' | '(' | ')' | ',' | ';' | ':' | '\\' | '"' | '[' | ']'
@@ -44,10 +49,37 @@ pub fn normalize_email(raw: &str) -> Option<String> {
         || labels
             .iter()
             .any(|l| l.is_empty() || l.len() > 63 || l.starts_with('-') || l.ends_with('-'))
+        || !domain
+            .chars()
+            .all(|c| c == '.' || c == '-' || c.is_alphanumeric())
     {
         return None;
     }
     Some(s.to_lowercase())
+}
+
+/// Format characters that render as nothing (Unicode category Cf and friends).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{034f}'
+            | '\u{061c}'
+            | '\u{115f}'
+            | '\u{1160}'
+            | '\u{17b4}'
+            | '\u{17b5}'
+            | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}'
+            | '\u{feff}'
+            | '\u{ffa0}'
+            | '\u{fff0}'..='\u{fff8}'
+            | '\u{e0000}'..='\u{e0fff}'
+    )
 }
 
 /// A parsed phone number: E.164 plus the extension that was dropped from it.
@@ -142,5 +174,13 @@ mod tests {
         assert_eq!(normalize_email("a@b"), None);
         assert_eq!(normalize_email("a b@c.de"), None);
         assert_eq!(normalize_email("@c.de"), None);
+        assert_eq!(normalize_email("a@exa_mple.com"), None);
+        assert_eq!(normalize_email("a\u{200b}@example.com"), None);
+        assert_eq!(normalize_email("a@example.com\u{feff}"), None);
+        assert_eq!(normalize_email("a@ex!ample.com"), None);
+        assert_eq!(
+            normalize_email("Ada@Bücher.de").as_deref(),
+            Some("ada@bücher.de")
+        );
     }
 }

@@ -199,7 +199,9 @@ fn push_unique(list: &mut Vec<String>, id: &str) {
 /// streamed page by page (one list call each, no lookup per person), each active
 /// entry's identifiers looked up in the index. Deleted, deactivated, bot and guest
 /// accounts are skipped and counted. A person whose identifiers match two or more
-/// platform users is reported as ambiguous and never linked. With
+/// platform users is reported as ambiguous and never linked, and so is each of
+/// two or more people whose identifiers (a shared email or phone) find the same
+/// single platform user. With
 /// [`MatchBy::EmailThenPhone`], phones are consulted only for people no email matched.
 ///
 /// Manual links always win: such people are reported as matched to their manual
@@ -316,6 +318,28 @@ pub async fn sync_directory(
         api_calls,
         ..SyncReport::default()
     };
+    // Reverse ambiguity: a platform user found for two or more host people
+    // (sharing an email or a phone) is linked to none of them.
+    let mut claimed: HashMap<String, HashSet<&str>> = HashMap::new();
+    for (person, found) in people.iter().zip(&candidates) {
+        if existing
+            .get(&person.id)
+            .is_some_and(|l| l.origin == LinkOrigin::Manual)
+        {
+            continue;
+        }
+        let ids = if !found.by_email.is_empty() {
+            &found.by_email
+        } else {
+            &found.by_phone
+        };
+        if let [only] = ids.as_slice() {
+            claimed
+                .entry(only.clone())
+                .or_default()
+                .insert(person.id.as_str());
+        }
+    }
     let mut seen = HashSet::new();
     for ((person, found), (emails, phones)) in people.iter().zip(candidates).zip(identifiers) {
         if !seen.insert(person.id.as_str()) {
@@ -333,8 +357,9 @@ pub async fn sync_directory(
         } else {
             (found.by_phone, LinkOrigin::PhoneMatch)
         };
+        let shared = ids.len() == 1 && claimed.get(&ids[0]).is_some_and(|p| p.len() > 1);
         match ids.len() {
-            1 => {
+            1 if !shared => {
                 let platform_id = ids.into_iter().next().unwrap_or_default();
                 let unchanged =
                     current.is_some_and(|l| l.platform_id == platform_id && l.origin == origin);

@@ -1,0 +1,137 @@
+//! Plain decimal numbers in attribute values, compared exactly (no floating point).
+
+use std::cmp::Ordering;
+
+/// A plain decimal number as written in an attribute value: an optional sign,
+/// digits, and an optional fraction (`42`, `-3.5`, `+0.25`, `.5`, `7.`).
+///
+/// Nothing else is a number: no thousands separators (`1,234`), exponents,
+/// `nan`, `inf`, hex or surrounding text. Surrounding spaces are allowed.
+/// Numbers compare exactly, digit by digit, so integers above 2⁵³ never
+/// collide and `0.1 + 0.2`-style rounding never happens.
+///
+/// ```
+/// use switchboard::attributes::Decimal;
+/// let big = Decimal::parse("9007199254740993").unwrap();
+/// let next = Decimal::parse("9007199254740992").unwrap();
+/// assert!(big > next);
+/// assert_eq!(Decimal::parse("3.0"), Decimal::parse("03"));
+/// assert!(Decimal::parse("1,234").is_none() && Decimal::parse("nan").is_none());
+/// assert!(Decimal::parse("").is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Decimal {
+    negative: bool,
+    /// Integer digits without leading zeros (empty for zero).
+    int: String,
+    /// Fraction digits without trailing zeros.
+    frac: String,
+}
+
+impl Decimal {
+    /// Parses a plain decimal number; `None` for anything else.
+    pub fn parse(raw: &str) -> Option<Decimal> {
+        let s = raw.trim();
+        let (negative, digits) = match s.as_bytes().first()? {
+            b'-' => (true, &s[1..]),
+            b'+' => (false, &s[1..]),
+            _ => (false, s),
+        };
+        let (int, frac) = match digits.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (digits, ""),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let int = int.trim_start_matches('0').to_owned();
+        let frac = frac.trim_end_matches('0').to_owned();
+        let zero = int.is_empty() && frac.is_empty();
+        Some(Decimal {
+            negative: negative && !zero,
+            int,
+            frac,
+        })
+    }
+
+    /// True if `raw` is a plain decimal number.
+    pub fn is_number(raw: &str) -> bool {
+        Decimal::parse(raw).is_some()
+    }
+
+    /// The number as an `f64` (rounded; for indexes and display only).
+    pub fn to_f64(&self) -> f64 {
+        let text = format!(
+            "{}{}.{}",
+            if self.negative { "-" } else { "" },
+            if self.int.is_empty() { "0" } else { &self.int },
+            if self.frac.is_empty() {
+                "0"
+            } else {
+                &self.frac
+            }
+        );
+        text.parse().unwrap_or(0.0)
+    }
+
+    fn cmp_magnitude(&self, other: &Decimal) -> Ordering {
+        self.int
+            .len()
+            .cmp(&other.int.len())
+            .then_with(|| self.int.cmp(&other.int))
+            .then_with(|| self.frac.cmp(&other.frac))
+    }
+}
+
+impl Ord for Decimal {
+    fn cmp(&self, other: &Decimal) -> Ordering {
+        match (self.negative, other.negative) {
+            (false, true) => Ordering::Greater,
+            (true, false) => Ordering::Less,
+            (false, false) => self.cmp_magnitude(other),
+            (true, true) => other.cmp_magnitude(self),
+        }
+    }
+}
+
+impl PartialOrd for Decimal {
+    fn partial_cmp(&self, other: &Decimal) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::parse(s).unwrap_or_else(|| panic!("{s} is a number"))
+    }
+
+    #[test]
+    fn parses_only_plain_decimals() {
+        for ok in ["0", "-0", "+1", "1.", ".5", " 42 ", "007", "-3.250"] {
+            assert!(Decimal::is_number(ok), "{ok}");
+        }
+        for bad in [
+            "", " ", "-", ".", "+.", "1,234", "1e3", "nan", "NaN", "inf", "-inf", "0x10", "1 2",
+            "1.2.3", "--1", "١٢",
+        ] {
+            assert!(!Decimal::is_number(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn compares_exactly() {
+        assert_eq!(d("-0"), d("0.000"));
+        assert!(d("9007199254740993") > d("9007199254740992"));
+        assert!(d("-10") < d("-9.99"));
+        assert!(d("0.1") < d("0.10001"));
+        assert!(d("100") > d("99.999"));
+        assert_eq!(d("1.50").cmp(&d("1.5")), Ordering::Equal);
+        assert!((d("-2.5").to_f64() + 2.5).abs() < f64::EPSILON);
+    }
+}
