@@ -1,0 +1,2 @@
+//! Admin console in headless Chromium (placeholder while being written).
+fn main() {}
