@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use switchboard::engine::{RetryPolicy, WorkerConfig};
-use switchboard::store::DeliveryState;
+use switchboard::store::{DeliveryState, OutboxStore};
 use switchboard::{
     Capabilities, Delivery, DeliveryError, Destination, Event, MemoryStore, MessageFormat, Person,
     RateLimit, Receipt, Route, Store, Switchboard, Target,

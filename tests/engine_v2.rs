@@ -753,3 +753,64 @@ mod flaky_impl {
         }
     }
 }
+
+/// A shared pacer (as `PostgresStore::pacer()` provides) in memory: one GCRA
+/// timestamp per key, used by several switchboards at once.
+#[derive(Default)]
+struct FakeShared {
+    next: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
+}
+
+#[async_trait]
+impl switchboard::engine::SharedPacing for FakeShared {
+    async fn try_acquire(
+        &self,
+        key: &str,
+        limit: RateLimit,
+    ) -> switchboard::Result<Option<Duration>> {
+        let now = tokio::time::Instant::now();
+        let mut next = self.next.lock().unwrap();
+        let slot = next.entry(key.to_owned()).or_insert(now);
+        if *slot > now {
+            return Ok(Some(*slot - now));
+        }
+        *slot = now + limit.per / limit.burst.max(1);
+        Ok(None)
+    }
+}
+
+/// Two instances sharing a pacer never exceed one channel's limit between them.
+#[tokio::test(start_paused = true)]
+async fn a_shared_pacer_holds_the_limit_across_instances() {
+    let shared: Arc<FakeShared> = Arc::new(FakeShared::default());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let dest = Scripted::new("d").caps(per_channel_1s());
+    let build = |d: &Scripted| {
+        Switchboard::builder()
+            .store_arc(store.clone())
+            .destination(d.clone())
+            .shared_pacing(shared.clone())
+            .route(Route::on("wallet.*").to("d", Target::channel("general")))
+            .build()
+            .unwrap()
+    };
+    let a = build(&dest);
+    let b = build(&dest);
+    publish_n(&a, 8, "e").await;
+    let ta = {
+        let a = a.clone();
+        tokio::spawn(async move { a.drain(Duration::from_secs(60)).await })
+    };
+    let tb = tokio::spawn(async move { b.drain(Duration::from_secs(60)).await });
+    let (ra, rb) = (ta.await.unwrap().unwrap(), tb.await.unwrap().unwrap());
+    assert_eq!(ra.delivered + rb.delivered, 8);
+    let calls = dest.calls();
+    assert_eq!(calls.len(), 8);
+    for w in calls.windows(2) {
+        assert!(
+            w[1].at - w[0].at >= Duration::from_millis(1_100),
+            "{:?}",
+            w[1].at - w[0].at
+        );
+    }
+}

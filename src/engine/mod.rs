@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+pub use pace::SharedPacing;
 pub use retry::{RetryDecision, RetryPolicy};
 pub use route::{Route, RouteInfo};
 pub use status::DestinationStatus;
@@ -128,6 +129,9 @@ pub(crate) struct DestinationEntry {
     pub(crate) platform: Option<String>,
     pub(crate) fixed_credentials: bool,
     pub(crate) timeout: Duration,
+    /// Its limits, for the shared pacer.
+    pub(crate) global_limits: Vec<crate::destination::RateLimit>,
+    pub(crate) target_limits: Vec<crate::destination::RateLimit>,
     /// The parking scope of its deliveries.
     pub(crate) scope: String,
 }
@@ -154,6 +158,7 @@ pub(crate) struct Inner {
     pub(crate) connections: ConnectionCache,
     rules: Mutex<HashMap<TenantId, CachedRules>>,
     pub(crate) store_error: Mutex<Option<(DateTime<Utc>, String)>>,
+    pub(crate) shared_pacing: Option<Arc<dyn SharedPacing>>,
 }
 
 /// The handle a host keeps: publish events, run workers, inspect and repair.
@@ -188,6 +193,7 @@ pub struct SwitchboardBuilder {
     routes: Vec<Route>,
     retry: RetryPolicy,
     worker: WorkerConfig,
+    shared_pacing: Option<Arc<dyn SharedPacing>>,
 }
 
 impl std::fmt::Debug for SwitchboardBuilder {
@@ -209,6 +215,7 @@ impl Switchboard {
             routes: Vec::new(),
             retry: RetryPolicy::default(),
             worker: WorkerConfig::default(),
+            shared_pacing: None,
         }
     }
 }
@@ -288,6 +295,13 @@ impl SwitchboardBuilder {
         self.worker = config;
         self
     }
+    /// Pacing shared by every instance on the store (e.g.
+    /// `PostgresStore::pacer()`): platform limits then hold for the sum of all
+    /// replicas, at the cost of one store round trip per limit and delivery.
+    pub fn shared_pacing(mut self, pacer: Arc<dyn SharedPacing>) -> Self {
+        self.shared_pacing = Some(pacer);
+        self
+    }
 
     /// Validates the wiring (every route's destination exists, templates compile,
     /// names are unique, timeouts fit in the lease) and returns the handle.
@@ -325,6 +339,8 @@ impl SwitchboardBuilder {
                 .copied()
                 .unwrap_or(worker.call_timeout);
             let entry = DestinationEntry {
+                global_limits: caps.global_limits.clone(),
+                target_limits: caps.target_limits.clone(),
                 fixed_credentials: d.has_fixed_credentials(),
                 destination: d,
                 format: caps.format,
@@ -403,6 +419,7 @@ impl SwitchboardBuilder {
                 connections: ConnectionCache::default(),
                 rules: Mutex::new(HashMap::new()),
                 store_error: Mutex::new(None),
+                shared_pacing: self.shared_pacing,
             }),
         })
     }

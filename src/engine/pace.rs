@@ -92,3 +92,22 @@ impl Pacer {
             .sum()
     }
 }
+
+/// Rate limiting shared by every instance on one store (e.g.
+/// `PostgresStore::pacer()`), so a platform's limits hold for the sum of all
+/// replicas. The engine consults it after its in-process pacer, with the same
+/// keys and limits (margin included).
+#[async_trait::async_trait]
+pub trait SharedPacing: Send + Sync {
+    /// Takes one slot of `limit` for `key` now (`Ok(None)`), or says how long
+    /// until one is free (`Ok(Some(wait))`, nothing taken).
+    async fn try_acquire(&self, key: &str, limit: RateLimit) -> crate::Result<Option<Duration>>;
+}
+
+/// `limit` with the engine's margin applied (each interval `1 + margin` longer).
+pub(crate) fn with_margin(limit: RateLimit, margin: f64) -> RateLimit {
+    RateLimit {
+        burst: limit.burst,
+        per: limit.per.mul_f64(1.0 + margin.clamp(0.0, 10.0)),
+    }
+}

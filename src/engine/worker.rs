@@ -362,6 +362,22 @@ impl Inner {
                 }
             }
         }
+        if let Some(shared) = &self.shared_pacing {
+            match self.shared_acquire(shared.as_ref(), entry, c).await {
+                Ok(None) => {}
+                Ok(Some(wait)) => {
+                    return Outcome::Defer {
+                        until: later(self.clock.now(), wait),
+                    };
+                }
+                Err(e) => {
+                    self.note_store_error(&e);
+                    return Outcome::Defer {
+                        until: later(self.clock.now(), Duration::from_secs(1)),
+                    };
+                }
+            }
+        }
         let delivery = Delivery {
             id: c.id,
             tenant: c.event.tenant.clone(),
@@ -389,6 +405,42 @@ impl Inner {
             }
             Err(e) => self.after_failure(c, e),
         }
+    }
+
+    /// Takes the delivery's slots from the shared pacer (per target key, then
+    /// per connection), waiting briefly; `Some(wait)` when it must be deferred.
+    async fn shared_acquire(
+        &self,
+        shared: &dyn super::SharedPacing,
+        entry: &DestinationEntry,
+        c: &ClaimedDelivery,
+    ) -> Result<Option<Duration>> {
+        let margin = self.worker.pacing_margin;
+        let keys = entry
+            .target_limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("t{i}|{}", c.key), *l))
+            .chain(
+                entry
+                    .global_limits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (format!("g{i}|{}|{}", c.event.tenant, c.destination), *l)),
+            );
+        for (key, limit) in keys {
+            let limit = super::pace::with_margin(limit, margin);
+            loop {
+                match shared.try_acquire(&key, limit).await? {
+                    None => break,
+                    Some(wait) if wait <= self.worker.max_pacing_wait => {
+                        tokio::time::sleep(wait).await;
+                    }
+                    Some(wait) => return Ok(Some(wait)),
+                }
+            }
+        }
+        Ok(None)
     }
 
     async fn disconnected(

@@ -102,3 +102,13 @@ impl SharedPacer {
         }
     }
 }
+
+#[async_trait::async_trait]
+impl crate::engine::SharedPacing for SharedPacer {
+    async fn try_acquire(&self, key: &str, limit: RateLimit) -> Result<Option<Duration>> {
+        Ok(match self.acquire(key, limit).await? {
+            PaceDecision::Go => None,
+            PaceDecision::Wait(d) => Some(d),
+        })
+    }
+}
