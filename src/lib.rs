@@ -30,6 +30,10 @@ pub mod slack;
 #[path = "../connectors/s3/mod.rs"]
 pub mod s3;
 
+#[cfg(feature = "email")]
+#[path = "../connectors/email/mod.rs"]
+pub mod email;
+
 pub use attributes::{AttributeRecord, AttributeStore, Attributes, Filter};
 pub use console::ConsoleDestination;
 pub use destination::{Capabilities, Delivery, DeliveryError, Destination, RateLimit, Receipt};
