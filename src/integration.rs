@@ -62,9 +62,30 @@ pub enum RunOutcome {
     Failed,
     /// Cancelled (shutdown) before it finished.
     Abandoned,
+    /// Nothing new to import (no file, or only files already imported); the
+    /// last import's figures stay the integration's figures. The record's
+    /// `error` may say why (e.g. the key does not exist).
+    NoNewFile,
+    /// Every row was imported but the source could not be moved or marked
+    /// done afterwards (the record's `error` says why); the next run may import
+    /// the same file again.
+    ImportedNotMoved,
 }
 
 impl RunOutcome {
+    /// True for a run that imported something (its figures are the
+    /// integration's current ones): not running, not "no new file", not
+    /// abandoned.
+    pub fn is_import(self) -> bool {
+        matches!(
+            self,
+            RunOutcome::Success
+                | RunOutcome::Partial
+                | RunOutcome::Failed
+                | RunOutcome::ImportedNotMoved
+        )
+    }
+
     /// Stable name for storage.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -73,6 +94,8 @@ impl RunOutcome {
             RunOutcome::Partial => "partial",
             RunOutcome::Failed => "failed",
             RunOutcome::Abandoned => "abandoned",
+            RunOutcome::NoNewFile => "no_new_file",
+            RunOutcome::ImportedNotMoved => "imported_not_moved",
         }
     }
     /// Parses [`RunOutcome::as_str`].
@@ -83,6 +106,8 @@ impl RunOutcome {
             "partial" => Some(RunOutcome::Partial),
             "failed" => Some(RunOutcome::Failed),
             "abandoned" => Some(RunOutcome::Abandoned),
+            "no_new_file" => Some(RunOutcome::NoNewFile),
+            "imported_not_moved" => Some(RunOutcome::ImportedNotMoved),
             _ => None,
         }
     }

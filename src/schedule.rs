@@ -68,6 +68,8 @@ pub struct RunContext {
     row_errors: Vec<String>,
     properties: BTreeSet<String>,
     details: serde_json::Map<String, serde_json::Value>,
+    /// A distinct outcome the job asked for, and why.
+    outcome: Option<(RunOutcome, Option<String>)>,
 }
 
 impl fmt::Debug for RunContext {
@@ -103,7 +105,23 @@ impl RunContext {
             row_errors: Vec::new(),
             properties: BTreeSet::new(),
             details: serde_json::Map::new(),
+            outcome: None,
         }
+    }
+
+    /// Marks the run as having found nothing new to import
+    /// ([`RunOutcome::NoNewFile`], when the job then returns `Ok`), with an
+    /// optional reason (e.g. "no such key"). Its figures do not replace the
+    /// last import's in [`Scheduler::integrations`].
+    pub fn no_new_file(&mut self, reason: Option<String>) {
+        self.outcome = Some((RunOutcome::NoNewFile, reason));
+    }
+
+    /// Marks the run as "imported, not moved" ([`RunOutcome::ImportedNotMoved`],
+    /// when the job then returns `Ok`): the rows were written but the source
+    /// could not be moved or marked done, for `reason`.
+    pub fn imported_not_moved(&mut self, reason: impl Into<String>) {
+        self.outcome = Some((RunOutcome::ImportedNotMoved, Some(reason.into())));
     }
 
     /// The integration's configuration, as read from the store when this run started.
@@ -232,6 +250,52 @@ pub trait ScheduledJob: Send + Sync {
     /// (its message is recorded); rejected rows make it partial; an
     /// [`ErrorKind::Shutdown`] error abandons it.
     async fn run(&self, ctx: &mut RunContext) -> Result<()>;
+    /// Checks `config` before [`Scheduler::put_integration`] saves it, given
+    /// the tenant's other integrations (`others`, without `config` itself):
+    /// e.g. two integrations claiming one attribute name, or two moving one
+    /// file. The error is reported to the admin saving it. Default: accept.
+    fn check_config(&self, config: &IntegrationConfig, others: &[IntegrationConfig]) -> Result<()> {
+        let _ = (config, others);
+        Ok(())
+    }
+}
+
+/// One line of an integration's run history with repeated "no new file" runs
+/// folded together (see [`compact_history`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The run (the latest of a folded series).
+    pub run: RunRecord,
+    /// How many consecutive runs this line stands for (1 unless folded).
+    pub runs: u64,
+    /// When the earliest run of a folded series started.
+    pub since: DateTime<Utc>,
+}
+
+/// Folds consecutive [`RunOutcome::NoNewFile`] runs with the same reason (as
+/// listed by [`crate::store::RunStore::runs`], newest first) into one entry,
+/// so a daily file checked hourly shows one import and one "no new file ×23"
+/// line per day.
+pub fn compact_history(runs: &[RunRecord]) -> Vec<HistoryEntry> {
+    let mut out: Vec<HistoryEntry> = Vec::new();
+    for run in runs {
+        if let Some(last) = out.last_mut() {
+            if run.outcome == RunOutcome::NoNewFile
+                && last.run.outcome == RunOutcome::NoNewFile
+                && last.run.error == run.error
+            {
+                last.runs += 1;
+                last.since = run.started_at;
+                continue;
+            }
+        }
+        out.push(HistoryEntry {
+            run: run.clone(),
+            runs: 1,
+            since: run.started_at,
+        });
+    }
+    out
 }
 
 /// One row of the admin page's integrations table.
@@ -243,8 +307,13 @@ pub struct IntegrationRow {
     pub name: String,
     /// Where it reads from.
     pub source: String,
-    /// Distinct properties the last finished run imported.
+    /// Distinct properties the last import imported (runs that found no new
+    /// file do not replace it).
     pub properties_imported: u64,
+    /// When the last import (a run that found something to import) started.
+    pub last_import: Option<DateTime<Utc>>,
+    /// Rows the last import imported.
+    pub rows_imported: u64,
     /// When it runs.
     pub schedule: Schedule,
     /// When the latest run started.
@@ -441,6 +510,23 @@ impl Scheduler {
             ));
         }
         next_fire(&config.schedule, (self.clock)())?;
+        if let Some(job) = self.job_for(config) {
+            let others: Vec<IntegrationConfig> = self
+                .store
+                .integrations(Some(&config.tenant))
+                .await?
+                .into_iter()
+                .filter(|c| c.tenant == config.tenant && c.name != config.name)
+                .collect();
+            job.check_config(config, &others)?;
+            for other in &others {
+                if let Some(theirs) = self.job_for(other) {
+                    if !Arc::ptr_eq(&theirs, &job) {
+                        theirs.check_config(config, std::slice::from_ref(other))?;
+                    }
+                }
+            }
+        }
         self.store.put_integration(config).await
     }
 
@@ -588,9 +674,10 @@ impl Scheduler {
             if tenant.is_some_and(|t| t != &config.tenant) {
                 continue;
             }
-            let runs = self.store.runs(&config.tenant, &config.name, 10).await?;
+            let runs = self.store.runs(&config.tenant, &config.name, 200).await?;
             let latest = runs.first();
             let last_finished = runs.iter().find(|r| r.outcome != RunOutcome::Running);
+            let last_import = runs.iter().find(|r| r.outcome.is_import());
             let (next_run, schedule_error) = if config.enabled {
                 match self.next_due(&config, latest, now) {
                     Ok(next) => (next, None),
@@ -606,7 +693,9 @@ impl Scheduler {
             };
             rows.push(IntegrationRow {
                 has_job: self.job_for(&config).is_some(),
-                properties_imported: last_finished.map_or(0, |r| r.properties_imported),
+                properties_imported: last_import.map_or(0, |r| r.properties_imported),
+                last_import: last_import.map(|r| r.started_at),
+                rows_imported: last_import.map_or(0, |r| r.rows_imported),
                 last_run: latest.map(|r| r.started_at),
                 last_outcome: latest.map(|r| r.outcome),
                 last_error: last_finished.and_then(|r| r.error.clone()),
@@ -829,7 +918,9 @@ impl Scheduler {
             started.started_at,
             clock_start.elapsed(),
         ));
+        let mut ctx_outcome = None;
         if let Some(ctx) = ctx {
+            ctx_outcome = ctx.outcome;
             record.rows_read = ctx.rows_read;
             record.rows_imported = ctx.rows_imported;
             record.rows_rejected = ctx.rows_rejected;
@@ -837,14 +928,15 @@ impl Scheduler {
             record.properties_imported = ctx.properties.len() as u64;
             record.details = serde_json::Value::Object(ctx.details);
         }
-        let (outcome, error) = match result {
-            Err((outcome, message)) => (outcome, Some(message)),
-            Ok(()) if record.rows_rejected > 0 && record.rows_imported == 0 => (
+        let (outcome, error) = match (result, ctx_outcome) {
+            (Err((outcome, message)), _) => (outcome, Some(message)),
+            (Ok(()), Some(asked)) => asked,
+            (Ok(()), None) if record.rows_rejected > 0 && record.rows_imported == 0 => (
                 RunOutcome::Failed,
                 Some(format!("all {} rows were rejected", record.rows_rejected)),
             ),
-            Ok(()) if record.rows_rejected > 0 => (RunOutcome::Partial, None),
-            Ok(()) => (RunOutcome::Success, None),
+            (Ok(()), None) if record.rows_rejected > 0 => (RunOutcome::Partial, None),
+            (Ok(()), None) => (RunOutcome::Success, None),
         };
         record.outcome = outcome;
         record.error = error;

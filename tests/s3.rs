@@ -94,6 +94,9 @@ struct S3Server {
     root: tempfile::TempDir,
     /// GET requests still to answer with `503 SlowDown`.
     slow_downs: Arc<AtomicUsize>,
+    /// When set, objects under `success/` report a non-MD5 ETag, as SSE-KMS
+    /// and SSE-C buckets do.
+    kms_etags: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -118,6 +121,8 @@ impl S3Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let faults = Arc::clone(&slow_downs);
+        let kms_etags = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let kms = Arc::clone(&kms_etags);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
@@ -125,6 +130,7 @@ impl S3Server {
                 };
                 let service = service.clone();
                 let faults = Arc::clone(&faults);
+                let kms = Arc::clone(&kms);
                 let handler = hyper::service::service_fn(
                     move |req: http::Request<hyper::body::Incoming>| {
                         let service = service.clone();
@@ -134,6 +140,8 @@ impl S3Server {
                                     n.checked_sub(1)
                                 })
                                 .is_ok();
+                        let mangle =
+                            kms.load(Ordering::SeqCst) && req.uri().path().contains("/success/");
                         async move {
                             if throttle {
                                 let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
@@ -143,7 +151,16 @@ impl S3Server {
                                     .body(s3s::Body::from(body.to_owned()))
                                     .unwrap());
                             }
-                            service.call(req.map(s3s::Body::from)).await
+                            let mut response = service.call(req.map(s3s::Body::from)).await?;
+                            if mangle && response.headers().contains_key("etag") {
+                                response.headers_mut().insert(
+                                    "etag",
+                                    http::HeaderValue::from_static(
+                                        "\"kms0a1b2c3d4e5f60718293a4b5c6d7e8f\"",
+                                    ),
+                                );
+                            }
+                            Ok::<_, s3s::HttpError>(response)
                         }
                     },
                 );
@@ -158,6 +175,7 @@ impl S3Server {
             endpoint,
             root,
             slow_downs,
+            kms_etags,
             task,
         }
     }
@@ -396,7 +414,7 @@ async fn discovery_errors_say_what_is_wrong() {
     let e = connector.discover(&gz, 1).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert!(
-        e.message().contains("not look like a CSV file") && e.message().contains("gzip"),
+        e.message().contains("cannot be imported") && e.message().contains("gzip"),
         "{e}"
     );
 
@@ -489,7 +507,11 @@ async fn a_clean_file_is_imported_recorded_and_moved_to_success() {
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].outcome, RunOutcome::Success);
         let next = scheduler.run_now(&d(), "hr-users").await.unwrap();
-        assert_eq!(next.outcome, RunOutcome::Success);
+        assert_eq!(next.outcome, RunOutcome::NoNewFile);
+        assert!(
+            next.error.as_deref().unwrap().contains("no such key"),
+            "{next:?}"
+        );
         assert_eq!(next.rows_read, 0);
         assert_eq!(S3RunDetails::from_run(&next).file, None);
 
@@ -703,6 +725,7 @@ async fn access_denied_is_permanent_reported_and_leaves_the_file() {
     let gone = users_config(&server, "s3://other-bucket/users.csv")
         .integration("gone", hourly())
         .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let scheduler = scheduler_with(Arc::clone(&store), &server.connector(), &[gone], t0()).await;
     let run = scheduler.run_now(&d(), "gone").await.unwrap();
     assert_eq!(run.outcome, RunOutcome::Failed);
@@ -831,6 +854,11 @@ async fn keep_in_place_lets_two_integrations_read_one_file() {
         for name in ["plans", "tickets"] {
             let run = scheduler.run_now(&d(), name).await.unwrap();
             assert_eq!(run.rows_read, 0, "{store_name} {name}");
+            assert_eq!(run.outcome, RunOutcome::NoNewFile, "{store_name} {name}");
+            assert_eq!(
+                run.error, None,
+                "a glob-less keep-in-place source that was read is no error"
+            );
             assert_eq!(S3RunDetails::from_run(&run).file, None);
         }
         // …but a new version (new ETag) is.
@@ -1019,6 +1047,8 @@ struct HangingStore {
     inner: MemoryStore,
     allowed: AtomicUsize,
     written: AtomicUsize,
+    /// Fail (a store error) instead of hanging once `allowed` is used up.
+    fail: bool,
 }
 
 #[async_trait]
@@ -1033,6 +1063,9 @@ impl AttributeStore for HangingStore {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_err()
         {
+            if self.fail {
+                return Err(switchboard::Error::new(ErrorKind::Store, "disk full"));
+            }
             std::future::pending::<()>().await;
         }
         let stats = self.inner.upsert(tenant, batch).await?;
@@ -1290,6 +1323,7 @@ async fn a_rerun_after_a_crash_imports_the_file_that_stayed_in_place() {
         inner: MemoryStore::new(),
         allowed: AtomicUsize::new(2),
         written: AtomicUsize::new(0),
+        fail: false,
     });
     let store: Arc<dyn Store> = hanging.clone();
     let integration = users_config(&server, "s3://exports/users.csv")
@@ -1523,7 +1557,10 @@ async fn a_tenant_never_gets_the_connectors_keys_nor_another_tenants_connection(
     let own = users_config(&server, "s3://exports/users.csv")
         .tenant_integration(tenant("globex"), "hr", hourly())
         .unwrap();
-    let borrowed = users_config(&server, "s3://exports/users.csv")
+    let borrowed = server
+        .config("s3://exports/borrowed/users.csv")
+        .attribute_as("Plan", "borrowed_plan")
+        .after_import(AfterImport::KeepInPlace)
         .connection("acme-hr")
         .tenant_integration(tenant("globex"), "borrowed", hourly())
         .unwrap();
@@ -1810,4 +1847,291 @@ async fn keep_in_place_bookkeeping_is_per_tenant() {
         assert!(store.get(&t, "cy@example.com").await.unwrap().is_some());
     }
     assert!(server.exists("shared/users.csv"));
+}
+
+// ---------------------------------------------------------------------------
+// Issue 15: shared files, no-new-file runs, stuck files, honest run records,
+// dotted buckets, SSE-KMS-safe moves.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_move_mode_integration_on_one_file_is_refused_when_saved() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let connector = server.connector();
+    let first = users_config(&server, "s3://exports/shared/users.csv")
+        .integration("plans", hourly())
+        .unwrap();
+    let second = server
+        .config("s3://exports/shared/*.csv")
+        .attribute_as("Support Tickets", "tickets")
+        .integration("tickets", hourly())
+        .unwrap();
+    let scheduler = Scheduler::new(Arc::clone(&store))
+        .job(Arc::new(connector.job("plans", Arc::clone(&store))))
+        .job(Arc::new(connector.job("tickets", Arc::clone(&store))));
+    scheduler.put_integration(&first).await.unwrap();
+    let e = scheduler.put_integration(&second).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(e.message().contains("keep-in-place"), "{e}");
+    // Two integrations claiming one attribute name are refused too.
+    let clash = server
+        .config("s3://exports/other/users.csv")
+        .attribute_as("Plan", "plan")
+        .integration("tickets", hourly())
+        .unwrap();
+    let e = scheduler.put_integration(&clash).await.unwrap_err();
+    assert!(
+        e.message().contains("\"plan\"") && e.message().contains("\"plans\""),
+        "{e}"
+    );
+    // Both keeping the file in place is fine.
+    let keep = |c: S3Config| c.after_import(AfterImport::KeepInPlace);
+    scheduler
+        .put_integration(
+            &keep(users_config(&server, "s3://exports/shared/users.csv"))
+                .integration("plans", hourly())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    scheduler
+        .put_integration(
+            &keep(
+                server
+                    .config("s3://exports/shared/*.csv")
+                    .attribute_as("Support Tickets", "tickets"),
+            )
+            .integration("tickets", hourly())
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_is_a_no_new_file_run_with_the_reason_and_keeps_the_last_figures() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("daily/users.csv", USERS_CSV).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/daily/users.csv")
+        .integration("daily", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+    let first = scheduler.run_now(&d(), "daily").await.unwrap();
+    assert_eq!(first.outcome, RunOutcome::Success);
+    for _ in 0..3 {
+        let run = scheduler.run_now(&d(), "daily").await.unwrap();
+        assert_eq!(run.outcome, RunOutcome::NoNewFile, "never success: {run:?}");
+        let reason = run.error.unwrap();
+        assert!(
+            reason.contains("no such key") && reason.contains("daily/users.csv"),
+            "{reason}"
+        );
+    }
+    let rows = scheduler.integrations(Some(&d())).await.unwrap();
+    assert_eq!(rows[0].last_outcome, Some(RunOutcome::NoNewFile));
+    assert_eq!(
+        rows[0].properties_imported, 2,
+        "the last import's figures stay"
+    );
+    assert_eq!(rows[0].rows_imported, 3);
+    assert_eq!(rows[0].last_import, Some(first.started_at));
+    let history = store.runs(&d(), "daily", 10).await.unwrap();
+    let compact = switchboard::schedule::compact_history(&history);
+    assert_eq!(compact.len(), 2, "{compact:?}");
+    assert_eq!(
+        (compact[0].run.outcome, compact[0].runs),
+        (RunOutcome::NoNewFile, 3)
+    );
+    assert_eq!(
+        (compact[1].run.outcome, compact[1].runs),
+        (RunOutcome::Success, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_file_does_not_block_newer_files() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    // The oldest file maps a column the cap has no room for; the newer is fine.
+    server
+        .put(
+            "in/a.csv",
+            "Email,Plan,Support Tickets\nada@example.com,Basic,1\n",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server
+        .put(
+            "in/b.csv",
+            "Email,Plan,Support Tickets\nbob@example.com,Pro,2\n",
+        )
+        .await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/in/*.csv")
+        .integration("in", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+    // A file broken inside moves to failed/ and the next file is imported in the same run.
+    server.put("in/a.csv", "Email,Other\nx,y\n").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server
+        .put(
+            "in/b.csv",
+            "Email,Plan,Support Tickets\nbob@example.com,Pro,2\n",
+        )
+        .await;
+    let run = scheduler.run_now(&d(), "in").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed, "{run:?}");
+    let details = S3RunDetails::from_run(&run);
+    assert_eq!(details.failed_files.len(), 1, "{details:?}");
+    assert!(details.failed_files[0].contains("a.csv"));
+    assert_eq!(server.files_in("in/failed").len(), 1);
+    assert_eq!(run.rows_imported, 1, "b.csv was still imported");
+    assert!(attrs(store.as_ref(), "bob@example.com").await.is_some());
+    assert_eq!(server.files_in("in/success").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_file_only_skips_older_files() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server
+        .put(
+            "in/old.csv",
+            "Email,Plan,Support Tickets\nold@example.com,Basic,1\n",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server
+        .put(
+            "in/new.csv",
+            "Email,Plan,Support Tickets\nnew@example.com,Pro,2\n",
+        )
+        .await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/in/*.csv")
+        .newest_file_only(true)
+        .integration("in", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+    let run = scheduler.run_now(&d(), "in").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Success, "{run:?}");
+    assert_eq!(S3RunDetails::from_run(&run).skipped_older, 1);
+    assert!(attrs(store.as_ref(), "new@example.com").await.is_some());
+    assert!(attrs(store.as_ref(), "old@example.com").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_failing_midway_counts_the_rows_written() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    let mut csv = String::from("Email,Plan,Support Tickets\n");
+    for i in 0..25 {
+        csv.push_str(&format!("user{i}@example.com,Basic,{i}\n"));
+    }
+    server.put("users.csv", csv).await;
+    let failing = Arc::new(HangingStore {
+        inner: MemoryStore::new(),
+        allowed: AtomicUsize::new(2),
+        written: AtomicUsize::new(0),
+        fail: true,
+    });
+    let store: Arc<dyn Store> = failing.clone();
+    let integration = users_config(&server, "s3://exports/users.csv")
+        .integration("hr", hourly())
+        .unwrap();
+    let connector = server.connector().batch_size(10);
+    let scheduler = scheduler_with(Arc::clone(&store), &connector, &[integration], t0()).await;
+    let run = scheduler.run_now(&d(), "hr").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    assert_eq!(run.rows_imported, 20, "two batches were written: {run:?}");
+    assert_eq!(failing.written.load(Ordering::SeqCst), 20);
+    assert!(run.error.unwrap().contains("20 rows were written"));
+    assert!(
+        server.exists("users.csv"),
+        "the file stays for the next run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_but_not_moved_is_its_own_outcome() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("users.csv", USERS_CSV).await;
+    // A folder where the copy should go, blocking it: a file named `success`.
+    server.put("success", "not a folder").await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/users.csv")
+        .integration("hr", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+    let run = scheduler.run_now(&d(), "hr").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::ImportedNotMoved, "{run:?}");
+    assert_eq!(run.rows_imported, 3);
+    assert!(run.error.unwrap().contains("could not be moved"));
+    assert!(server.exists("users.csv"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_work_when_copies_get_new_etags_as_with_sse_kms() {
+    let _shared = HEAVY.read().await;
+    let server = S3Server::start().await;
+    server.put("users.csv", USERS_CSV).await;
+    server
+        .kms_etags
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = users_config(&server, "s3://exports/users.csv")
+        .integration("hr", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(
+        Arc::clone(&store),
+        &server.connector(),
+        &[integration],
+        t0(),
+    )
+    .await;
+    let run = scheduler.run_now(&d(), "hr").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Success, "{run:?}");
+    assert!(!server.exists("users.csv"));
+    assert_eq!(server.files_in("success").len(), 1);
+}
+
+#[test]
+fn dotted_bucket_names_use_path_style() {
+    let dotted = S3Config::new("s3://acme.exports.eu/users.csv", "Email").unwrap();
+    assert!(dotted.uses_path_style());
+    let plain = S3Config::new("s3://acme-exports/users.csv", "Email").unwrap();
+    assert!(!plain.uses_path_style());
+    assert!(
+        !dotted.path_style(false).uses_path_style(),
+        "an explicit choice wins"
+    );
 }

@@ -116,7 +116,11 @@ impl Bucket {
                 let allow_http = endpoint
                     .as_deref()
                     .is_some_and(|e| e.starts_with("http://"));
-                let path_style = config.path_style_setting().unwrap_or(endpoint.is_some());
+                // Dotted bucket names never use virtual-hosted addressing: the
+                // wildcard certificate does not cover them.
+                let path_style = config
+                    .path_style_setting()
+                    .unwrap_or(endpoint.is_some() || config.has_dotted_bucket());
                 builder = builder
                     .with_virtual_hosted_style_request(!path_style)
                     .with_retry(settings.retry.to_object_store());
@@ -226,7 +230,7 @@ impl Bucket {
     }
 
     /// Moves `meta` to `<folder>/<dest_folder>/<stem>-<timestamp>.<ext>`: copy,
-    /// verify the copy (size, and ETag where S3 keeps it), then delete the
+    /// verify the copy (its size, and that the original is still the version read), then delete the
     /// original. Returns the new path. Never overwrites an existing object.
     pub(crate) async fn move_to(
         &self,
@@ -282,35 +286,86 @@ impl Bucket {
             .copy(from, &to)
             .await
             .map_err(|e| self.error(e, Op::Copy, from))?;
-        let copy = self
-            .store
-            .head(&to)
-            .await
-            .map_err(|e| self.error(e, Op::Head, &to))?;
-        // A multipart ETag (`…-N`) changes on copy; a single-part one must not.
-        let etag_kept = !self.is_s3()
-            || match &meta.e_tag {
-                Some(tag) if !tag.contains('-') => copy.e_tag.as_deref() == Some(tag.as_str()),
-                _ => true,
-            };
-        if copy.size != meta.size || !etag_kept {
-            return Err(Error::new(
-                ErrorKind::Platform,
-                format!(
-                    "the copy {} does not match the original ({} bytes, ETag {:?}; the copy has {} bytes, ETag {:?}); the original was kept",
-                    self.url_of(&to),
-                    meta.size,
-                    meta.e_tag,
-                    copy.size,
-                    copy.e_tag
-                ),
-            ));
+        // Verify by size (ETags of SSE-KMS / SSE-C objects are not MD5s and
+        // change on copy), and that the original is still the version read
+        // (its ETag compared with itself, which is meaningful whatever the
+        // encryption): otherwise the copy is not what was imported.
+        let check = async {
+            let copy = self
+                .store
+                .head(&to)
+                .await
+                .map_err(|e| self.error(e, Op::Head, &to))?;
+            if copy.size != meta.size {
+                return Err(Error::new(
+                    ErrorKind::Platform,
+                    format!(
+                        "the copy {} has {} bytes, the original {}; the original was kept",
+                        self.url_of(&to),
+                        copy.size,
+                        meta.size
+                    ),
+                ));
+            }
+            let original = self
+                .store
+                .head(from)
+                .await
+                .map_err(|e| self.error(e, Op::Head, from))?;
+            if original.e_tag != meta.e_tag || original.size != meta.size {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "{} changed while it was being moved; the original was kept and the next run imports the new version",
+                        self.url_of(from)
+                    ),
+                )
+                .temporary());
+            }
+            Ok(())
+        };
+        if let Err(e) = check.await {
+            // Never leave a bad copy behind.
+            return Err(match self.store.delete(&to).await {
+                Ok(()) => e,
+                Err(d) => {
+                    let d = self.error(d, Op::Delete, &to);
+                    e.context(format!(
+                        "and the bad copy {} could not be deleted ({}); delete it by hand",
+                        self.url_of(&to),
+                        d.message()
+                    ))
+                }
+            });
         }
         self.store
             .delete(from)
             .await
             .map_err(|e| self.error(e, Op::Delete, from))?;
         Ok(to)
+    }
+
+    /// Checks that the credentials may write and delete beside the source
+    /// (what moving a file after its import needs): writes an empty probe
+    /// object under `success/` and deletes it.
+    pub(crate) async fn check_move_permissions(&self) -> Result<()> {
+        let folder = self.source.folder_path();
+        let probe = folder
+            .child(super::import::SUCCESS_FOLDER)
+            .child(format!(".switchboard-permission-check-{}", rand::random::<u64>()).as_str());
+        self.store
+            .put(&probe, object_store::PutPayload::new())
+            .await
+            .map_err(|e| {
+                self.error(e, Op::Copy, &probe).context(
+                    "the import could not move files after importing them (to keep files in place, choose keep-in-place)",
+                )
+            })?;
+        self.store.delete(&probe).await.map_err(|e| {
+            self.error(e, Op::Delete, &probe).context(
+                "the import could not delete files after copying them (to keep files in place, choose keep-in-place)",
+            )
+        })
     }
 
     /// Maps an object-store error into a switchboard error saying what is wrong and
@@ -388,6 +443,11 @@ impl Bucket {
                 ),
             )
             .temporary(),
+            Class::Tls => Error::config(format!(
+                "{} {url} failed: the TLS certificate was refused ({}); for a bucket name with dots use path-style addressing, or check the endpoint",
+                op.verb(),
+                text.chars().take(200).collect::<String>()
+            )),
             Class::Other => Error::new(
                 ErrorKind::Platform,
                 format!(
@@ -408,7 +468,16 @@ enum Class {
     Denied,
     Changed,
     Transient,
+    Tls,
     Other,
+}
+
+/// True for TLS handshake / certificate failures: retrying will not cure them.
+fn is_tls_failure(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("certificate")
+        || lower.contains("invalid peer")
+        || lower.contains("tls handshake")
 }
 
 /// Classifies by variant, then by S3 error code and HTTP status (list requests
@@ -437,6 +506,9 @@ fn classify(e: &object_store::Error, text: &str, code: Option<&str>) -> Class {
             | "AccountProblem",
         ) => return Class::Denied,
         _ => {}
+    }
+    if is_tls_failure(text) {
+        return Class::Tls;
     }
     if text.contains("status code: 404") {
         Class::NotFound
@@ -501,6 +573,21 @@ mod tests {
         );
         assert_eq!(s3_code("no body"), None);
         assert_eq!(s3_code("<Code></Code>"), None);
+    }
+
+    #[test]
+    fn certificate_failures_are_permanent() {
+        let text = "Error performing GET in 1s - HTTP error: error sending request: invalid peer certificate: NotValidForName";
+        assert!(is_tls_failure(text));
+        assert_eq!(classify_text(text), Class::Tls);
+    }
+
+    fn classify_text(text: &str) -> Class {
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: text.to_owned().into(),
+        };
+        classify(&e, text, None)
     }
 
     #[test]

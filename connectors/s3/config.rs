@@ -9,7 +9,7 @@ use object_store::path::Path as ObjectPath;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::attributes::CsvMapping;
+use crate::attributes::{CsvMapping, TextEncoding, UserIdFormat};
 use crate::integration::{IntegrationConfig, Schedule};
 use crate::tenant::TenantId;
 use crate::{Error, ErrorKind, Result};
@@ -420,6 +420,14 @@ pub struct S3Config {
     delimiter: char,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     connection: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    newest_only: bool,
+    #[serde(default)]
+    encoding: TextEncoding,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    null_values: Vec<String>,
+    #[serde(default)]
+    user_id_format: UserIdFormat,
 }
 
 fn default_delimiter() -> char {
@@ -439,6 +447,10 @@ impl S3Config {
             after_import: AfterImport::Move,
             delimiter: ',',
             connection: None,
+            newest_only: false,
+            encoding: TextEncoding::Utf8,
+            null_values: Vec::new(),
+            user_id_format: UserIdFormat::AsIs,
         })
     }
 
@@ -510,6 +522,52 @@ impl S3Config {
         self
     }
 
+    /// Imports only the newest matching file at each run (default: the oldest
+    /// not yet imported, one per run). Older files are left where they are,
+    /// untouched, and counted in [`crate::s3::S3RunDetails::skipped_older`].
+    #[must_use]
+    pub fn newest_file_only(mut self, yes: bool) -> Self {
+        self.newest_only = yes;
+        self
+    }
+
+    /// Whether only the newest file is imported.
+    pub fn newest_only(&self) -> bool {
+        self.newest_only
+    }
+
+    /// The files' text encoding (default UTF-8); gzipped files (`.csv.gz`)
+    /// are recognised by their content.
+    #[must_use]
+    pub fn encoding(mut self, encoding: TextEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// Cell values meaning "no value" (e.g. `NULL`, `n/a`): see
+    /// [`CsvMapping::null_values`].
+    #[must_use]
+    pub fn null_values<I, S>(mut self, values: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.null_values = values.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How the user-id column is normalised (see [`UserIdFormat`]).
+    #[must_use]
+    pub fn user_id_format(mut self, format: UserIdFormat) -> Self {
+        self.user_id_format = format;
+        self
+    }
+
+    /// The files' text encoding.
+    pub fn text_encoding(&self) -> TextEncoding {
+        self.encoding
+    }
+
     /// The account of the S3 connection these settings name, if any.
     pub fn configured_connection(&self) -> Option<&str> {
         self.connection.as_deref()
@@ -575,10 +633,18 @@ impl S3Config {
         self.after_import
     }
 
-    /// True when requests use path-style addressing (the default with an endpoint
-    /// override, unless [`S3Config::path_style`] says otherwise).
+    /// True when requests use path-style addressing: the default with an
+    /// endpoint override, and for bucket names with dots (AWS's wildcard TLS
+    /// certificate does not cover `a.b.s3.amazonaws.com`), unless
+    /// [`S3Config::path_style`] says otherwise.
     pub fn uses_path_style(&self) -> bool {
-        self.path_style.unwrap_or(self.endpoint.is_some())
+        self.path_style
+            .unwrap_or(self.endpoint.is_some() || self.has_dotted_bucket())
+    }
+
+    /// True if the bucket's name contains a dot.
+    pub(crate) fn has_dotted_bucket(&self) -> bool {
+        self.source.bucket().is_some_and(|b| b.contains('.'))
     }
 
     pub(crate) fn path_style_setting(&self) -> Option<bool> {
@@ -596,7 +662,11 @@ impl S3Config {
         for a in &self.attributes {
             mapping = mapping.attribute(a.column.clone(), a.name().to_owned());
         }
-        mapping.delimiter(self.mapping_delimiter())
+        mapping
+            .delimiter(self.mapping_delimiter())
+            .encoding(self.encoding)
+            .null_values(self.null_values.iter().cloned())
+            .user_id_format(self.user_id_format.clone())
     }
 
     /// Checks the settings; the error says what to fix.

@@ -17,10 +17,10 @@ use super::config::{AfterImport, Credentials, Location, RetryPolicy, S3Config};
 use super::connection::{S3_PLATFORM, resolve as resolve_connection};
 use super::reader::{Capture, StreamReader, delimiter_hint, not_csv_reason, with_prefix};
 use crate::attributes::{
-    AttributeRecord, CsvMapping, ImportCollector, ImportSummary, RowErrorReason, discover_csv_with,
-    read_csv,
+    AttributeRecord, CsvMapping, ImportCollector, ImportSummary, RowErrorReason,
+    discover_csv_encoded, read_csv,
 };
-use crate::integration::RunRecord;
+use crate::integration::{IntegrationConfig, RunRecord};
 use crate::schedule::{MAX_ROW_ERRORS, RunContext, ScheduledJob};
 use crate::source::Shutdown;
 use crate::store::Store;
@@ -215,7 +215,11 @@ impl S3Connector {
         };
         let url = bucket.url_of(&meta.location);
         let delimiter = config.mapping_delimiter();
+        let encoding = config.text_encoding();
         let mapping = (!config.user_id_column().trim().is_empty()).then(|| config.mapping());
+        if config.after() == AfterImport::Move && bucket.is_s3() {
+            bucket.check_move_permissions().await?;
+        }
         let input = self.open(&bucket, &meta).await?;
         let failure = input.failure.clone();
         let reader = input.reader;
@@ -229,7 +233,8 @@ impl S3Connector {
                 captured: Vec::new(),
                 limit: DISCOVERY_CAPTURE_BYTES,
             };
-            let sample = match discover_csv_with(&mut capture, sample_rows, delimiter) {
+            let sample = match discover_csv_encoded(&mut capture, sample_rows, delimiter, encoding)
+            {
                 Ok(sample) => sample,
                 Err(e) => return Ok(Err(e.message().to_owned())),
             };
@@ -371,6 +376,12 @@ pub struct S3RunDetails {
     pub pending: u64,
     /// Rows whose user id appeared on an earlier row (the later row won).
     pub duplicate_user_ids: u64,
+    /// Older matching files skipped because only the newest is imported
+    /// ([`S3Config::newest_file_only`]).
+    pub skipped_older: u64,
+    /// Files this run tried before the one it imported, and why each failed
+    /// (`url: reason`): a file that cannot be imported never blocks newer ones.
+    pub failed_files: Vec<String>,
 }
 
 impl S3RunDetails {
@@ -533,7 +544,9 @@ impl S3Import {
         let scope = Self::scope(ctx);
 
         let mut waiting = Vec::new();
-        for meta in bucket.candidates().await? {
+        let candidates = bucket.candidates().await?;
+        let found = !candidates.is_empty();
+        for meta in candidates {
             if config.after() == AfterImport::KeepInPlace {
                 // Remembering "until now" records nothing: this only asks.
                 let key = version_key(&bucket, &meta);
@@ -543,13 +556,60 @@ impl S3Import {
             }
             waiting.push(meta);
         }
-        details.pending = waiting.len().saturating_sub(1) as u64;
-        let Some(listed) = waiting.into_iter().next() else {
+        if config.newest_only() && waiting.len() > 1 {
+            details.skipped_older = (waiting.len() - 1) as u64;
+            waiting.drain(..waiting.len() - 1);
+        }
+        if waiting.is_empty() {
+            let reason = config.source().exact_path().filter(|_| !found).map(|path| {
+                format!(
+                    "no such key: nothing at {}; check the path (a previous run, or another integration moving this file, may have moved it to success/ or failed/)",
+                    bucket.url_of(&path)
+                )
+            });
+            ctx.no_new_file(reason);
             return Ok(());
-        };
-        details.file = Some(bucket.url_of(&listed.location));
+        }
+        // Oldest first; a file that fails does not block the newer ones.
+        let total = waiting.len();
+        let mut failures: Vec<Error> = Vec::new();
+        for (i, listed) in waiting.into_iter().enumerate() {
+            details.pending = (total - i - 1) as u64;
+            let url = bucket.url_of(&listed.location);
+            details.file = Some(url.clone());
+            match self
+                .import_file(ctx, details, &bucket, &config, &listed)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::Shutdown => return Err(e),
+                Err(e) => {
+                    details.failed_files.push(format!("{url}: {}", e.message()));
+                    failures.push(e);
+                }
+            }
+        }
+        match failures.len() {
+            0 => Ok(()),
+            1 => Err(failures.remove(0)),
+            n => {
+                let first = failures.remove(0);
+                Err(first.context(format!("{n} files failed (see the run's failed_files)")))
+            }
+        }
+    }
 
-        let staged = self.stage(&bucket, &listed).await?;
+    /// Imports one file: stage, validate, write, then move or remember it.
+    async fn import_file(
+        &self,
+        ctx: &mut RunContext,
+        details: &mut S3RunDetails,
+        bucket: &Bucket,
+        config: &S3Config,
+        listed: &ObjectMeta,
+    ) -> Result<()> {
+        let tenant = ctx.tenant().clone();
+        let staged = self.stage(bucket, listed).await?;
         details.etag = staged.meta.e_tag.clone();
         details.size = Some(staged.meta.size);
 
@@ -569,7 +629,7 @@ impl S3Import {
             Err(Failure::Content(reason)) => {
                 let url = bucket.url_of(&meta.location);
                 let moved = self
-                    .finish_file(&bucket, &config, &meta, FAILED_FOLDER, ctx, details)
+                    .finish_file(bucket, config, &meta, FAILED_FOLDER, ctx, details)
                     .await;
                 let mut message =
                     format!("{url} cannot be imported: {reason}; nothing was written");
@@ -583,8 +643,16 @@ impl S3Import {
         };
 
         if summary.rows_imported > 0 {
-            self.write(&tenant, file, mapping, summary.rows_imported)
-                .await?;
+            if let Err((written, e)) = self
+                .write(&tenant, file, mapping, summary.rows_imported)
+                .await
+            {
+                // Count what was written, not what would have been.
+                let mut partial = summary.clone();
+                partial.rows_imported = written;
+                ctx.record_import(&partial);
+                return Err(e);
+            }
         }
         ctx.record_import(&summary);
         details.duplicate_user_ids = summary.duplicate_user_ids;
@@ -593,8 +661,18 @@ impl S3Import {
         } else {
             SUCCESS_FOLDER
         };
-        self.finish_file(&bucket, &config, &meta, folder, ctx, details)
+        if let Err(e) = self
+            .finish_file(bucket, config, &meta, folder, ctx, details)
             .await
+        {
+            if summary.rows_imported > 0 {
+                // Imported, but not moved: its own outcome, not "failed".
+                ctx.imported_not_moved(e.to_string());
+                return Ok(());
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Opens the file for two passes: a local file as it is, an S3 object
@@ -748,7 +826,7 @@ impl S3Import {
         file: File,
         mapping: CsvMapping,
         expected: u64,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), (u64, Error)> {
         let batch_size = self.connector.batch_size;
         let (tx, mut rx) = mpsc::channel::<Vec<AttributeRecord>>(1);
         let producer = tokio::task::spawn_blocking(move || {
@@ -774,27 +852,36 @@ impl S3Import {
         });
         let mut written = 0u64;
         while let Some(batch) = rx.recv().await {
-            self.store.upsert(tenant, &batch).await.map_err(|e| {
+            if let Err(e) = self.store.upsert(tenant, &batch).await {
                 let done = if written == 0 {
                     "nothing was written".to_owned()
                 } else {
                     format!("{written} rows were written before; the next run writes them again")
                 };
-                e.context(format!("import into the store stopped ({done})"))
-            })?;
+                return Err((
+                    written,
+                    e.context(format!("import into the store stopped ({done})")),
+                ));
+            }
             written += batch.len() as u64;
         }
         let sent = producer
             .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("import task failed: {e}")))??;
+            .map_err(|e| {
+                (
+                    written,
+                    Error::new(ErrorKind::Io, format!("import task failed: {e}")),
+                )
+            })?
+            .map_err(|e| (written, e))?;
         if sent != expected || written != expected {
-            return Err(Error::new(
+            return Err((written, Error::new(
                 ErrorKind::Conflict,
                 format!(
                     "the file changed between the validation and the write pass ({expected} rows validated, {written} written); the next run imports it again"
                 ),
             )
-            .temporary());
+            .temporary()));
         }
         Ok(())
     }
@@ -865,5 +952,56 @@ impl ScheduledJob for S3Import {
 
     async fn run(&self, ctx: &mut RunContext) -> Result<()> {
         self.run_once(ctx).await
+    }
+
+    /// Refuses, when an integration is saved: an attribute name another of the
+    /// tenant's integrations already imports (each attribute belongs to one
+    /// integration), and two integrations reading the same files when either
+    /// moves them (the second would find nothing): use keep-in-place for both.
+    fn check_config(&self, config: &IntegrationConfig, others: &[IntegrationConfig]) -> Result<()> {
+        let Ok(mine) = serde_json::from_value::<S3Config>(config.settings.clone()) else {
+            return Ok(()); // from_integration reports bad settings at the run
+        };
+        for other in others
+            .iter()
+            .filter(|o| o.tenant == config.tenant && o.name != config.name)
+        {
+            let Ok(theirs) = serde_json::from_value::<S3Config>(other.settings.clone()) else {
+                continue;
+            };
+            for attribute in mine.attributes() {
+                let name = attribute.name();
+                if theirs.attributes().iter().any(|a| a.name() == name) {
+                    return Err(Error::config(format!(
+                        "the attribute {name:?} is already imported by integration {:?}: each attribute belongs to one integration; map the column under another name (or remove it from {:?} first)",
+                        other.name, other.name
+                    )));
+                }
+            }
+            let moving = mine.after() == AfterImport::Move || theirs.after() == AfterImport::Move;
+            if moving && sources_overlap(mine.source(), theirs.source()) {
+                return Err(Error::config(format!(
+                    "integration {:?} also reads {}, and one of them moves the file after importing it, so the other would find nothing: set both to keep-in-place (AfterImport::KeepInPlace) to read one file from several integrations",
+                    other.name,
+                    theirs.source()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True if two sources can match one object.
+fn sources_overlap(a: &super::config::SourceUrl, b: &super::config::SourceUrl) -> bool {
+    if a.bucket() != b.bucket() || a.local_folder() != b.local_folder() || a.folder() != b.folder()
+    {
+        return false;
+    }
+    match (a.is_glob(), b.is_glob()) {
+        (false, false) => a.pattern() == b.pattern(),
+        (true, false) => a.matches(b.pattern()),
+        (false, true) => b.matches(a.pattern()),
+        // Two patterns in one folder may well match one file.
+        (true, true) => true,
     }
 }

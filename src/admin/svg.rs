@@ -101,8 +101,8 @@ pub(crate) fn deliveries_chart(buckets: &[HourBucket]) -> String {
 
 fn outcome_color(o: RunOutcome) -> &'static str {
     match o {
-        RunOutcome::Success => SENT,
-        RunOutcome::Partial => FAILED,
+        RunOutcome::Success | RunOutcome::NoNewFile => SENT,
+        RunOutcome::Partial | RunOutcome::ImportedNotMoved => FAILED,
         RunOutcome::Failed => DEAD,
         RunOutcome::Running | RunOutcome::Abandoned => PARKED,
     }

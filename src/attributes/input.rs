@@ -59,7 +59,12 @@ impl<R: Read> Read for Raw<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Raw::Plain(r) => r.read(buf),
-            Raw::Gzip(r) => r.read(buf),
+            Raw::Gzip(r) => r.read(buf).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the file is gzip-compressed but cannot be decompressed (corrupt or truncated): {e}"),
+                )
+            }),
         }
     }
 }
