@@ -30,6 +30,10 @@ pub mod slack;
 #[path = "../connectors/s3/mod.rs"]
 pub mod s3;
 
+#[cfg(feature = "teams")]
+#[path = "../connectors/teams/mod.rs"]
+pub mod teams;
+
 #[cfg(feature = "email")]
 #[path = "../connectors/email/mod.rs"]
 pub mod email;
