@@ -38,6 +38,10 @@ pub mod teams;
 #[path = "../connectors/email/mod.rs"]
 pub mod email;
 
+#[cfg(feature = "zendesk")]
+#[path = "../connectors/zendesk/mod.rs"]
+pub mod zendesk;
+
 pub use attributes::{AttributeRecord, AttributeStore, Attributes, Filter};
 pub use console::ConsoleDestination;
 pub use destination::{Capabilities, Delivery, DeliveryError, Destination, RateLimit, Receipt};
