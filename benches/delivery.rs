@@ -49,13 +49,21 @@ fn event(i: u64, run: u64) -> Event {
 }
 
 async fn publish_and_deliver(sb: &Switchboard, n: u64, run: u64) -> Duration {
+    let (publish, deliver) = publish_then_deliver(sb, n, run).await;
+    publish + deliver
+}
+
+/// The time spent publishing `n` events (one after the other), then
+/// delivering them all.
+async fn publish_then_deliver(sb: &Switchboard, n: u64, run: u64) -> (Duration, Duration) {
     let start = Instant::now();
     for i in 0..n {
         sb.publish(event(i, run)).await.expect("publish");
     }
+    let published = start.elapsed();
     let s = sb.run_until_idle().await.expect("run");
     assert_eq!(s.delivered, n);
-    start.elapsed()
+    (published, start.elapsed() - published)
 }
 
 /// The minimum durable work done by hand with rusqlite: per event one transaction
@@ -83,6 +91,12 @@ impl Baseline {
     }
 
     fn run(&mut self, n: u64, run: u64) -> Duration {
+        let (publish, deliver) = self.run_split(n, run);
+        publish + deliver
+    }
+
+    /// The time spent inserting `n` events, then claiming and completing them all.
+    fn run_split(&mut self, n: u64, run: u64) -> (Duration, Duration) {
         let start = Instant::now();
         for i in 0..n {
             let e = event(i, run);
@@ -104,6 +118,7 @@ impl Baseline {
             }
             tx.commit().expect("commit");
         }
+        let published = start.elapsed();
         loop {
             let tx = self.conn.transaction().expect("tx");
             let claimed: Vec<(i64, String)> = {
@@ -139,7 +154,7 @@ impl Baseline {
             }
             tx.commit().expect("commit");
         }
-        start.elapsed()
+        (published, start.elapsed() - published)
     }
 }
 
@@ -170,13 +185,40 @@ fn memory_100k(rt: &tokio::runtime::Runtime) {
     });
 }
 
+/// Three passes of the baseline and SqliteStore side by side, each split into
+/// its two phases, so a change can be placed: publishing (one commit per
+/// event, one after the other) or delivering (claims and completions).
+fn phases(rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
+    for round in 0..3 {
+        let (bp, bd) =
+            Baseline::open(&dir.path().join(format!("b{round}.db"))).run_split(EVENTS, 500 + round);
+        let sb = board(SqliteStore::open(dir.path().join(format!("s{round}.db"))).expect("open"));
+        let (sp, sd) = rt.block_on(publish_then_deliver(&sb, EVENTS, 600 + round));
+        println!(
+            "phases: baseline publish {:.0}/s deliver {:.0}/s total {:.0}/s | sqlite_store publish {:.0}/s deliver {:.0}/s total {:.0}/s | ratio {:.2}",
+            rate(bp),
+            rate(bd),
+            rate(bp + bd),
+            rate(sp),
+            rate(sd),
+            rate(sp + sd),
+            (bp + bd).as_secs_f64() / (sp + sd).as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    memory_100k(&rt);
+    if std::env::var_os("DELIVERY_BENCH_SKIP_MEMORY").is_none() {
+        memory_100k(&rt);
+    }
+    phases(&rt);
 
     let mut c = Criterion::default()
         .configure_from_args()

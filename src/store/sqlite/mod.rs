@@ -1,10 +1,9 @@
 //! `SqliteStore`: the embedded default [`crate::Store`], kept in one SQLite file (feature `sqlite`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -27,7 +26,7 @@ mod runs;
 mod schema;
 mod writer;
 
-use writer::{ANSWER_POLL, Job, Queued, writer_loop};
+use writer::{Job, Queued, writer_loop};
 
 /// How hard SQLite works to make each commit durable.
 ///
@@ -114,11 +113,6 @@ struct Inner {
     /// Feeds the writer thread; `None` once dropping.
     jobs: Option<mpsc::Sender<Box<dyn Queued>>>,
     writer_thread: Option<JoinHandle<()>>,
-    /// Requests sent to the writer thread and not yet answered.
-    pending: Arc<AtomicUsize>,
-    /// Whether callers briefly poll for the answer (off with [`Durability::Full`],
-    /// whose commits wait for the disk).
-    poll_answers: AtomicBool,
     /// The writer connection: used by the writer thread, and for reads of
     /// in-memory databases (which cannot have a second connection).
     writer: Arc<Mutex<Connection>>,
@@ -203,14 +197,12 @@ impl SqliteStore {
         path: Option<PathBuf>,
     ) -> Db<SqliteStore> {
         let writer = Arc::new(Mutex::new(writer));
-        let pending = Arc::new(AtomicUsize::new(0));
         let (jobs, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("switchboard-sqlite".to_owned())
             .spawn({
                 let writer = Arc::clone(&writer);
-                let pending = Arc::clone(&pending);
-                move || writer_loop(&writer, &queue, &pending)
+                move || writer_loop(&writer, &queue)
             })
             .map_err(|e| {
                 Error::new(ErrorKind::Store, "could not start the writer thread").with_source(e)
@@ -219,8 +211,6 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 jobs: Some(jobs),
                 writer_thread: Some(thread),
-                pending,
-                poll_answers: AtomicBool::new(true),
                 writer,
                 reader: reader.map(Mutex::new),
                 path,
@@ -258,9 +248,6 @@ impl SqliteStore {
         lock(&self.inner.writer)
             .pragma_update(None, "synchronous", durability.pragma())
             .map_err(|e| Error::from(DbError::from(e)).context("setting durability"))?;
-        self.inner
-            .poll_answers
-            .store(durability == Durability::Normal, Ordering::Relaxed);
         Ok(self)
     }
 
@@ -280,17 +267,19 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Db<R> + Send + 'static,
     {
-        self.send(what, f, true).await
+        self.send_job(what, |reply| Box::new(Job::new(what, f, reply)))
+            .await
     }
 
-    /// [`SqliteStore::write`] for requests that take long (big batches): the
-    /// caller does not poll for the answer.
+    /// [`SqliteStore::write`] for requests that take long (big batches). The
+    /// same now that no caller polls for its answer; kept so call sites say
+    /// which of their requests are long.
     async fn write_long<R, F>(&self, what: &'static str, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Db<R> + Send + 'static,
     {
-        self.send(what, f, false).await
+        self.write(what, f).await
     }
 
     /// Runs `f` in its own transaction directly on the writer connection, from
@@ -304,41 +293,23 @@ impl SqliteStore {
         writer::in_transaction(&conn, f).map_err(|e| with_context(e.into(), what))
     }
 
-    async fn send<R, F>(&self, what: &'static str, f: F, short: bool) -> Result<R>
-    where
-        R: Send + 'static,
-        F: FnOnce(&Connection) -> Db<R> + Send + 'static,
-    {
+    /// Queues the request `job` builds around its reply channel and waits
+    /// (without polling) for the answer, sent after the commit.
+    async fn send_job<R>(
+        &self,
+        what: &'static str,
+        job: impl FnOnce(oneshot::Sender<Result<R>>) -> Box<dyn Queued>,
+    ) -> Result<R> {
         let stopped = || {
             Error::new(
                 ErrorKind::Store,
                 format!("{what}: the store's writer thread has stopped"),
             )
         };
-        let (reply, mut answer) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         let jobs = self.inner.jobs.as_ref().ok_or_else(stopped)?;
-        let queued_before = self.inner.pending.fetch_add(1, Ordering::AcqRel);
-        if jobs.send(Box::new(Job::new(what, f, reply))).is_err() {
-            self.inner.pending.fetch_sub(1, Ordering::AcqRel);
+        if jobs.send(job(reply)).is_err() {
             return Err(stopped());
-        }
-        // A short request to an idle writer (which is polling for work) is
-        // answered within tens of microseconds, well before this task could be
-        // put to sleep and woken again: poll for the answer for a moment first.
-        // The task never spends longer than ANSWER_POLL here.
-        if short && queued_before == 0 && self.inner.poll_answers.load(Ordering::Relaxed) {
-            let deadline = Instant::now() + ANSWER_POLL;
-            loop {
-                match answer.try_recv() {
-                    Ok(result) => return result,
-                    Err(oneshot::error::TryRecvError::Closed) => return Err(stopped()),
-                    Err(oneshot::error::TryRecvError::Empty) => {}
-                }
-                if Instant::now() >= deadline {
-                    break;
-                }
-                std::hint::spin_loop();
-            }
         }
         answer.await.map_err(|_| stopped())?
     }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::outbox_rows::{self, Apply, INSERT_LOG, NewEvent, NewRow, PRUNE_CHUNK, stored_error};
+use super::writer::CompleteJob;
 use super::{
     Db, SqliteStore, corrupt, count, count64, millis, opt_time, plus, sql_limit, state, tenant,
     time, to_json, with_context,
@@ -82,9 +83,10 @@ impl OutboxStore for SqliteStore {
             .iter()
             .map(|c| Apply::new(c.id, c.lease, &c.outcome))
             .collect::<Result<_>>()?;
-        let now = millis(now);
-        self.write("complete", move |conn| {
-            outbox_rows::complete_rows(conn, &applies, now)
+        // Sent as its own kind of request, so the writer applies concurrent
+        // completions (the engine records each delivery's on its own) together.
+        self.send_job("complete", |reply| {
+            Box::new(CompleteJob::new(applies, millis(now), reply))
         })
         .await
     }

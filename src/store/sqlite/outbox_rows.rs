@@ -430,13 +430,16 @@ fn finish(
         .optional()?)
 }
 
-pub(super) fn complete_rows(conn: &Connection, applies: &[Apply], now: i64) -> Db<()> {
+/// Applies completions, each group at its time; one health update per
+/// (tenant, destination) at the end.
+pub(super) fn complete_rows(conn: &Connection, groups: &[(&[Apply], i64)]) -> Db<()> {
     let mut log = conn.prepare_cached(INSERT_LOG)?;
-    let mut health: BTreeMap<(String, String), (String, Health)> = BTreeMap::new();
-    let mut note = |f: &Finished, sent: bool, error: Option<&str>| {
+    let mut health: BTreeMap<(String, String), (String, Health, i64)> = BTreeMap::new();
+    let mut note = |f: &Finished, sent: bool, error: Option<&str>, now: i64| {
         let entry = health
             .entry((f.tenant.clone(), f.destination.clone()))
-            .or_insert_with(|| (f.scope.clone(), Health::default()));
+            .or_insert_with(|| (f.scope.clone(), Health::default(), now));
+        entry.2 = entry.2.max(now);
         if sent {
             entry.1.sent += 1;
         }
@@ -444,18 +447,21 @@ pub(super) fn complete_rows(conn: &Connection, applies: &[Apply], now: i64) -> D
             entry.1.error = Some(e.to_owned());
         }
     };
-    for a in applies {
+    for (a, now) in groups
+        .iter()
+        .flat_map(|(applies, now)| applies.iter().map(move |a| (a, *now)))
+    {
         match &a.kind {
             ApplyKind::Sent { remote_id } => {
                 if let Some(f) = finish(conn, a, "sent", now, false, true)? {
                     log.execute(params![a.id, f.step, f.attempts, now, "sent", remote_id])?;
-                    note(&f, true, None);
+                    note(&f, true, None, now);
                 }
             }
             ApplyKind::Retry { at, error } => {
                 if let Some(f) = finish(conn, a, "queued", *at, false, true)? {
                     log.execute(params![a.id, f.step, f.attempts, now, "failed", error])?;
-                    note(&f, false, Some(error));
+                    note(&f, false, Some(error), now);
                 }
             }
             ApplyKind::Defer { until } => {
@@ -466,7 +472,7 @@ pub(super) fn complete_rows(conn: &Connection, applies: &[Apply], now: i64) -> D
                     // Logged under the claim's attempt number.
                     let attempt = f.attempts + 1;
                     log.execute(params![a.id, f.step, attempt, now, "failed", error])?;
-                    note(&f, false, Some(error));
+                    note(&f, false, Some(error), now);
                 }
             }
             ApplyKind::Dead {
@@ -483,7 +489,7 @@ pub(super) fn complete_rows(conn: &Connection, applies: &[Apply], now: i64) -> D
                     .optional()?;
                 if let Some(f) = f {
                     log.execute(params![a.id, f.step, f.attempts, now, "dead", text])?;
-                    note(&f, false, Some(text));
+                    note(&f, false, Some(text), now);
                 }
             }
             ApplyKind::Parked { reason, epoch } => {
@@ -491,8 +497,8 @@ pub(super) fn complete_rows(conn: &Connection, applies: &[Apply], now: i64) -> D
             }
         }
     }
-    for ((tenant, destination), (scope, h)) in &health {
-        note_health(conn, tenant, destination, scope, h, now)?;
+    for ((tenant, destination), (scope, h, now)) in &health {
+        note_health(conn, tenant, destination, scope, h, *now)?;
     }
     Ok(())
 }

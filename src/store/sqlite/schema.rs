@@ -21,6 +21,7 @@ enum Migration {
 const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V1),
     Migration::Steps(V2_TABLES, v2_keys, V2_INDEXES),
+    Migration::Sql(V3),
 ];
 
 /// The newest schema version this code knows.
@@ -364,6 +365,38 @@ const V2_INDEXES: &str = "
             SELECT key, id, due_at FROM deliveries
             WHERE key = OLD.key AND state IN ('queued', 'in_flight')
             ORDER BY id LIMIT 1;
+    END;
+";
+
+/// 3: the key heads kept by one trigger per kind of change instead of one
+/// that deleted and re-derived the head on every update (a claim and a
+/// completion each paid for that): a delivery that stays pending only moves
+/// its head's due time, one that leaves hands the head to the key's next
+/// pending delivery, one that comes back takes it if it is older.
+const V3: &str = "
+    DROP TRIGGER deliveries_head_update;
+    CREATE TRIGGER deliveries_head_stay AFTER UPDATE OF state, due_at ON deliveries
+        WHEN OLD.state IN ('queued', 'in_flight') AND NEW.state IN ('queued', 'in_flight')
+    BEGIN
+        UPDATE key_heads SET due_at = NEW.due_at WHERE key = NEW.key AND delivery = NEW.id;
+    END;
+    CREATE TRIGGER deliveries_head_leave AFTER UPDATE OF state ON deliveries
+        WHEN OLD.state IN ('queued', 'in_flight') AND NEW.state NOT IN ('queued', 'in_flight')
+    BEGIN
+        UPDATE key_heads SET (delivery, due_at) = (
+                SELECT id, due_at FROM deliveries
+                WHERE key = NEW.key AND state IN ('queued', 'in_flight') ORDER BY id LIMIT 1)
+            WHERE key = NEW.key AND delivery = OLD.id
+              AND EXISTS (SELECT 1 FROM deliveries
+                          WHERE key = NEW.key AND state IN ('queued', 'in_flight'));
+        DELETE FROM key_heads WHERE key = NEW.key AND delivery = OLD.id;
+    END;
+    CREATE TRIGGER deliveries_head_enter AFTER UPDATE OF state ON deliveries
+        WHEN OLD.state NOT IN ('queued', 'in_flight') AND NEW.state IN ('queued', 'in_flight')
+    BEGIN
+        INSERT INTO key_heads (key, delivery, due_at) VALUES (NEW.key, NEW.id, NEW.due_at)
+            ON CONFLICT (key) DO UPDATE SET delivery = excluded.delivery, due_at = excluded.due_at
+            WHERE excluded.delivery < key_heads.delivery;
     END;
 ";
 

@@ -539,3 +539,81 @@ fn sqlite_enqueue_sql_alone() {
         f64::from(n) / start.elapsed().as_secs_f64()
     );
 }
+
+/// The deliver phase's SQL alone (claims of 32, completions one per savepoint
+/// as single requests would run, or all in one call as the writer merges
+/// them), without the writer thread.
+/// `cargo test --release --features sqlite --lib -- --ignored sqlite_deliver_sql --nocapture`.
+#[test]
+#[ignore = "a measurement, run on demand in release mode"]
+fn sqlite_deliver_sql_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    for (round, per_savepoint) in [true, false, true, false].into_iter().enumerate() {
+        let mut conn = rusqlite::Connection::open(dir.path().join(format!("d{round}.db"))).unwrap();
+        assert!(schema::configure(&conn, true).is_ok());
+        assert!(schema::migrate(&mut conn).is_ok());
+        let n = 4000;
+        for i in 0..n {
+            let e = Event::builder(format!("e{i}"), "wallet.funded")
+                .subject(crate::event::Person::new(format!("u{}", i % 100)))
+                .build()
+                .unwrap();
+            let ev = outbox_rows::NewEvent {
+                tenant: "default".into(),
+                id: e.id.clone(),
+                kind: e.kind.clone(),
+                body: serde_json::to_string(&e).unwrap(),
+            };
+            let rows = [outbox_rows::NewRow {
+                route: "r".into(),
+                destination: "noop".into(),
+                target: "{\"type\":\"subject_dm\"}".into(),
+                scope: "destination:noop".into(),
+                key: format!("default|noop|dm:u{}", i % 100),
+            }];
+            assert!(
+                writer::in_transaction(&conn, |c| outbox_rows::enqueue_rows(c, &ev, &rows, 0))
+                    .is_ok()
+            );
+        }
+        let start = std::time::Instant::now();
+        let (mut claim_time, mut done) = (Duration::ZERO, 0);
+        loop {
+            let c0 = std::time::Instant::now();
+            let claimed =
+                writer::in_transaction(&conn, |c| outbox_rows::claim_rows(c, 1, 60_000, 32));
+            claim_time += c0.elapsed();
+            let Ok(claimed) = claimed else {
+                panic!("claim failed")
+            };
+            if claimed.is_empty() {
+                break;
+            }
+            done += claimed.len();
+            let applies: Vec<outbox_rows::Apply> = claimed
+                .iter()
+                .map(|c| outbox_rows::Apply::new(c.id, c.lease, &sent(c).outcome).unwrap())
+                .collect();
+            let r = writer::in_transaction(&conn, |c| {
+                if per_savepoint {
+                    for a in &applies {
+                        writer::exec(c, "SAVEPOINT job")?;
+                        outbox_rows::complete_rows(c, &[(std::slice::from_ref(a), 2)])?;
+                        writer::exec(c, "RELEASE job")?;
+                    }
+                    Ok(())
+                } else {
+                    outbox_rows::complete_rows(c, &[(&applies, 2)])
+                }
+            });
+            assert!(r.is_ok());
+        }
+        assert_eq!(done, n);
+        let total = start.elapsed();
+        eprintln!(
+            "per_savepoint {per_savepoint}: deliver {:.0}/s (claims {:.0}% of it)",
+            f64::from(n) / total.as_secs_f64(),
+            100.0 * claim_time.as_secs_f64() / total.as_secs_f64()
+        );
+    }
+}

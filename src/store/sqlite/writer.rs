@@ -1,24 +1,17 @@
 //! The SQLite writer thread: group commit of queued write requests, each in its own savepoint.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, mpsc};
-use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::outbox_rows::{Apply, complete_rows};
 use super::{Db, DbError, is_busy, lock, with_context};
 use crate::{Error, ErrorKind, Result};
 
 /// The most requests committed in one transaction.
 const MAX_BATCH: usize = 256;
-
-/// How long the writer thread polls for the next request before sleeping, and
-/// how long a caller polls for a short request's answer before sleeping. Waking a
-/// sleeping thread costs more than a small commit.
-const WRITER_POLL: Duration = Duration::from_micros(50);
-pub(super) const ANSWER_POLL: Duration = Duration::from_micros(50);
 
 /// Why a whole batch failed (shared by every request in it).
 pub(super) struct BatchFailure {
@@ -49,6 +42,16 @@ pub(super) trait Queued: Send {
     fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Ran>;
     /// Answers it with the batch's failure without running it.
     fn abort(self: Box<Self>, failure: &BatchFailure);
+    /// A completion request's completions and time: the writer applies a run
+    /// of consecutive completion requests together, in one pass.
+    fn completions(&self) -> Option<(&[Apply], i64)> {
+        None
+    }
+    /// Answers a completion request whose completions were applied together
+    /// with others' (so successfully); other requests just run.
+    fn applied(self: Box<Self>, conn: &Connection) -> Box<dyn Ran> {
+        self.run(conn)
+    }
 }
 
 /// A request that ran and waits for its transaction's outcome.
@@ -67,6 +70,60 @@ pub(super) struct Job<R, F> {
 impl<R, F> Job<R, F> {
     pub(super) fn new(what: &'static str, f: F, reply: oneshot::Sender<Result<R>>) -> Self {
         Job { what, f, reply }
+    }
+}
+
+/// `OutboxStore::complete`: its completions, encoded off the writer thread.
+pub(super) struct CompleteJob {
+    applies: Vec<Apply>,
+    now: i64,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+impl CompleteJob {
+    pub(super) fn new(applies: Vec<Apply>, now: i64, reply: oneshot::Sender<Result<()>>) -> Self {
+        CompleteJob {
+            applies,
+            now,
+            reply,
+        }
+    }
+
+    fn answer(self, result: Result<()>) -> Box<dyn Ran> {
+        Box::new(Done {
+            what: "complete",
+            result,
+            reply: self.reply,
+        })
+    }
+}
+
+impl Queued for CompleteJob {
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Ran> {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            complete_rows(conn, &[(&self.applies, self.now)])
+        }));
+        let result = match result {
+            Ok(result) => result.map_err(|e| with_context(e.into(), "complete")),
+            Err(_) => Err(Error::new(
+                ErrorKind::Store,
+                "complete: panicked on the store's writer thread",
+            )),
+        };
+        self.answer(result)
+    }
+
+    fn abort(self: Box<Self>, failure: &BatchFailure) {
+        // The caller may have given up waiting; nothing to do then.
+        let _ = self.reply.send(Err(failure.error("complete")));
+    }
+
+    fn completions(&self) -> Option<(&[Apply], i64)> {
+        Some((&self.applies, self.now))
+    }
+
+    fn applied(self: Box<Self>, _: &Connection) -> Box<dyn Ran> {
+        self.answer(Ok(()))
     }
 }
 
@@ -118,29 +175,12 @@ impl<R: Send + 'static> Ran for Done<R> {
     }
 }
 
-/// Waits for the next request, polling for a moment before sleeping.
-fn next_job(queue: &mpsc::Receiver<Box<dyn Queued>>) -> Option<Box<dyn Queued>> {
-    let deadline = Instant::now() + WRITER_POLL;
-    loop {
-        match queue.try_recv() {
-            Ok(job) => return Some(job),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
-            Err(mpsc::TryRecvError::Empty) => {}
-        }
-        if Instant::now() >= deadline {
-            return queue.recv().ok();
-        }
-        std::hint::spin_loop();
-    }
-}
-
-/// The writer thread's body: takes what is waiting, commits it together.
-pub(super) fn writer_loop(
-    conn: &Mutex<Connection>,
-    queue: &mpsc::Receiver<Box<dyn Queued>>,
-    pending: &AtomicUsize,
-) {
-    while let Some(first) = next_job(queue) {
+/// The writer thread's body: sleeps until a request comes, then takes it and
+/// every request queued meanwhile and commits them together. Neither side
+/// polls: on a machine shared with other work a spinning thread steals the
+/// core the other side needs, and concurrent callers are batched anyway.
+pub(super) fn writer_loop(conn: &Mutex<Connection>, queue: &mpsc::Receiver<Box<dyn Queued>>) {
+    while let Ok(first) = queue.recv() {
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -149,7 +189,7 @@ pub(super) fn writer_loop(
                 Err(_) => break,
             }
         }
-        run_batch(&lock(conn), batch, pending);
+        run_batch(&lock(conn), batch);
     }
 }
 
@@ -187,15 +227,14 @@ pub(super) fn in_transaction<R>(conn: &Connection, f: impl FnOnce(&Connection) -
 }
 
 /// Runs a batch of requests in one transaction, each in its own savepoint (a
-/// lone request needs none), commits, then answers every caller.
-fn run_batch(conn: &Connection, batch: Vec<Box<dyn Queued>>, pending: &AtomicUsize) {
-    // Counted as answered just before the answers go out, so a caller that
-    // writes again at once finds the writer idle.
-    let answered = batch.len();
+/// lone request needs none), commits, then answers every caller. A run of
+/// consecutive completion requests is first applied together in one
+/// savepoint (one pass, one health update per destination); only if that
+/// fails is each applied on its own, so one bad request fails alone.
+fn run_batch(conn: &Connection, batch: Vec<Box<dyn Queued>>) {
     rollback(conn);
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         let failure = BatchFailure::new(&e);
-        pending.fetch_sub(answered, Ordering::AcqRel);
         for job in batch {
             job.abort(&failure);
         }
@@ -204,7 +243,8 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Queued>>, pending: &AtomicUsi
     let single = batch.len() == 1;
     let mut ran: Vec<Box<dyn Ran>> = Vec::with_capacity(batch.len());
     let mut broken: Option<BatchFailure> = None;
-    for job in batch {
+    let mut jobs = batch.into_iter().peekable();
+    while let Some(job) = jobs.next() {
         if let Some(failure) = &broken {
             job.abort(failure);
             continue;
@@ -213,22 +253,41 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Queued>>, pending: &AtomicUsi
             ran.push(job.run(conn));
             continue;
         }
-        if let Err(e) = exec(conn, "SAVEPOINT job") {
-            let failure = BatchFailure::new(&e);
-            job.abort(&failure);
-            broken = Some(failure);
-            continue;
+        let mut group = vec![job];
+        if group[0].completions().is_some() {
+            while let Some(next) = jobs.next_if(|j| j.completions().is_some()) {
+                group.push(next);
+            }
         }
-        let done = job.run(conn);
-        let end = if done.succeeded() {
-            exec(conn, "RELEASE job")
-        } else {
-            exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
-        };
-        if let Err(e) = end {
-            broken = Some(BatchFailure::new(&e));
+        if group.len() > 1 {
+            match apply_together(conn, &group) {
+                Ok(true) => {
+                    ran.extend(group.into_iter().map(|j| j.applied(conn)));
+                    continue;
+                }
+                Ok(false) => {}
+                Err(failure) => {
+                    for job in group {
+                        job.abort(&failure);
+                    }
+                    broken = Some(failure);
+                    continue;
+                }
+            }
         }
-        ran.push(done);
+        for job in group {
+            if let Some(failure) = &broken {
+                job.abort(failure);
+                continue;
+            }
+            match run_in_savepoint(conn, job) {
+                Ok(done) => ran.push(done),
+                Err((done, failure)) => {
+                    ran.extend(done);
+                    broken = Some(failure);
+                }
+            }
+        }
     }
     let failure = if broken.is_some() {
         rollback(conn);
@@ -245,8 +304,53 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Queued>>, pending: &AtomicUsi
             }
         }
     };
-    pending.fetch_sub(answered, Ordering::AcqRel);
     for done in ran {
         done.finish(failure.as_ref());
+    }
+}
+
+/// Applies the completions of several completion requests in one savepoint:
+/// `Ok(true)` if they all applied, `Ok(false)` if they failed (and were rolled
+/// back), `Err` if the savepoint itself failed (the transaction is broken).
+fn apply_together(
+    conn: &Connection,
+    group: &[Box<dyn Queued>],
+) -> std::result::Result<bool, BatchFailure> {
+    let all: Vec<(&[Apply], i64)> = group.iter().filter_map(|j| j.completions()).collect();
+    exec(conn, "SAVEPOINT completions").map_err(|e| BatchFailure::new(&e))?;
+    let applied = matches!(
+        catch_unwind(AssertUnwindSafe(|| complete_rows(conn, &all))),
+        Ok(Ok(()))
+    );
+    let end = if applied {
+        exec(conn, "RELEASE completions")
+    } else {
+        exec(conn, "ROLLBACK TO completions").and_then(|()| exec(conn, "RELEASE completions"))
+    };
+    end.map_err(|e| BatchFailure::new(&e))?;
+    Ok(applied)
+}
+
+/// Runs one request in its own savepoint. `Err` when the savepoint itself
+/// failed: the transaction is broken (the request, if it ran, is returned to
+/// be answered with that failure).
+fn run_in_savepoint(
+    conn: &Connection,
+    job: Box<dyn Queued>,
+) -> std::result::Result<Box<dyn Ran>, (Option<Box<dyn Ran>>, BatchFailure)> {
+    if let Err(e) = exec(conn, "SAVEPOINT job") {
+        let failure = BatchFailure::new(&e);
+        job.abort(&failure);
+        return Err((None, failure));
+    }
+    let done = job.run(conn);
+    let end = if done.succeeded() {
+        exec(conn, "RELEASE job")
+    } else {
+        exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+    };
+    match end {
+        Ok(()) => Ok(done),
+        Err(e) => Err((Some(done), BatchFailure::new(&e))),
     }
 }
