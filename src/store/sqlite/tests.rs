@@ -552,7 +552,7 @@ fn sqlite_deliver_sql_alone() {
         let mut conn = rusqlite::Connection::open(dir.path().join(format!("d{round}.db"))).unwrap();
         assert!(schema::configure(&conn, true).is_ok());
         assert!(schema::migrate(&mut conn).is_ok());
-        let n = 4000;
+        let n: u32 = 4000;
         for i in 0..n {
             let e = Event::builder(format!("e{i}"), "wallet.funded")
                 .subject(crate::event::Person::new(format!("u{}", i % 100)))
@@ -608,7 +608,7 @@ fn sqlite_deliver_sql_alone() {
             });
             assert!(r.is_ok());
         }
-        assert_eq!(done, n);
+        assert_eq!(done, usize::try_from(n).unwrap());
         let total = start.elapsed();
         eprintln!(
             "per_savepoint {per_savepoint}: deliver {:.0}/s (claims {:.0}% of it)",
