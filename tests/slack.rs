@@ -3,6 +3,8 @@
 
 #[path = "slack/common.rs"]
 mod common;
+#[path = "slack/defects.rs"]
+mod defects;
 #[path = "slack/identity.rs"]
 mod identity;
 #[path = "slack/inbound.rs"]

@@ -34,6 +34,38 @@ pub struct PostMessage {
     /// Block Kit blocks (≤ 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocks: Option<Vec<Value>>,
+    /// Reply in the thread of this parent message's `ts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_ts: Option<String>,
+    /// With `thread_ts`: also show the reply in the channel.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reply_broadcast: bool,
+}
+
+impl PostMessage {
+    /// A message of `text` to `channel`.
+    pub fn new(channel: impl Into<String>, text: impl Into<String>) -> Self {
+        PostMessage {
+            channel: channel.into(),
+            text: text.into(),
+            blocks: None,
+            thread_ts: None,
+            reply_broadcast: false,
+        }
+    }
+    /// With Block Kit blocks.
+    #[must_use]
+    pub fn blocks(mut self, blocks: Vec<Value>) -> Self {
+        self.blocks = Some(blocks);
+        self
+    }
+    /// As a reply in the thread of `parent_ts`; `broadcast` also shows it in the channel.
+    #[must_use]
+    pub fn in_thread(mut self, parent_ts: impl Into<String>, broadcast: bool) -> Self {
+        self.thread_ts = Some(parent_ts.into());
+        self.reply_broadcast = broadcast;
+        self
+    }
 }
 
 /// What `chat.postMessage` returned on success.
@@ -70,6 +102,9 @@ pub struct SlackUser {
     /// Single-channel guests.
     #[serde(default, deserialize_with = "null_default")]
     pub is_ultra_restricted: bool,
+    /// Invited but never signed in.
+    #[serde(default, deserialize_with = "null_default")]
+    pub is_invited_user: bool,
     /// Profile fields.
     #[serde(default, deserialize_with = "null_default")]
     pub profile: SlackProfile,
@@ -79,9 +114,11 @@ impl SlackUser {
     /// Slackbot's fixed user id.
     pub const SLACKBOT: &'static str = "USLACKBOT";
 
-    /// True for accounts a sync must skip: deleted, bots/apps (and Slackbot) and guests.
+    /// True for accounts a sync must skip: deleted, invited (never signed
+    /// in), bots/apps (and Slackbot) and guests.
     pub fn is_skipped(&self) -> bool {
         self.deleted
+            || self.is_invited_user
             || self.is_bot
             || self.is_app_user
             || self.id == Self::SLACKBOT
@@ -359,6 +396,67 @@ impl SlackClient {
         let v = self.call(token, "chat.postMessage", &body).await?;
         // Lenient: the message was posted; never turn a success into a failure.
         Ok(serde_json::from_value(v).unwrap_or_default())
+    }
+
+    /// `chat.update`: replaces the text and blocks of the message `ts` in `channel`.
+    pub async fn chat_update(
+        &self,
+        token: &SecretString,
+        channel: &str,
+        ts: &str,
+        text: &str,
+        blocks: &[Value],
+    ) -> Result<PostedMessage, SlackApiError> {
+        let body = json!({ "channel": channel, "ts": ts, "text": text, "blocks": blocks });
+        let v = self.call(token, "chat.update", &body).await?;
+        Ok(serde_json::from_value(v).unwrap_or_default())
+    }
+
+    /// `chat.delete`: deletes the message `ts` in `channel`.
+    pub async fn chat_delete(
+        &self,
+        token: &SecretString,
+        channel: &str,
+        ts: &str,
+    ) -> Result<(), SlackApiError> {
+        self.call(
+            token,
+            "chat.delete",
+            &json!({ "channel": channel, "ts": ts }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `chat.postEphemeral`: a message only `user` sees in `channel`; returns its `message_ts`.
+    pub async fn chat_post_ephemeral(
+        &self,
+        token: &SecretString,
+        channel: &str,
+        user: &str,
+        text: &str,
+        blocks: &[Value],
+    ) -> Result<String, SlackApiError> {
+        let body = json!({ "channel": channel, "user": user, "text": text, "blocks": blocks });
+        let v = self.call(token, "chat.postEphemeral", &body).await?;
+        Ok(str_at(&v, &["message_ts"]).unwrap_or_default().to_owned())
+    }
+
+    /// `views.publish`: sets `user`'s App Home tab to `view` (a `home` view); returns the view id.
+    pub async fn views_publish(
+        &self,
+        token: &SecretString,
+        user: &str,
+        view: &Value,
+    ) -> Result<String, SlackApiError> {
+        let v = self
+            .call(
+                token,
+                "views.publish",
+                &json!({ "user_id": user, "view": view }),
+            )
+            .await?;
+        Ok(str_at(&v, &["view", "id"]).unwrap_or_default().to_owned())
     }
 
     /// One page of `conversations.list` (public and private channels the app can

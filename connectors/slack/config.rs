@@ -26,7 +26,17 @@ pub struct SlackConfig {
     timeout: Option<Duration>,
     channel_limit: RateLimit,
     workspace_limit: RateLimit,
+    channel_ttl: Duration,
+    tier2_interval: Duration,
+    tier3_interval: Duration,
 }
+
+/// Slack's Tier 2 (`conversations.list`, "20+ per minute"): one call per 3 s.
+pub const TIER2_INTERVAL: Duration = Duration::from_secs(3);
+/// Slack's Tier 3 (`conversations.open`, "50+ per minute"): one call per 1.2 s.
+pub const TIER3_INTERVAL: Duration = Duration::from_millis(1_200);
+/// How long resolved channel names are trusted before they are listed again.
+pub const CHANNEL_NAME_TTL: Duration = Duration::from_secs(3_600);
 
 impl Default for SlackConfig {
     fn default() -> Self {
@@ -45,6 +55,9 @@ impl SlackConfig {
             timeout: Some(Duration::from_secs(10)),
             channel_limit: RateLimit::per_second(1),
             workspace_limit: RateLimit::per_minute(300),
+            channel_ttl: CHANNEL_NAME_TTL,
+            tier2_interval: TIER2_INTERVAL,
+            tier3_interval: TIER3_INTERVAL,
         }
     }
 
@@ -90,6 +103,45 @@ impl SlackConfig {
     pub fn workspace_limit(mut self, limit: RateLimit) -> Self {
         self.workspace_limit = limit;
         self
+    }
+
+    /// How long resolved channel names are cached (default 1 hour); a
+    /// `channel_not_found` answer for a name refreshes it at once.
+    #[must_use]
+    pub fn channel_name_ttl(mut self, ttl: Duration) -> Self {
+        self.channel_ttl = ttl;
+        self
+    }
+
+    /// The spacing of Tier 2 calls per connection (`conversations.list`
+    /// pages; default [`TIER2_INTERVAL`]).
+    #[must_use]
+    pub fn tier2_interval(mut self, interval: Duration) -> Self {
+        self.tier2_interval = interval;
+        self
+    }
+
+    /// The spacing of Tier 3 calls per connection (`conversations.open`;
+    /// default [`TIER3_INTERVAL`]).
+    #[must_use]
+    pub fn tier3_interval(mut self, interval: Duration) -> Self {
+        self.tier3_interval = interval;
+        self
+    }
+
+    /// The channel-name cache's lifetime.
+    pub fn channel_cache_ttl(&self) -> Duration {
+        self.channel_ttl
+    }
+
+    /// The Tier 2 spacing.
+    pub fn tier2(&self) -> Duration {
+        self.tier2_interval
+    }
+
+    /// The Tier 3 spacing.
+    pub fn tier3(&self) -> Duration {
+        self.tier3_interval
     }
 
     /// The destination's name.

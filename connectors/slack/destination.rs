@@ -1,171 +1,22 @@
-//! `SlackDestination`: `chat.postMessage` with each delivery's tenant connection, to channels (by id, or by name resolved once per connection via `conversations.list`) and DMs (via `conversations.open`), with Block Kit layout within Slack's limits.
+//! `SlackDestination`: `chat.postMessage` with each delivery's tenant connection, to channels (by id, or by name resolved per connection via paced, resumable `conversations.list` pages) and DMs (via `conversations.open`, paced by its tier), with Block Kit layout within Slack's limits; plus message updates, deletes, ephemeral messages and threads by receipt.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
-use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::api::{PostMessage, SlackClient};
+use super::channels::{ChannelDirectory, Listing, MethodPacer};
 use super::config::{PLATFORM, SlackConfig};
 use super::connection::{SlackConnectionData, list_workspaces};
 use super::errors::{FailureClass, SlackApiError};
+use super::layout::{MAX_TEXT_CHARS, SlackMessage};
 use super::token::{BotToken, TokenRotation, stored_token};
 use crate::Result;
 use crate::destination::{Capabilities, Delivery, DeliveryError, Destination, Receipt};
-use crate::message::{Message, MessageFormat, Target};
+use crate::message::{MessageFormat, Target};
 use crate::tenant::Connection;
-
-/// Slack truncates a message's `text` beyond this many characters.
-pub const MAX_TEXT_CHARS: usize = 40_000;
-/// Blocks per message.
-pub const MAX_BLOCKS: usize = 50;
-/// Characters in one section block's text.
-pub const MAX_SECTION_CHARS: usize = 3_000;
-/// Page size for `conversations.list`.
-const CHANNEL_PAGE: u32 = 200;
-/// A channel name missing from the cached list triggers a fresh listing at most this often.
-const CHANNEL_RELIST: Duration = Duration::from_secs(5 * 60);
-const ELLIPSIS: &str = "…";
-
-/// Length as Slack counts it, conservatively (UTF-16 code units).
-fn slack_len(s: &str) -> usize {
-    s.chars().map(char::len_utf16).sum()
-}
-
-/// The largest byte index ≤ `max_units` UTF-16 units into `s`, on a char boundary.
-fn prefix_end(s: &str, max_units: usize) -> usize {
-    let mut units = 0;
-    for (i, c) in s.char_indices() {
-        units += c.len_utf16();
-        if units > max_units {
-            return i;
-        }
-    }
-    s.len()
-}
-
-/// Moves a cut point back so it does not split an `&…;` entity or a `<…>` token
-/// (a link or mention the host's template wrote).
-fn safe_cut(s: &str, end: usize) -> usize {
-    let head = &s[..end];
-    let mut cut = end;
-    if let Some(amp) = head.rfind('&') {
-        if !head[amp..].contains(';') && end - amp <= 8 {
-            cut = amp;
-        }
-    }
-    if let Some(lt) = head[..cut].rfind('<') {
-        if !head[lt..cut].contains('>') && cut - lt <= 1_000 {
-            cut = lt;
-        }
-    }
-    if cut == 0 { end } else { cut }
-}
-
-/// Truncates `text` to `max` characters (Slack's count), ending in `…` when cut.
-fn truncate(text: &str, max: usize) -> String {
-    if slack_len(text) <= max {
-        return text.to_owned();
-    }
-    let end = safe_cut(text, prefix_end(text, max.saturating_sub(1)));
-    let mut out = text[..end].trim_end().to_owned();
-    out.push_str(ELLIPSIS);
-    out
-}
-
-/// Splits `text` into chunks of at most `max` characters, preferring line breaks,
-/// then spaces, never splitting an escape entity or a `<…>` token.
-fn split(text: &str, max: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while slack_len(rest) > max {
-        let hard = prefix_end(rest, max);
-        let window = &rest[..hard];
-        let half = hard / 2;
-        let cut = match window.rfind('\n') {
-            Some(i) if i >= half => i + 1,
-            _ => match window.rfind(' ') {
-                Some(i) if i >= half => i + 1,
-                _ => safe_cut(rest, hard),
-            },
-        };
-        let cut = if cut == 0 {
-            rest.chars().next().map_or(rest.len(), char::len_utf8)
-        } else {
-            cut
-        };
-        let (chunk, tail) = rest.split_at(cut);
-        if !chunk.trim().is_empty() {
-            out.push(chunk.trim_end().to_owned());
-        }
-        rest = tail;
-    }
-    if !rest.trim().is_empty() {
-        out.push(rest.to_owned());
-    }
-    out
-}
-
-/// What is posted for one delivery: fallback `text` plus Block Kit `blocks`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SlackMessage {
-    /// The notification / fallback text (≤ [`MAX_TEXT_CHARS`]).
-    pub text: String,
-    /// Section blocks (≤ [`MAX_BLOCKS`], each ≤ [`MAX_SECTION_CHARS`]).
-    pub blocks: Vec<Value>,
-}
-
-impl SlackMessage {
-    /// Lays a rendered message out for Slack: the title (if any) as a bold first
-    /// section, the body split into sections at line breaks. Text beyond Slack's
-    /// 40,000 characters is truncated with `…` rather than rejected; the sections
-    /// always fit Slack's 50-block and 3,000-character limits.
-    pub fn from_message(message: &Message) -> SlackMessage {
-        let title = message
-            .title
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        let full = match title {
-            Some(t) => format!("{t}\n\n{}", message.text),
-            None => message.text.clone(),
-        };
-        let text = truncate(&full, MAX_TEXT_CHARS);
-        let mut blocks = Vec::new();
-        let mut body_budget = MAX_TEXT_CHARS;
-        if let Some(t) = title {
-            let title = truncate(t, MAX_SECTION_CHARS - 2);
-            body_budget = body_budget.saturating_sub(slack_len(&title) + 2);
-            let title = match message.format {
-                MessageFormat::SlackMrkdwn => format!("*{title}*"),
-                _ => title,
-            };
-            blocks.push(section(&title));
-        }
-        let body = truncate(&message.text, body_budget);
-        for chunk in split(&body, MAX_SECTION_CHARS) {
-            if blocks.len() == MAX_BLOCKS {
-                break;
-            }
-            blocks.push(section(&chunk));
-        }
-        SlackMessage { text, blocks }
-    }
-}
-
-fn section(text: &str) -> Value {
-    json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } })
-}
-
-#[derive(Default)]
-struct ChannelCache {
-    by_name: HashMap<String, String>,
-    listed_at: Option<Instant>,
-}
 
 /// The key caches are kept under: the connection's key, or the fixed token's.
 fn cache_key(connection: Option<&Connection>) -> String {
@@ -205,7 +56,8 @@ pub struct SlackDestination {
     client: SlackClient,
     fixed: Option<BotToken>,
     rotation: Option<Arc<TokenRotation>>,
-    channels: Mutex<HashMap<String, Arc<tokio::sync::Mutex<ChannelCache>>>>,
+    channels: ChannelDirectory,
+    pacer: MethodPacer,
     dms: Mutex<HashMap<(String, String), String>>,
     teams: tokio::sync::Mutex<HashMap<String, Vec<Option<String>>>>,
 }
@@ -246,11 +98,12 @@ impl SlackDestination {
     /// Like [`SlackDestination::for_connections`], sharing a client.
     pub fn for_connections_with_client(config: SlackConfig, client: SlackClient) -> Self {
         SlackDestination {
+            channels: ChannelDirectory::new(config.channel_cache_ttl(), config.tier2()),
             config,
             client,
             fixed: None,
             rotation: None,
-            channels: Mutex::new(HashMap::new()),
+            pacer: MethodPacer::default(),
             dms: Mutex::new(HashMap::new()),
             teams: tokio::sync::Mutex::new(HashMap::new()),
         }
@@ -347,70 +200,44 @@ impl SlackDestination {
         self.channel_by_name(&creds, name).await
     }
 
-    fn channel_cache(&self, key: &str) -> Arc<tokio::sync::Mutex<ChannelCache>> {
-        let mut all = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        all.entry(key.to_owned()).or_default().clone()
-    }
-
     async fn channel_by_name(
         &self,
         creds: &Credentials,
         name: &str,
     ) -> Result<Option<String>, SlackApiError> {
-        let key = name.trim().trim_start_matches('#').to_lowercase();
-        let cache = self.channel_cache(&cache_key(creds.connection.as_deref()));
-        let mut cache = cache.lock().await;
-        if let Some(id) = cache.by_name.get(&key) {
-            return Ok(Some(id.clone()));
-        }
-        let stale = cache
-            .listed_at
-            .is_none_or(|t| t.elapsed() >= CHANNEL_RELIST);
-        if !stale {
-            return Ok(None);
-        }
-        let mut by_name = HashMap::new();
-        for team in &creds.teams {
-            let mut cursor: Option<String> = None;
-            loop {
-                let page = self
-                    .client
-                    .conversations_list(
-                        &creds.token,
-                        team.as_deref(),
-                        cursor.as_deref(),
-                        CHANNEL_PAGE,
-                    )
-                    .await?;
-                for c in page.items {
-                    if let Some(n) = c.name {
-                        by_name.entry(n.to_lowercase()).or_insert(c.id);
-                    }
-                }
-                match page.next_cursor {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
-            }
-        }
-        cache.by_name = by_name;
-        cache.listed_at = Some(Instant::now());
-        Ok(cache.by_name.get(&key).cloned())
+        let listing = Listing {
+            client: &self.client,
+            token: &creds.token,
+            teams: &creds.teams,
+        };
+        self.channels
+            .resolve(&cache_key(creds.connection.as_deref()), name, &listing)
+            .await
     }
 
-    fn forget_channel_name(&self, connection: Option<&Connection>, id: &str) {
-        let cache = self.channel_cache(&cache_key(connection));
-        if let Ok(mut cache) = cache.try_lock() {
-            cache.by_name.retain(|_, v| v != id);
-        }
-    }
-
+    /// The DM channel (`D…`) with `user`: opened once per connection with
+    /// `conversations.open` (Tier 3, paced per connection by
+    /// [`SlackConfig::tier3_interval`]) and cached.
     async fn dm_channel(&self, creds: &Credentials, user: &str) -> Result<String, SlackApiError> {
-        let key = (cache_key(creds.connection.as_deref()), user.to_owned());
+        let connection_key = cache_key(creds.connection.as_deref());
+        let key = (connection_key.clone(), user.to_owned());
         if let Some(id) = self.dms.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(id);
         }
-        let id = self.client.conversations_open(&creds.token, user).await?;
+        let pace_key = format!("conversations.open:{connection_key}");
+        self.pacer.wait(&pace_key, self.config.tier3()).await;
+        let id = match self.client.conversations_open(&creds.token, user).await {
+            Ok(id) => id,
+            Err(e) => {
+                if let FailureClass::RateLimited {
+                    retry_after: Some(after),
+                } = e.class()
+                {
+                    self.pacer.back_off(&pace_key, after);
+                }
+                return Err(e);
+            }
+        };
         if let Ok(mut m) = self.dms.lock() {
             m.insert(key, id.clone());
         }
@@ -467,11 +294,7 @@ impl SlackDestination {
     ) -> Result<Receipt, SlackApiError> {
         let (channel, by_name) = self.resolve_channel(creds, delivery).await?;
         let laid_out = SlackMessage::from_message(&delivery.message);
-        let mut post = PostMessage {
-            channel,
-            text: laid_out.text,
-            blocks: Some(laid_out.blocks),
-        };
+        let mut post = PostMessage::new(channel, laid_out.text).blocks(laid_out.blocks);
         let mut result = self.client.post_message(&creds.token, &post).await;
         if let Err(e) = &result {
             // Blocks Slack will not take: fall back to the plain text, which it
@@ -484,22 +307,29 @@ impl SlackDestination {
                 result = self.client.post_message(&creds.token, &post).await;
             }
         }
-        match result {
-            Ok(posted) => Ok(Receipt {
-                remote_id: Some(posted.ts).filter(|s| !s.is_empty()),
-                location: Some(if posted.channel.is_empty() {
-                    post.channel
-                } else {
-                    posted.channel
-                }),
-            }),
-            Err(e) => {
-                if by_name && e.code() == Some("channel_not_found") {
-                    self.forget_channel_name(creds.connection.as_deref(), &post.channel);
+        if let (Err(e), true, Target::ChannelName { name }) = (&result, by_name, &delivery.target) {
+            if e.code() == Some("channel_not_found") {
+                // Renamed or recreated: list the names again and retry once
+                // if the name now points elsewhere.
+                let key = cache_key(creds.connection.as_deref());
+                self.channels.invalidate(&key, name);
+                if let Some(fresh) = self.channel_by_name(creds, name).await? {
+                    if fresh != post.channel {
+                        post.channel = fresh;
+                        result = self.client.post_message(&creds.token, &post).await;
+                    }
                 }
-                Err(e)
             }
         }
+        let posted = result?;
+        Ok(Receipt {
+            remote_id: Some(posted.ts).filter(|s| !s.is_empty()),
+            location: Some(if posted.channel.is_empty() {
+                post.channel
+            } else {
+                posted.channel
+            }),
+        })
     }
 }
 
@@ -575,72 +405,5 @@ impl Destination for SlackDestination {
             }
             e.to_delivery_error()
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(text: &str) -> Message {
-        Message {
-            text: text.to_owned(),
-            title: None,
-            format: MessageFormat::SlackMrkdwn,
-        }
-    }
-
-    #[test]
-    fn short_text_is_one_section() {
-        let m = SlackMessage::from_message(&msg("Hello *you*"));
-        assert_eq!(m.text, "Hello *you*");
-        assert_eq!(m.blocks, vec![section("Hello *you*")]);
-    }
-
-    #[test]
-    fn long_text_is_split_and_truncated_within_limits() {
-        let line = "word &amp; word &lt;!channel&gt; ".repeat(10);
-        let text = format!("{line}\n").repeat(200); // ~66k chars
-        let m = SlackMessage::from_message(&msg(&text));
-        assert!(slack_len(&m.text) <= MAX_TEXT_CHARS);
-        assert!(m.text.ends_with(ELLIPSIS));
-        assert!(m.blocks.len() <= MAX_BLOCKS);
-        let mut total = 0;
-        for b in &m.blocks {
-            let t = b["text"]["text"].as_str().unwrap();
-            assert!(slack_len(t) <= MAX_SECTION_CHARS);
-            // No entity is cut in half.
-            assert!(!t.ends_with('&') && !t.ends_with("&amp") && !t.ends_with("&l"));
-            total += slack_len(t);
-        }
-        assert!(total <= MAX_TEXT_CHARS);
-    }
-
-    #[test]
-    fn no_break_points_still_splits_on_char_boundaries() {
-        let text = "é".repeat(7_000);
-        let chunks = split(&text, MAX_SECTION_CHARS);
-        assert_eq!(chunks.len(), 3);
-        assert!(chunks.iter().all(|c| slack_len(c) <= MAX_SECTION_CHARS));
-        assert_eq!(chunks.concat(), text);
-    }
-
-    #[test]
-    fn entities_and_links_are_not_cut() {
-        let s = format!("{}&amp;", "a".repeat(2_998));
-        let end = safe_cut(&s, prefix_end(&s, 3_000));
-        assert_eq!(&s[..end], "a".repeat(2_998));
-        let s = format!("{}<https://example.com|x>", "a".repeat(2_990));
-        let end = safe_cut(&s, prefix_end(&s, 3_000));
-        assert_eq!(end, 2_990);
-    }
-
-    #[test]
-    fn title_becomes_a_bold_first_section() {
-        let mut m = msg("body");
-        m.title = Some("Funded".to_owned());
-        let s = SlackMessage::from_message(&m);
-        assert_eq!(s.blocks[0], section("*Funded*"));
-        assert_eq!(s.text, "Funded\n\nbody");
     }
 }

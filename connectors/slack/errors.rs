@@ -109,9 +109,13 @@ impl From<SlackApiError> for Error {
 /// This is the single mapping for the whole connector: HTTP 429 and
 /// `ratelimited`/`rate_limited` → rate limited (with `Retry-After`); 5xx →
 /// temporary; `not_in_channel`, `channel_not_found`, `is_archived`, `msg_too_long`
-/// → permanent; `users_not_found`, `user_not_found` → recipient unknown;
-/// `invalid_auth`, `token_revoked`, `account_inactive`, `missing_scope` →
-/// disconnected. HTTP 200 with `"ok": false` is an error like any other.
+/// and `no_permission` → permanent; `users_not_found`, `user_not_found` →
+/// recipient unknown; `invalid_auth`, `token_revoked`, `account_inactive`,
+/// `missing_scope` (naming Slack's `needed` scope) → disconnected;
+/// `internal_error`, `fatal_error` (which may have partly succeeded),
+/// `team_added_to_org`, `org_login_required` (a workspace migrating into an
+/// Enterprise organisation) → temporary. HTTP 200 with `"ok": false` is an
+/// error like any other.
 ///
 /// ```
 /// use switchboard::slack::{FailureClass, classify};
@@ -198,15 +202,37 @@ pub fn classify(
             Disconnected,
             "the Slack workspace or the app's bot user is inactive: reinstall the Slack app; queued messages are kept and sent after reconnecting",
         ),
-        "missing_scope" | "no_permission" | "team_access_not_granted" => (
+        "missing_scope" => (
             Disconnected,
-            "the Slack app lacks a permission it needs: reinstall it with the required scopes; queued messages are kept and sent after reconnecting",
+            "the Slack app's token lacks a scope this call needs: add the scope to the app's bot token scopes and reinstall the app in the workspace; queued messages are kept and sent after reconnecting",
+        ),
+        "team_access_not_granted" => (
+            Disconnected,
+            "the Slack app has not been granted access to this workspace of the organisation: an org admin must add the app to it, then reconnect; queued messages are kept and sent after reconnecting",
+        ),
+        // Per channel (e.g. posting is restricted there): not the whole workspace.
+        "no_permission" => (
+            Permanent,
+            "the Slack app may not post in this channel (a channel or workspace setting restricts it): ask a Slack admin or route to another channel, then replay",
+        ),
+        // The workspace is migrating into an Enterprise Grid organisation: the
+        // Web API is intermittently unavailable until the move completes.
+        "team_added_to_org" | "org_login_required" => (
+            Temporary,
+            "the Slack workspace is being migrated into an Enterprise organisation and is temporarily unavailable; it will be retried",
+        ),
+        // Slack: "it's possible some aspect of the operation succeeded before
+        // the error was raised" — a retry may post twice, which is preferred
+        // over losing the notification.
+        "fatal_error" => (
+            Temporary,
+            "Slack had a catastrophic error (the call may have partly succeeded, so a retry can post twice); it will be retried",
         ),
         "invalid_refresh_token" => (
             Disconnected,
             "Slack rejected the refresh token: reinstall the Slack app; queued messages are kept and sent after reconnecting",
         ),
-        "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => (
+        "internal_error" | "service_unavailable" | "request_timeout" => (
             Temporary,
             "Slack had an internal problem; it will be retried",
         ),
@@ -245,8 +271,11 @@ pub(super) fn interpret(
         .and_then(Value::as_str);
     let fail = |class_and_message: (FailureClass, String), code: Option<&str>| {
         let (class, mut message) = class_and_message;
-        if let Some(needed) = json.as_ref().and_then(|v| str_at(v, &["needed"])) {
-            message.push_str(&format!(" (missing scope: {needed})"));
+        let needed = json.as_ref().and_then(|v| str_at(v, &["needed"]));
+        if let (Some(needed), Some("missing_scope")) = (needed, code) {
+            message = format!(
+                "the Slack app's token lacks the {needed} scope ({method} needs it): add {needed} to the app's bot token scopes and reinstall the app in the workspace; queued messages are kept and sent after reconnecting"
+            );
         }
         Err(SlackApiError::new(class, method, code, message))
     };

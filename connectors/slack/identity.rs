@@ -44,6 +44,9 @@ pub struct UsersListPager {
     cursor: Option<String>,
     done: bool,
     calls: usize,
+    invited: usize,
+    active: usize,
+    emails: usize,
 }
 
 impl std::fmt::Debug for UsersListPager {
@@ -67,6 +70,9 @@ impl UsersListPager {
             cursor: None,
             done: false,
             calls: 0,
+            invited: 0,
+            active: 0,
+            emails: 0,
         }
     }
 
@@ -84,12 +90,21 @@ impl UsersListPager {
         self.calls
     }
 
-    /// The directory entry for one Slack user: deleted → deleted; bots, apps and
+    /// Invited accounts (never signed in) skipped so far; the report counts
+    /// them as deactivated.
+    pub fn invited(&self) -> usize {
+        self.invited
+    }
+
+    /// The directory entry for one Slack user: deleted → deleted; invited
+    /// but never signed in (`is_invited_user`) → deactivated; bots, apps and
     /// Slackbot → bot; multi- and single-channel guests → guest; the email is
     /// `profile.email`.
     pub fn entry(user: SlackUser) -> DirectoryEntry {
         let status = if user.deleted {
             AccountStatus::Deleted
+        } else if user.is_invited_user {
+            AccountStatus::Deactivated
         } else if user.is_bot || user.is_app_user || user.id == SlackUser::SLACKBOT {
             AccountStatus::Bot
         } else if user.is_restricted || user.is_ultra_restricted {
@@ -109,6 +124,14 @@ impl UsersListPager {
 impl DirectoryPager for UsersListPager {
     async fn next_page(&mut self) -> Result<Option<Vec<DirectoryEntry>>> {
         if self.done {
+            if self.active > 0 && self.emails == 0 {
+                // Without users:read.email every profile lacks its email:
+                // matching would find nobody and prune every link.
+                return Err(Error::new(
+                    ErrorKind::Unauthorized,
+                    "users.list returned no email addresses: the Slack app's token lacks the users:read.email scope; add it to the bot token scopes and reinstall the app. No identity links were changed.",
+                ));
+            }
             return Ok(None);
         }
         let mut retries = 0;
@@ -146,7 +169,24 @@ impl DirectoryPager for UsersListPager {
                 self.done = self.teams.is_empty();
             }
         }
-        Ok(Some(page.items.into_iter().map(Self::entry).collect()))
+        let entries: Vec<DirectoryEntry> = page
+            .items
+            .into_iter()
+            .map(|u| {
+                if u.is_invited_user && !u.deleted {
+                    self.invited += 1;
+                }
+                let e = Self::entry(u);
+                if e.status == AccountStatus::Active {
+                    self.active += 1;
+                    if !e.emails.is_empty() {
+                        self.emails += 1;
+                    }
+                }
+                e
+            })
+            .collect();
+        Ok(Some(entries))
     }
 }
 

@@ -2,12 +2,16 @@
 #![doc = include_str!("docs.md")]
 
 mod api;
+mod blocks;
+mod channels;
 pub(crate) mod config;
 pub(crate) mod connection;
 mod destination;
 mod errors;
 mod identity;
 mod inbound;
+mod layout;
+mod lifecycle;
 mod oauth;
 pub(crate) mod token;
 
@@ -15,24 +19,31 @@ pub use api::{
     AuthIdentity, Conversation, OAuthAccess, Page, PostMessage, PostedMessage, SlackClient,
     SlackProfile, SlackUser,
 };
-pub use config::{DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, PLATFORM, SlackConfig};
+pub use blocks::{
+    Block, Button, ButtonStyle, MAX_BUTTON_TEXT_CHARS, MAX_HEADER_CHARS, Text, blocks_json,
+};
+pub use config::{
+    CHANNEL_NAME_TTL, DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, PLATFORM, SlackConfig,
+    TIER2_INTERVAL, TIER3_INTERVAL,
+};
 pub use connection::{
     SlackConnectionData, authorize, connection_from_access, connection_from_token, connection_key,
     list_workspaces,
 };
-pub use destination::{
-    MAX_BLOCKS, MAX_SECTION_CHARS, MAX_TEXT_CHARS, SlackDestination, SlackMessage,
-};
+pub use destination::SlackDestination;
 pub use errors::{FailureClass, SlackApiError, classify};
 pub use identity::{SlackIdentity, UsersListPager};
 pub use inbound::{
-    CAPTURE_CALLBACK_ID, CAPTURE_SUBJECT_BLOCK, CAPTURE_TEXT_BLOCK, ChannelRef, ChannelType,
-    CommandReply, ElementState, EnterpriseRef, EventCallback, EventsRequest, INSIGHT_EVENT_KIND,
-    Interaction, InteractionUser, MessageShortcut, NOT_INSTALLED_TEXT, RETRY_NUM_HEADER,
-    SIGNATURE_HEADER, Shortcut, ShortcutMessage, SlackEvent, SlackInbound, SlackInboundBuilder,
+    AppRateLimit, CAPTURE_CALLBACK_ID, CAPTURE_SUBJECT_BLOCK, CAPTURE_TEXT_BLOCK, ChannelRef,
+    ChannelType, CommandReply, EVENT_ID_PREFIX, EVENT_KIND_PREFIX, ElementState, EnterpriseRef,
+    EventCallback, EventsRequest, INSIGHT_EVENT_KIND, Interaction, InteractionUser,
+    MessageShortcut, NOT_INSTALLED_TEXT, RETRY_NUM_HEADER, SIGNATURE_HEADER, Shortcut,
+    ShortcutMessage, SlackEvent, SlackEventContext, SlackInbound, SlackInboundBuilder,
     SlashCommand, TIMESTAMP_HEADER, TeamRef, View, ViewState, ViewSubmission, Visibility,
     WorkspaceRef, verify_signature,
 };
+pub use layout::{MAX_BLOCKS, MAX_SECTION_CHARS, MAX_TEXT_CHARS, SlackMessage};
+pub use lifecycle::{SlackReceipt, home_view};
 pub use oauth::{
     DEFAULT_BOT_SCOPES, InstallStart, STATE_COOKIE, STATE_TTL, SlackOAuth, SlackOAuthBuilder,
     TENANT_HEADER, state_cookie,

@@ -43,7 +43,7 @@ async fn posts_to_a_channel_by_id_with_escaped_text_and_blocks() {
     let body = &bodies(&server, "/chat.postMessage").await[0];
     assert_eq!(
         body["blocks"],
-        json!([{ "type": "section", "text": { "type": "mrkdwn", "text": "New perk: *&lt;!channel&gt; &amp; yoga*" } }])
+        json!([{ "type": "section", "text": { "type": "mrkdwn", "text": "New perk: *&lt;!channel&gt; &amp; yoga*", "verbatim": true } }])
     );
     // Never ask Slack to turn names into mentions or to re-parse the text.
     assert!(body.get("link_names").is_none());

@@ -7,19 +7,22 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use super::payloads::{
-    ChannelType, CommandReply, EventsRequest, Interaction, SlackEvent, SlashCommand,
+    ChannelType, CommandReply, EventCallback, EventsRequest, Interaction, SlackEvent, SlashCommand,
     ViewSubmission, WorkspaceRef,
 };
+use super::{AppRateLimit, EVENT_ID_PREFIX, EVENT_KIND_PREFIX, SlackEventContext};
 use super::{
     CAPTURE_CALLBACK_ID, CAPTURE_SUBJECT_BLOCK, CAPTURE_TEXT_BLOCK, CaptureContext, CaptureSource,
     EVENT_MEMORY, EVENT_SCOPE, GENERIC_FAILURE, INSIGHT_EVENT_KIND, MAX_INPUT_CHARS,
     NOT_INSTALLED_TEXT, RETRY_NUM_HEADER, SUBJECT_ACTION, SlackInbound, TEXT_ACTION, command_key,
 };
 use crate::event::{Event, Person};
+use crate::identity::LinkOrigin;
 use crate::identity::ResolveContext;
 use crate::inbound::{
     InboundRequest, InboundResponse, error_response, header, json_response, response,
 };
+use crate::slack::SlackUser;
 use crate::slack::config::PLATFORM;
 use crate::slack::connection::{SlackConnectionData, authorize};
 use crate::slack::token::stored_token;
@@ -489,6 +492,15 @@ impl SlackInbound {
             EventsRequest::UrlVerification { challenge } => {
                 return json_response(http::StatusCode::OK, &json!({ "challenge": challenge }));
             }
+            EventsRequest::AppRateLimited {
+                team_id,
+                minute_rate_limited,
+                api_app_id,
+            } => {
+                return self
+                    .app_rate_limited(team_id, minute_rate_limited, api_app_id)
+                    .await;
+            }
             EventsRequest::Unknown { .. } => return empty_ok(),
             EventsRequest::EventCallback(cb) => cb,
         };
@@ -499,6 +511,23 @@ impl SlackInbound {
             ));
         };
         let now = Utc::now();
+        // Which tenant it belongs to; on a store error Slack retries.
+        let who = match self.authorize(&callback.workspace()).await {
+            Ok(who) => who,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up the Slack connection");
+                return error_response(&e);
+            }
+        };
+        // 1. Durably into the outbox before acknowledging. Publishing is
+        //    idempotent by event id, so Slack's retries create nothing new.
+        if let (Some(sb), Some(who)) = (&self.inner.switchboard, &who) {
+            if let Err(e) = self.publish_event(sb, who, &callback).await {
+                tracing::error!(error = %e, event_id = %callback.event_id, "could not publish a Slack event; Slack will retry");
+                return error_response(&e);
+            }
+        }
+        // 2. Idempotent side effects.
         let lost = match &callback.event {
             SlackEvent::AppUninstalled => Some(("the Slack app was uninstalled", None)),
             SlackEvent::TokensRevoked { bot, .. } if !bot.is_empty() => {
@@ -506,18 +535,20 @@ impl SlackInbound {
             }
             _ => None,
         };
-        // Look the workspace up before remembering the event: on a store
-        // error Slack's retry must not be taken for a duplicate.
-        let who = match &lost {
-            Some(_) => match self.authorize(&callback.workspace()).await {
-                Ok(who) => who,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not look up the Slack connection");
-                    return error_response(&e);
-                }
-            },
-            None => None,
-        };
+        if let Some((what, revoked)) = lost {
+            let reason = format!(
+                "{what}: reinstall the Slack app; queued messages are kept and sent after reconnecting"
+            );
+            match &who {
+                Some(who) => self.disconnect(who, revoked.as_deref(), &reason, now).await,
+                None => tracing::debug!("Slack uninstall for a workspace with no connection"),
+            }
+        }
+        if let Some(who) = &who {
+            self.refresh_links(who, &callback).await;
+        }
+        // 3. Only now remember the id: a crash before this point makes
+        //    Slack's retry run everything again (and publish nothing twice).
         let until = now + chrono::Duration::from_std(EVENT_MEMORY).unwrap_or_default();
         match store
             .remember_once(EVENT_SCOPE, &callback.event_id, until, now)
@@ -532,26 +563,138 @@ impl SlackInbound {
                 );
                 return empty_ok();
             }
-            // Slack retries on errors, so nothing is lost.
             Err(e) => return error_response(&e),
         }
-        if let Some((what, revoked)) = lost {
-            let reason = format!(
-                "{what}: reinstall the Slack app; queued messages are kept and sent after reconnecting"
-            );
-            match who {
-                Some(who) => {
-                    self.disconnect(&who, revoked.as_deref(), &reason, now)
-                        .await
-                }
-                None => tracing::debug!("Slack uninstall for a workspace with no connection"),
+        // 4. Handlers run once per event id, after the ack is certain.
+        self.run_event_handlers(who.as_ref(), callback);
+        empty_ok()
+    }
+
+    async fn publish_event(
+        &self,
+        sb: &crate::engine::Switchboard,
+        who: &Authorized,
+        callback: &EventCallback,
+    ) -> Result<()> {
+        let occurred =
+            DateTime::<Utc>::from_timestamp(callback.event_time, 0).unwrap_or_else(Utc::now);
+        let event = Event::builder(
+            format!("{EVENT_ID_PREFIX}{}", callback.event_id),
+            format!("{EVENT_KIND_PREFIX}{}", callback.event.kind()),
+        )
+        .tenant(who.tenant.as_str())
+        .source(PLATFORM)
+        .occurred_at(occurred)
+        .data(json!({
+            "event_id": callback.event_id,
+            "team_id": callback.team_id,
+            "enterprise_id": callback.enterprise_id,
+            "event": callback.event_json,
+        }))
+        .build()?;
+        sb.publish(event).await.map(|_| ())
+    }
+
+    async fn app_rate_limited(
+        &self,
+        team_id: Option<String>,
+        minute: i64,
+        api_app_id: Option<String>,
+    ) -> InboundResponse {
+        let team = team_id.clone().unwrap_or_default();
+        tracing::warn!(team = %team, minute_rate_limited = minute, "Slack is rate-limiting this app's events for the workspace (more than 30,000 an hour): events are being dropped");
+        let since = DateTime::<Utc>::from_timestamp(minute, 0).unwrap_or_else(Utc::now);
+        let workspace = WorkspaceRef {
+            team_id: team_id.clone(),
+            enterprise_id: None,
+            is_enterprise_install: None,
+        };
+        let who = self.authorize(&workspace).await.ok().flatten();
+        let notice = AppRateLimit {
+            team_id: team.clone(),
+            tenant: who.as_ref().map(|w| w.tenant.clone()),
+            since,
+            api_app_id,
+        };
+        if let Ok(mut m) = self.inner.rate_limits.lock() {
+            m.insert(team.clone(), notice);
+        }
+        if let (Some(sb), Some(who)) = (&self.inner.switchboard, &who) {
+            let event = Event::builder(
+                format!("{EVENT_ID_PREFIX}app_rate_limited:{team}:{minute}"),
+                format!("{EVENT_KIND_PREFIX}app_rate_limited"),
+            )
+            .tenant(who.tenant.as_str())
+            .source(PLATFORM)
+            .occurred_at(since)
+            .data(json!({ "team_id": team_id, "minute_rate_limited": minute }))
+            .build();
+            let published = match event {
+                Ok(e) => sb.publish(e).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = published {
+                return error_response(&e);
             }
+        }
+        empty_ok()
+    }
+
+    /// `user_change` for someone deleted, invited again, or turned into a
+    /// bot or guest: their email-matched links in that workspace go (manual
+    /// links stay).
+    async fn refresh_links(&self, who: &Authorized, callback: &EventCallback) {
+        if !matches!(callback.event.kind(), "user_change" | "team_join") {
+            return;
+        }
+        let Some(store) = &self.inner.store else {
+            return;
+        };
+        let Some(user) = callback
+            .event_json
+            .get("user")
+            .cloned()
+            .and_then(|u| serde_json::from_value::<SlackUser>(u).ok())
+        else {
+            return;
+        };
+        if !user.is_skipped() {
+            return;
+        }
+        let platform = who.context().link_platform(&self.inner.destination);
+        let Ok(links) = store.links(&who.tenant, &platform).await else {
+            return;
+        };
+        for l in links
+            .into_iter()
+            .filter(|l| l.platform_id == user.id && l.origin != LinkOrigin::Manual)
+        {
+            if let Err(e) = store.delete_link(&who.tenant, &platform, &l.user_id).await {
+                tracing::warn!(error = %e, "could not remove a stale Slack identity link");
+            }
+        }
+    }
+
+    fn run_event_handlers(&self, who: Option<&Authorized>, callback: EventCallback) {
+        let kind = callback.event.kind().to_owned();
+        if let (Some(handler), Some(who)) = (self.inner.event_handlers.get(&kind), who) {
+            let cx = SlackEventContext {
+                tenant: who.tenant.clone(),
+                connection: who.connection.clone(),
+                event: callback.event_json.clone(),
+                callback: callback.clone(),
+            };
+            let fut = handler(cx);
+            tokio::spawn(async move {
+                if let Err(e) = fut.await {
+                    tracing::warn!(error = %e, "Slack event handler failed");
+                }
+            });
         }
         if let Some(hook) = &self.inner.on_event {
             let hook = hook.clone();
             tokio::spawn(async move { hook(callback) });
         }
-        empty_ok()
     }
 
     /// Marks `who`'s connection disconnected (its tenant's Slack deliveries

@@ -63,6 +63,41 @@ const GENERIC_FAILURE: &str = "Sorry, something went wrong. Please try again.";
 type CommandFuture = Pin<Box<dyn Future<Output = Result<CommandReply>> + Send>>;
 type CommandHandler = Arc<dyn Fn(SlashCommand) -> CommandFuture + Send + Sync>;
 type EventHook = Arc<dyn Fn(EventCallback) + Send + Sync>;
+type EventFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+type EventHandler = Arc<dyn Fn(SlackEventContext) -> EventFuture + Send + Sync>;
+
+/// The kind of events published for Events API events: `slack.` + the
+/// event's type (e.g. `slack.app_mention`, `slack.team_join`).
+pub const EVENT_KIND_PREFIX: &str = "slack.";
+/// The id of published Events API events: `slack:` + Slack's `event_id`.
+pub const EVENT_ID_PREFIX: &str = "slack:";
+
+/// What a typed Events API handler ([`SlackInboundBuilder::on`]) receives.
+#[derive(Debug, Clone)]
+pub struct SlackEventContext {
+    /// The tenant whose workspace sent it.
+    pub tenant: crate::tenant::TenantId,
+    /// Its Slack connection (`None` for a fixed-token host).
+    pub connection: Option<Arc<crate::tenant::Connection>>,
+    /// The inner event as Slack sent it (`type`, `user`, `channel`, …).
+    pub event: serde_json::Value,
+    /// The envelope.
+    pub callback: EventCallback,
+}
+
+/// Slack's `app_rate_limited` notice for one workspace: its events are
+/// being dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppRateLimit {
+    /// The workspace.
+    pub team_id: String,
+    /// Its tenant, when connected.
+    pub tenant: Option<crate::tenant::TenantId>,
+    /// The minute the limiting began.
+    pub since: chrono::DateTime<Utc>,
+    /// The app.
+    pub api_app_id: Option<String>,
+}
 type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Where a capture started; kept in the modal's `private_metadata`.
@@ -106,6 +141,8 @@ struct Inner {
     deadline: Duration,
     clock: Clock,
     on_event: Option<EventHook>,
+    event_handlers: HashMap<String, EventHandler>,
+    rate_limits: std::sync::Mutex<HashMap<String, AppRateLimit>>,
 }
 
 /// Framework-agnostic handlers for Slack's requests: each takes an
@@ -163,6 +200,7 @@ pub struct SlackInboundBuilder {
     deadline: Duration,
     clock: Clock,
     on_event: Option<EventHook>,
+    event_handlers: HashMap<String, EventHandler>,
 }
 
 impl std::fmt::Debug for SlackInboundBuilder {
@@ -244,6 +282,19 @@ impl SlackInboundBuilder {
         self.capture_shortcuts.insert(callback_id.to_owned());
         self
     }
+    /// Handles Events API events of `event_type` (e.g. `app_mention`,
+    /// `message`, `app_home_opened`, `team_join`, `user_change`), once per
+    /// event id, in a background task after the event was published to the
+    /// outbox and acknowledged.
+    pub fn on<F, Fut>(mut self, event_type: &str, handler: F) -> Self
+    where
+        F: Fn(SlackEventContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let handler: EventHandler = Arc::new(move |cx| Box::pin(handler(cx)));
+        self.event_handlers.insert(event_type.to_owned(), handler);
+        self
+    }
     /// Called (in a background task) for every new Events API event.
     pub fn on_event(mut self, hook: impl Fn(EventCallback) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(hook));
@@ -304,6 +355,8 @@ impl SlackInboundBuilder {
                 deadline: self.deadline,
                 clock: self.clock,
                 on_event: self.on_event,
+                event_handlers: self.event_handlers,
+                rate_limits: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -331,7 +384,21 @@ impl SlackInbound {
             deadline: DEFAULT_DEADLINE,
             clock: Arc::new(system_now),
             on_event: None,
+            event_handlers: HashMap::new(),
         }
+    }
+
+    /// The workspaces Slack currently rate-limits the Events API for (from
+    /// `app_rate_limited`), most recent notice per workspace.
+    pub fn app_rate_limits(&self) -> Vec<AppRateLimit> {
+        let mut all: Vec<AppRateLimit> = self
+            .inner
+            .rate_limits
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| a.team_id.cmp(&b.team_id));
+        all
     }
 
     /// Checks the size and signature of a request; returns the verified body.

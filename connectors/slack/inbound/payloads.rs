@@ -75,7 +75,10 @@ pub struct ChannelRef {
 }
 
 /// A slash command invocation (Slack posts it form-encoded). Unknown fields are ignored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `response_url` can post to the conversation for 30 minutes: `Debug`
+/// prints it as `[redacted]` and `Serialize` leaves it out.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlashCommand {
     /// The command, e.g. `/perks`.
     #[serde(default)]
@@ -112,8 +115,9 @@ pub struct SlashCommand {
     /// Slack's payload).
     #[serde(skip)]
     pub tenant: TenantId,
-    /// Where delayed answers go (up to 5 times within 30 minutes).
-    #[serde(default)]
+    /// Where delayed answers go (up to 5 times within 30 minutes). Never
+    /// serialized or printed.
+    #[serde(default, skip_serializing)]
     pub response_url: String,
     /// Opens a modal (valid for about 3 seconds).
     #[serde(default)]
@@ -121,6 +125,48 @@ pub struct SlashCommand {
     /// The app's id.
     #[serde(default)]
     pub api_app_id: String,
+}
+
+const REDACTED: &str = "[redacted]";
+
+impl std::fmt::Debug for SlashCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlashCommand")
+            .field("command", &self.command)
+            .field("text", &self.text)
+            .field("user_id", &self.user_id)
+            .field("user_name", &self.user_name)
+            .field("channel_id", &self.channel_id)
+            .field("channel_name", &self.channel_name)
+            .field("team_id", &self.team_id)
+            .field("team_domain", &self.team_domain)
+            .field("enterprise_id", &self.enterprise_id)
+            .field("is_enterprise_install", &self.is_enterprise_install)
+            .field("tenant", &self.tenant)
+            .field("response_url", &REDACTED)
+            .field("trigger_id", &self.trigger_id)
+            .field("api_app_id", &self.api_app_id)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MessageShortcut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageShortcut")
+            .field("callback_id", &self.callback_id)
+            .field("trigger_id", &self.trigger_id)
+            .field(
+                "response_url",
+                &self.response_url.as_ref().map(|_| REDACTED),
+            )
+            .field("user", &self.user)
+            .field("channel", &self.channel)
+            .field("message", &self.message)
+            .field("team", &self.team)
+            .field("enterprise", &self.enterprise)
+            .field("is_enterprise_install", &self.is_enterprise_install)
+            .finish()
+    }
 }
 
 impl SlashCommand {
@@ -267,8 +313,9 @@ pub struct ShortcutMessage {
     pub user: Option<String>,
 }
 
-/// A message shortcut (`type: message_action`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A message shortcut (`type: message_action`). `response_url` is
+/// redacted in `Debug` and never serialized.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageShortcut {
     /// The shortcut's callback id.
     #[serde(default, deserialize_with = "null_default")]
@@ -276,8 +323,8 @@ pub struct MessageShortcut {
     /// Opens a modal (about 3 seconds).
     #[serde(default, deserialize_with = "null_default")]
     pub trigger_id: String,
-    /// Where replies can be posted.
-    #[serde(default)]
+    /// Where replies can be posted (30 minutes). Never serialized or printed.
+    #[serde(default, skip_serializing)]
     pub response_url: Option<String>,
     /// Who used it.
     #[serde(default, deserialize_with = "null_default")]
@@ -495,6 +542,19 @@ pub struct EventCallback {
     pub api_app_id: Option<String>,
     /// The event itself.
     pub event: SlackEvent,
+    /// The inner `event` object as Slack sent it.
+    pub event_json: Value,
+}
+
+impl SlackEvent {
+    /// The event's `type` (e.g. `app_mention`).
+    pub fn kind(&self) -> &str {
+        match self {
+            SlackEvent::AppUninstalled => "app_uninstalled",
+            SlackEvent::TokensRevoked { .. } => "tokens_revoked",
+            SlackEvent::Other { kind, .. } => kind,
+        }
+    }
 }
 
 impl EventCallback {
@@ -518,7 +578,17 @@ pub enum EventsRequest {
     },
     /// An event.
     EventCallback(EventCallback),
-    /// Any other envelope type (e.g. `app_rate_limited`).
+    /// Slack is dropping this workspace's events: the app would receive more
+    /// than 30,000 in an hour from it (or answered too few with 200).
+    AppRateLimited {
+        /// The workspace whose event subscriptions are limited.
+        team_id: Option<String>,
+        /// The minute (unix seconds, rounded) the limiting began.
+        minute_rate_limited: i64,
+        /// The app.
+        api_app_id: Option<String>,
+    },
+    /// Any other envelope type.
     Unknown {
         /// The envelope's `type`.
         kind: String,
@@ -555,6 +625,7 @@ impl EventsRequest {
                     .filter(|s| !s.is_empty())
                     .ok_or_else(|| invalid("event without an event_id"))?;
                 let inner = value.get("event").cloned().unwrap_or(Value::Null);
+                let event_json = inner.clone();
                 let inner_kind = text(&inner, "type").unwrap_or_default();
                 let event = match inner_kind.as_str() {
                     "app_uninstalled" => SlackEvent::AppUninstalled,
@@ -588,8 +659,17 @@ impl EventsRequest {
                     is_enterprise_install,
                     api_app_id: text(&value, "api_app_id"),
                     event,
+                    event_json,
                 })
             }
+            "app_rate_limited" => EventsRequest::AppRateLimited {
+                team_id: text(&value, "team_id").filter(|t| !t.is_empty()),
+                minute_rate_limited: value
+                    .get("minute_rate_limited")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                api_app_id: text(&value, "api_app_id"),
+            },
             _ => EventsRequest::Unknown {
                 kind,
                 payload: value,
