@@ -28,58 +28,41 @@ fn expired(alias: &str, lnow: &str) -> String {
     format!("{alias}.lease_until <= coalesce({lnow}::timestamptz, now())")
 }
 
-/// Candidate heads: the due or lease-expired oldest pending delivery of each
-/// key, in due order, each key locked for this transaction (keys another
-/// replica is claiming right now are skipped). $1 now, $2 lease now, $3 limit.
-fn candidates_sql() -> String {
+/// Claims due heads in one statement: the due rows of `key_heads` (a queued
+/// head when due at the caller's `now`, an in-flight one when its lease has
+/// lapsed), in due order through its index, each locked with `SKIP LOCKED` so
+/// keys another replica is claiming or writing right now are skipped; then
+/// their deliveries, rechecked on their latest version and locked the same
+/// way. Reads O(claimed) rows whatever the backlog. $1 now, $2 lease now,
+/// $3 limit, $4 lease in microseconds.
+fn claim_sql() -> String {
     format!(
-        "WITH heads AS ( \
-           SELECT DISTINCT ON (key) id, key, state, due_at, lease_until FROM deliveries \
-           WHERE state IN ('queued', 'in_flight') ORDER BY key, id), \
-         due AS MATERIALIZED ( \
-           SELECT h.key, CASE WHEN h.state = 'in_flight' THEN h.lease_until ELSE h.due_at END AS at, \
-                  h.id FROM heads h \
-           WHERE (h.state = 'queued' AND h.due_at <= $1) OR (h.state = 'in_flight' AND {}) \
-           ORDER BY at, id LIMIT $3) \
-         SELECT key FROM due WHERE pg_try_advisory_xact_lock(hashtext(key)) ORDER BY at, id",
-        expired("h", "$2")
-    )
-}
-
-/// Under the key locks, in a fresh snapshot: claims each locked key's head if
-/// it is still claimable and no other delivery of the key is in flight under
-/// a live lease. $1 keys, $2 now, $3 lease now, $4 lease in microseconds.
-fn take_sql() -> String {
-    let live = "o.lease_until > coalesce($3::timestamptz, now())";
-    let claimable = |a: &str| {
-        format!(
-            "(({a}.state = 'queued' AND {a}.due_at <= $2) OR ({a}.state = 'in_flight' AND {}))",
-            expired(a, "$3")
-        )
-    };
-    format!(
-        "WITH k AS (SELECT unnest($1::text[]) AS key), \
-         heads AS ( \
-           SELECT DISTINCT ON (d.key) d.id, d.key, d.state, d.due_at, d.lease_until \
-           FROM deliveries d JOIN k ON d.key = k.key \
-           WHERE d.state IN ('queued', 'in_flight') ORDER BY d.key, d.id), \
-         ok AS ( \
-           SELECT h.id FROM heads h WHERE {} AND NOT EXISTS ( \
-             SELECT 1 FROM deliveries o WHERE o.key = h.key AND o.id <> h.id \
-               AND o.state = 'in_flight' AND {live})), \
+        "WITH h AS MATERIALIZED ( \
+           SELECT key, delivery, due_at FROM key_heads \
+           WHERE due_at <= greatest($1, coalesce($2::timestamptz, now())) \
+             AND ((NOT in_flight AND due_at <= $1) \
+                  OR (in_flight AND due_at <= coalesce($2::timestamptz, now()))) \
+           ORDER BY due_at, delivery LIMIT $3 FOR UPDATE SKIP LOCKED), \
          locked AS ( \
-           SELECT d.id FROM deliveries d JOIN ok ON ok.id = d.id WHERE {} \
+           SELECT d.id, h.due_at AS at FROM deliveries d JOIN h ON d.id = h.delivery \
+           WHERE (d.state = 'queued' AND d.due_at <= $1) OR (d.state = 'in_flight' AND {}) \
            FOR UPDATE OF d SKIP LOCKED) \
-         UPDATE deliveries d SET state = 'in_flight', due_at = $2, \
-           lease_until = coalesce($3::timestamptz, now()) + $4::int8 * interval '1 microsecond', \
+         UPDATE deliveries d SET state = 'in_flight', due_at = $1, \
+           lease_until = coalesce($2::timestamptz, now()) + $4::int8 * interval '1 microsecond', \
            lease = d.lease + 1, attempts = d.attempts + 1 \
          FROM locked WHERE d.id = locked.id \
          RETURNING d.id, d.event, d.tenant, d.route, d.destination, d.target, d.scope, d.key, \
-           d.attempts, d.lease",
-        claimable("h"),
-        claimable("d"),
+           d.attempts, d.lease, locked.at",
+        expired("d", "$2")
     )
 }
+
+/// Locks the heads of the keys of deliveries $1 in key order, so a
+/// multi-statement transaction takes all its key locks at once, in the same
+/// order as every other writer (no deadlock between completions and
+/// enqueues).
+const LOCK_HEADS: &str = "SELECT 1 FROM key_heads WHERE key IN ( \
+       SELECT key FROM deliveries WHERE id = ANY($1)) ORDER BY key FOR UPDATE";
 
 struct Taken {
     id: DeliveryId,
@@ -562,46 +545,36 @@ impl OutboxStore for PostgresStore {
         let lease_us = micros(lease);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db("claim"))?;
-        let stmt = tx
-            .prepare_cached(&candidates_sql())
+        let stmt = tx.prepare_cached(&claim_sql()).await.map_err(db("claim"))?;
+        let rows = tx
+            .query(&stmt, &[&now, &lnow, &sql_limit(limit), &lease_us])
             .await
             .map_err(db("claim"))?;
-        let keys: Vec<String> = tx
-            .query(&stmt, &[&now, &lnow, &sql_limit(limit)])
-            .await
-            .map_err(db("claim"))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if keys.is_empty() {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let stmt = tx.prepare_cached(&take_sql()).await.map_err(db("claim"))?;
-        let mut taken: Vec<Taken> = tx
-            .query(&stmt, &[&keys, &now, &lnow, &lease_us])
-            .await
-            .map_err(db("claim"))?
+        let mut taken: Vec<(DateTime<Utc>, Taken)> = rows
             .iter()
-            .map(|r| Taken {
-                id: r.get(0),
-                event: r.get(1),
-                tenant: r.get(2),
-                route: r.get(3),
-                destination: r.get(4),
-                target: r.get(5),
-                scope: r.get(6),
-                key: r.get(7),
-                attempts: r.get(8),
-                lease: r.get(9),
+            .map(|r| {
+                (
+                    r.get(10),
+                    Taken {
+                        id: r.get(0),
+                        event: r.get(1),
+                        tenant: r.get(2),
+                        route: r.get(3),
+                        destination: r.get(4),
+                        target: r.get(5),
+                        scope: r.get(6),
+                        key: r.get(7),
+                        attempts: r.get(8),
+                        lease: r.get(9),
+                    },
+                )
             })
             .collect();
-        let order: HashMap<&str, usize> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.as_str(), i))
-            .collect();
-        taken.sort_by_key(|t| order.get(t.key.as_str()).copied().unwrap_or(usize::MAX));
-        drop(order);
+        taken.sort_by_key(|(at, t)| (*at, t.id));
+        let taken = taken.into_iter().map(|(_, t)| t).collect();
         let out = self.decode_claims(&tx, taken, now).await?;
         tx.commit().await.map_err(db("claim"))?;
         Ok(out)
@@ -613,6 +586,12 @@ impl OutboxStore for PostgresStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db("complete"))?;
+        let all: Vec<DeliveryId> = completions.iter().map(|c| c.id).collect();
+        let stmt = tx
+            .prepare_cached(LOCK_HEADS)
+            .await
+            .map_err(db("complete"))?;
+        tx.execute(&stmt, &[&all]).await.map_err(db("complete"))?;
         let mut health = BTreeMap::new();
         // Deliveries sent (the common case) are finished and logged by one
         // statement for the whole batch.
@@ -811,12 +790,7 @@ impl OutboxStore for PostgresStore {
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
-                "SELECT min(CASE WHEN state = 'in_flight' THEN lease_until ELSE due_at END) \
-                 FROM deliveries WHERE state IN ('queued', 'in_flight') AND id IN ( \
-                   SELECT DISTINCT ON (key) id FROM deliveries \
-                   WHERE state IN ('queued', 'in_flight') ORDER BY key, id)",
-            )
+            .prepare_cached("SELECT min(due_at) FROM key_heads")
             .await
             .map_err(db("next_due"))?;
         let row = client.query_one(&stmt, &[]).await.map_err(db("next_due"))?;

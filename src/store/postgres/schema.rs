@@ -6,10 +6,10 @@ use super::{corrupt, db};
 use crate::Result;
 
 /// The schema version this version of switchboard writes and understands.
-pub(super) const SCHEMA_VERSION: i32 = 1;
+pub(super) const SCHEMA_VERSION: i32 = 2;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 const V1: &str = "
     -- One row per (tenant, event id) ever enqueued, with the event's JSON once.
@@ -160,6 +160,94 @@ const V1: &str = "
         key text PRIMARY KEY,
         tat timestamptz NOT NULL
     );
+";
+
+/// 2: `key_heads`, the head of each ordering key, kept by statement triggers,
+/// so a claim reads the due heads through an index instead of every pending
+/// row; per-state indexes find a key's next head in one probe.
+///
+/// Consistency across concurrent transactions: every statement that changes
+/// a pending delivery ends (in its trigger) by locking its keys' `key_heads`
+/// rows in key order (an upsert, so a missing row is created and locked too)
+/// and only then, in a fresh snapshot, recomputing them. The lock is held to
+/// commit, so the last writer of a key recomputes after every earlier one has
+/// committed and sees their rows: the table never misses a pending delivery.
+/// A key with something in flight has that delivery as its head (due when its
+/// lease lapses), so nothing else of the key is claimed meanwhile.
+const V2: &str = "
+    CREATE TABLE key_heads (
+        key       text PRIMARY KEY,
+        delivery  bigint NOT NULL,
+        -- queued: when the head is due; in flight: when its lease lapses.
+        due_at    timestamptz NOT NULL,
+        in_flight boolean NOT NULL
+    );
+    CREATE INDEX key_heads_due ON key_heads (due_at, delivery);
+    DROP INDEX deliveries_pending;
+    CREATE INDEX deliveries_queued ON deliveries (key, id) WHERE state = 'queued';
+    CREATE INDEX deliveries_in_flight ON deliveries (key, id) WHERE state = 'in_flight';
+
+    -- Locks the heads of keys `ks` (in key order) and recomputes them.
+    CREATE FUNCTION switchboard_refresh_heads(ks text[]) RETURNS void
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $f$
+    BEGIN
+        IF coalesce(cardinality(ks), 0) = 0 THEN RETURN; END IF;
+        INSERT INTO key_heads AS h (key, delivery, due_at, in_flight)
+            SELECT k, 0, 'infinity', false FROM (SELECT DISTINCT unnest(ks) AS k) s ORDER BY k
+            ON CONFLICT (key) DO UPDATE SET in_flight = h.in_flight;
+        WITH n AS (
+            SELECT s.k, x.id, x.at, x.f FROM (SELECT DISTINCT unnest(ks) AS k) s
+            LEFT JOIN LATERAL (
+                (SELECT d.id, d.lease_until AS at, true AS f FROM deliveries d
+                 WHERE d.key = s.k AND d.state = 'in_flight' ORDER BY d.id LIMIT 1)
+                UNION ALL
+                (SELECT d.id, d.due_at, false FROM deliveries d
+                 WHERE d.key = s.k AND d.state = 'queued' ORDER BY d.id LIMIT 1)
+                LIMIT 1) x ON true),
+        gone AS (DELETE FROM key_heads h USING n WHERE h.key = n.k AND n.id IS NULL)
+        UPDATE key_heads h SET delivery = n.id, due_at = coalesce(n.at, now()), in_flight = n.f
+            FROM n WHERE h.key = n.k AND n.id IS NOT NULL
+              AND (h.delivery, h.due_at, h.in_flight)
+                  IS DISTINCT FROM (n.id, coalesce(n.at, now()), n.f);
+    END $f$;
+
+    CREATE FUNCTION switchboard_heads_insert() RETURNS trigger
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $f$
+    BEGIN
+        PERFORM switchboard_refresh_heads(ARRAY(
+            SELECT DISTINCT key FROM new_rows WHERE state IN ('queued', 'in_flight')));
+        RETURN NULL;
+    END $f$;
+    CREATE FUNCTION switchboard_heads_update() RETURNS trigger
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $f$
+    BEGIN
+        PERFORM switchboard_refresh_heads(ARRAY(
+            SELECT DISTINCT v.k FROM new_rows n JOIN old_rows o ON o.id = n.id
+            CROSS JOIN LATERAL (VALUES (n.key), (o.key)) v(k)
+            WHERE (o.state IN ('queued', 'in_flight') OR n.state IN ('queued', 'in_flight'))
+              AND (o.state, o.due_at, o.lease_until, o.key)
+                  IS DISTINCT FROM (n.state, n.due_at, n.lease_until, n.key)));
+        RETURN NULL;
+    END $f$;
+    CREATE FUNCTION switchboard_heads_delete() RETURNS trigger
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $f$
+    BEGIN
+        PERFORM switchboard_refresh_heads(ARRAY(
+            SELECT DISTINCT key FROM old_rows WHERE state IN ('queued', 'in_flight')));
+        RETURN NULL;
+    END $f$;
+    CREATE TRIGGER deliveries_heads_insert AFTER INSERT ON deliveries
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION switchboard_heads_insert();
+    CREATE TRIGGER deliveries_heads_update AFTER UPDATE ON deliveries
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION switchboard_heads_update();
+    CREATE TRIGGER deliveries_heads_delete AFTER DELETE ON deliveries
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION switchboard_heads_delete();
+
+    SELECT switchboard_refresh_heads(ARRAY(
+        SELECT DISTINCT key FROM deliveries WHERE state IN ('queued', 'in_flight')));
 ";
 
 /// Creates the schema if needed and brings it to [`SCHEMA_VERSION`], holding
