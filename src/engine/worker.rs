@@ -108,7 +108,11 @@ impl Inner {
                 break;
             }
             let room = self.worker.concurrency.saturating_sub(inflight.len());
-            if room > 0 {
+            // Claim in batches: when a quarter of the slots are free (or nothing
+            // is in flight), so the store sees few large claims, not one per
+            // completion.
+            let threshold = (self.worker.concurrency / 4).max(1);
+            if room > 0 && (room >= threshold || inflight.is_empty()) {
                 match self
                     .store
                     .claim(self.clock.now(), lease, room.min(self.worker.batch_size))
