@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use switchboard::destination::Receipt;
+use switchboard::engine::WorkerConfig;
 use switchboard::store::{
     Completion, NewDelivery, OutboxStore, Outcome, PostgresStore, SqliteStore,
 };
@@ -45,6 +46,13 @@ fn board(store: Arc<dyn Store>) -> Switchboard {
     Switchboard::builder()
         .store_arc(store)
         .destination(Noop)
+        // At most 8 deliveries at once: the engine awaits store calls while
+        // its in-flight deliveries (which use the store too) are not polled,
+        // so a concurrency above the pool's 16 connections can starve it.
+        .worker(WorkerConfig {
+            concurrency: 8,
+            ..WorkerConfig::default()
+        })
         .route(
             Route::on("wallet.*")
                 .to("noop", Target::SubjectDm)

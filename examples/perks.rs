@@ -3,7 +3,7 @@
 //! events to each person's DM and new catalog perks to the tenant's channel.
 //!
 //! ```text
-//! cargo run --example perks --features slack -- [--input FILE] [--channel NAME] [--store sqlite://PATH]
+//! cargo run --example perks --features slack -- [--input FILE] [--channel NAME] [--store sqlite://PATH|postgres://…]
 //! ```
 //!
 //! * `--input` (default `examples/data/perks.json`):
@@ -12,7 +12,9 @@
 //!   optional: without them everything belongs to the default tenant.
 //! * `--channel` (default `general`): where `catalog.perk_added` goes, unless a
 //!   tenant names its own `channel` (a per-tenant route rule).
-//! * `--store` (default: a temporary file): the SQLite outbox.
+//! * `--store` (default: a temporary file): the SQLite outbox, or a PostgreSQL
+//!   database shared by several replicas (`postgres://…`, needs `--features postgres`;
+//!   limits are then paced across replicas).
 //! * `SLACK_BOT_TOKEN`: the default tenant's bot token. With neither it nor any
 //!   tenant's `slack_token`, messages are printed instead.
 //! * `SLACK_API_URL`: overrides `https://slack.com/api` (proxies, a local fake).
@@ -43,13 +45,15 @@ use switchboard::{
     Target, TenantId,
 };
 
-const USAGE: &str = "usage: perks [--input FILE] [--channel NAME] [--store sqlite://PATH]";
+const USAGE: &str =
+    "usage: perks [--input FILE] [--channel NAME] [--store sqlite://PATH|postgres://URL]";
 const CATALOG_ROUTE: &str = "catalog";
 
 struct Args {
     input: PathBuf,
     channel: String,
     store: Option<PathBuf>,
+    postgres: Option<String>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -57,6 +61,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         input: PathBuf::from("examples/data/perks.json"),
         channel: "general".to_owned(),
         store: None,
+        postgres: None,
     };
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -68,6 +73,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--channel" => parsed.channel = value()?.trim_start_matches('#').to_owned(),
             "--store" => {
                 let v = value()?;
+                if v.starts_with("postgres://") || v.starts_with("postgresql://") {
+                    parsed.postgres = Some(v);
+                    continue;
+                }
                 let path = v
                     .strip_prefix("sqlite://")
                     .ok_or_else(|| format!("--store must look like sqlite://PATH, got {v:?}"))?;
@@ -187,7 +196,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             path
         }
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?.with_keyring(keyring()?)?);
+    type Pacing = Option<Arc<dyn switchboard::engine::SharedPacing>>;
+    let (store, shared_pacing): (Arc<dyn Store>, Pacing) = match &args.postgres {
+        #[cfg(feature = "postgres")]
+        Some(url) => {
+            let pg = switchboard::PostgresStore::connect(url)
+                .await?
+                .with_keyring(keyring()?);
+            let pacer: Arc<dyn switchboard::engine::SharedPacing> = Arc::new(pg.pacer());
+            (Arc::new(pg), Some(pacer))
+        }
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => return Err("--store postgres://… needs --features postgres".into()),
+        None => (
+            Arc::new(SqliteStore::open(&db)?.with_keyring(keyring()?)?),
+            None,
+        ),
+    };
 
     let default_token = non_empty(std::env::var("SLACK_BOT_TOKEN").ok());
     let uses_slack = default_token.is_some()
@@ -200,6 +225,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         config = config.base_url(&url)?;
     }
     let mut builder = Switchboard::builder().store_arc(store.clone());
+    if let Some(pacer) = shared_pacing {
+        builder = builder.shared_pacing(pacer);
+    }
     if uses_slack {
         let slack = match &default_token {
             Some(t) => {

@@ -20,7 +20,7 @@
 //! ```
 //!
 //! Options: `--source URL`, `--user-id-column NAME`, `--attribute COLUMN[=NAME]`
-//! (repeatable), `--delimiter C` (default `,`; `tab` for tabs), `--store sqlite://PATH`
+//! (repeatable), `--delimiter C` (default `,`; `tab` for tabs), `--store sqlite://PATH` (or `postgres://…` with the `postgres` feature)
 //! (default: in memory), `--keep-in-place` (remember the file's ETag instead of moving it),
 //! `--once` (one run now, then exit) or `--every SECONDS` / `--cron 'EXPR'` (run on
 //! that schedule until Ctrl-C; default every hour), `--segment 'EXPR'`. Each run
@@ -37,7 +37,7 @@ use switchboard::schedule::Scheduler;
 use switchboard::{Filter, MemoryStore, Store};
 
 const USAGE: &str = "usage: s3_attributes [--source URL] [--user-id-column NAME] \
-[--attribute COLUMN[=NAME]]... [--delimiter C] [--store sqlite://PATH] [--keep-in-place] \
+[--attribute COLUMN[=NAME]]... [--delimiter C] [--store sqlite://PATH|postgres://URL] [--keep-in-place] \
 [--once | --every SECONDS | --cron EXPR] [--segment EXPR]";
 
 #[derive(Debug, Default)]
@@ -120,6 +120,19 @@ fn open_store(spec: Option<&str>) -> Result<Arc<dyn Store>, String> {
             open_sqlite(path)
         }
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Arc<dyn Store>, String> {
+    switchboard::PostgresStore::connect(url)
+        .await
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str) -> Result<Arc<dyn Store>, String> {
+    Err("--store postgres://… needs the `postgres` feature".to_owned())
 }
 
 #[cfg(feature = "sqlite")]
@@ -256,7 +269,12 @@ async fn run() -> Result<bool, String> {
         .integration("s3-attributes", schedule)
         .map_err(|e| e.to_string())?;
 
-    let store = open_store(args.store.as_deref())?;
+    let store = match args.store.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            open_postgres(url).await?
+        }
+        spec => open_store(spec)?,
+    };
     let connector = S3Connector::new(credentials_from_env());
     let scheduler = Scheduler::new(Arc::clone(&store))
         .job(Arc::new(connector.job("s3-attributes", Arc::clone(&store))));
