@@ -10,7 +10,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectMeta, ObjectStore};
 use secrecy::ExposeSecret;
 
-use super::config::{Credentials, Location, RetryPolicy, S3Config, SourceUrl};
+use super::config::{Credentials, RetryPolicy, S3Config};
+use super::source::{Location, SourceUrl};
 use crate::{Error, ErrorKind, Result};
 
 /// What the client was doing when an error happened; picks the advice in the message.

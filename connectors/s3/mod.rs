@@ -4,9 +4,13 @@
 mod client;
 mod config;
 mod connection;
+mod connector;
 mod import;
 mod reader;
+mod source;
 
-pub use config::{AfterImport, AttributeColumn, Credentials, RetryPolicy, S3Config, SourceUrl};
+pub use config::{AfterImport, AttributeColumn, Credentials, RetryPolicy, S3Config};
 pub use connection::{ACCESS_KEY_ID, S3_PLATFORM, S3Connection, SECRET_ACCESS_KEY, SESSION_TOKEN};
-pub use import::{Discovery, FAILED_FOLDER, S3Connector, S3Import, S3RunDetails, SUCCESS_FOLDER};
+pub use connector::{Discovery, S3Connector};
+pub use import::{FAILED_FOLDER, S3Import, S3RunDetails, SUCCESS_FOLDER};
+pub use source::SourceUrl;

@@ -1,199 +1,15 @@
-//! Streaming CSV import: a column mapping, a constant-memory record reader, per-row errors and an import summary.
+//! The streaming CSV record reader: [`read_csv`], [`CsvRecords`], [`CsvRow`] and per-row errors.
 
-use std::collections::BTreeSet;
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::io::{self, Read};
 
 use csv::ByteRecord;
 use serde::{Deserialize, Serialize};
 
-use super::input::{Input, TextEncoding};
-use super::{AttributeRecord, AttributeStore};
-use crate::tenant::TenantId;
+use super::mapping::*;
+use crate::attributes::AttributeRecord;
+use crate::attributes::input::{Input, TextEncoding};
 use crate::{Error, ErrorKind, Result};
-
-/// The default cap on one record's size (1 MiB); see [`CsvMapping::max_record_bytes`].
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
-
-/// The longest user id accepted, in bytes.
-pub const MAX_USER_ID_BYTES: usize = 255;
-
-/// The CSV reader's buffer size.
-const BUFFER_CAPACITY: usize = 64 * 1024;
-
-/// Which CSV columns to import: the unique user-id column and the attribute
-/// columns, each under the name it is imported as.
-///
-/// A consuming builder:
-/// ```
-/// use switchboard::attributes::CsvMapping;
-/// let mapping = CsvMapping::new("Email")
-///     .attribute("Plan", "plan")
-///     .attribute("Support Tickets", "support_tickets");
-/// assert_eq!(mapping.user_id_column(), "Email");
-/// ```
-///
-/// Column names are matched against the header exactly; a column that is not found
-/// exactly is matched ignoring surrounding spaces and case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CsvMapping {
-    user_id_column: String,
-    #[serde(default)]
-    attributes: Vec<(String, String)>,
-    #[serde(default = "default_delimiter")]
-    delimiter: u8,
-    #[serde(default = "default_max_record_bytes")]
-    max_record_bytes: usize,
-    #[serde(default)]
-    encoding: TextEncoding,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    null_values: Vec<String>,
-    #[serde(default)]
-    user_id_format: UserIdFormat,
-}
-
-/// How the user-id column is normalised, so `Ada@X.com` and `ada@x.com` are
-/// one user.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum UserIdFormat {
-    /// As written (trimmed).
-    #[default]
-    AsIs,
-    /// An email address, normalised with [`crate::identity::normalize_email`];
-    /// a row whose id is not an email address is rejected.
-    Email,
-    /// A phone number, normalised to E.164 with
-    /// [`crate::identity::normalize_phone`] (numbers without a country code
-    /// are read in `region`, ISO 3166 alpha-2); other ids are rejected.
-    Phone {
-        /// The default region.
-        region: String,
-    },
-}
-
-fn default_delimiter() -> u8 {
-    b','
-}
-
-fn default_max_record_bytes() -> usize {
-    DEFAULT_MAX_RECORD_BYTES
-}
-
-impl CsvMapping {
-    /// A mapping whose user ids come from `user_id_column`.
-    pub fn new(user_id_column: impl Into<String>) -> Self {
-        CsvMapping {
-            user_id_column: user_id_column.into(),
-            attributes: Vec::new(),
-            delimiter: default_delimiter(),
-            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
-            encoding: TextEncoding::Utf8,
-            null_values: Vec::new(),
-            user_id_format: UserIdFormat::AsIs,
-        }
-    }
-
-    /// The file's text encoding (default UTF-8; see [`TextEncoding`]). Gzipped
-    /// files (`.csv.gz`) are recognised by their content whatever this says.
-    #[must_use]
-    pub fn encoding(mut self, encoding: TextEncoding) -> Self {
-        self.encoding = encoding;
-        self
-    }
-
-    /// Values that mean "no value" (compared after trimming, case-insensitively,
-    /// e.g. `NULL`, `n/a`, `-`): such a cell sets no attribute for the user.
-    #[must_use]
-    pub fn null_values<I, S>(mut self, values: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.null_values = values
-            .into_iter()
-            .map(|v| v.into().trim().to_lowercase())
-            .collect();
-        self
-    }
-
-    /// How user ids are normalised (default: as written, trimmed).
-    #[must_use]
-    pub fn user_id_format(mut self, format: UserIdFormat) -> Self {
-        self.user_id_format = format;
-        self
-    }
-
-    /// Imports `column` as the attribute `as_name`.
-    #[must_use]
-    pub fn attribute(mut self, column: impl Into<String>, as_name: impl Into<String>) -> Self {
-        self.attributes.push((column.into(), as_name.into()));
-        self
-    }
-
-    /// Sets the field delimiter (default `,`; `;` and tab are common too).
-    #[must_use]
-    pub fn delimiter(mut self, delimiter: u8) -> Self {
-        self.delimiter = delimiter;
-        self
-    }
-
-    /// Caps the size of one record (default 1 MiB, at least 1 KiB). A longer
-    /// record (typically an unterminated quote swallowing the rest of the file)
-    /// stops reading with a [`RowErrorReason::TooLong`] error, so memory stays
-    /// bounded.
-    #[must_use]
-    pub fn max_record_bytes(mut self, bytes: usize) -> Self {
-        self.max_record_bytes = bytes.max(1024);
-        self
-    }
-
-    /// The user-id column.
-    pub fn user_id_column(&self) -> &str {
-        &self.user_id_column
-    }
-
-    /// The mapped columns as `(column, as_name)`, in the order they were added.
-    pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.attributes
-            .iter()
-            .map(|(c, a)| (c.as_str(), a.as_str()))
-    }
-
-    /// Checks the mapping itself: non-empty names, attribute names unique.
-    pub fn validate(&self) -> Result<()> {
-        if self.user_id_column.trim().is_empty() {
-            return Err(Error::invalid_input(
-                "the user-id column name must not be empty",
-            ));
-        }
-        let mut seen = BTreeSet::new();
-        for (column, as_name) in &self.attributes {
-            if column.trim().is_empty() {
-                return Err(Error::invalid_input(
-                    "a mapped column name must not be empty",
-                ));
-            }
-            if as_name.trim().is_empty() {
-                return Err(Error::invalid_input(format!(
-                    "column {column:?} is mapped to an empty attribute name"
-                )));
-            }
-            if !seen.insert(as_name.as_str()) {
-                return Err(Error::invalid_input(format!(
-                    "attribute name {as_name:?} is mapped more than once"
-                )));
-            }
-        }
-        if matches!(self.delimiter, b'"' | b'\n' | b'\r') {
-            return Err(Error::invalid_input(
-                "the delimiter cannot be a quote or a line break",
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Why a row was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -277,7 +93,7 @@ impl RowError {
 /// the latest chunk read, to tell how a record ended (see [`RecordEnd`]), and
 /// drops a leading UTF-8 BOM (the csv crate strips one only when its first read
 /// returns more than the BOM).
-struct Limited<R> {
+pub(super) struct Limited<R> {
     inner: R,
     /// Whether the start of the input was checked for a BOM.
     started: bool,
@@ -351,7 +167,7 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
-fn csv_reader<R: Read>(
+pub(super) fn csv_reader<R: Read>(
     input: R,
     delimiter: u8,
     max_record_bytes: usize,
@@ -383,7 +199,7 @@ fn csv_reader<R: Read>(
 /// consumed with any blank lines before the next record. So the record started
 /// on `line - newlines inside the record - (1 if it ended in \n)`.
 #[derive(Debug, Clone, Copy, Default)]
-struct RecordEnd {
+pub(super) struct RecordEnd {
     /// The reader's line count after the record.
     line: u64,
     /// Whether the record's terminator was a consumed `\n`.
@@ -403,7 +219,7 @@ impl RecordEnd {
 
 /// Reads the next record that is not blank (every field empty or spaces). Marks the
 /// record start for the size cap. Errors are turned into fatal row errors.
-fn next_record<R: Read>(
+pub(super) fn next_record<R: Read>(
     reader: &mut csv::Reader<Limited<R>>,
     record: &mut ByteRecord,
     max_record_bytes: usize,
@@ -454,7 +270,7 @@ fn next_record<R: Read>(
     }
 }
 
-fn header_names(record: &ByteRecord) -> Vec<String> {
+pub(super) fn header_names(record: &ByteRecord) -> Vec<String> {
     record
         .iter()
         .enumerate()
@@ -864,335 +680,4 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
         max_record_bytes: mapping.max_record_bytes,
         done: false,
     })
-}
-
-/// The header and first rows of a CSV file, for a set-up wizard's data-discovery step.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CsvSample {
-    /// The header row.
-    pub headers: Vec<String>,
-    /// Up to the requested number of data rows, as text (invalid UTF-8 replaced).
-    pub rows: Vec<Vec<String>>,
-    /// True if the file has more rows than were sampled.
-    pub more: bool,
-}
-
-/// Reads the header and up to `sample_rows` data rows (blank lines skipped),
-/// without a mapping. Reads no further than one row past the sample.
-///
-/// ```
-/// use switchboard::attributes::discover_csv;
-/// let sample = discover_csv("id,plan\n1,basic\n2,premium\n".as_bytes(), 1).unwrap();
-/// assert_eq!(sample.headers, ["id", "plan"]);
-/// assert_eq!(sample.rows, [["1", "basic"]]);
-/// assert!(sample.more);
-/// ```
-pub fn discover_csv(input: impl Read, sample_rows: usize) -> Result<CsvSample> {
-    discover_csv_with(input, sample_rows, b',')
-}
-
-/// [`discover_csv`] with another delimiter.
-pub fn discover_csv_with(input: impl Read, sample_rows: usize, delimiter: u8) -> Result<CsvSample> {
-    discover_csv_encoded(input, sample_rows, delimiter, TextEncoding::Utf8)
-}
-
-/// [`discover_csv_with`] for a file in another text encoding.
-pub fn discover_csv_encoded(
-    input: impl Read,
-    sample_rows: usize,
-    delimiter: u8,
-    encoding: TextEncoding,
-) -> Result<CsvSample> {
-    let mut reader = csv_reader(input, delimiter, DEFAULT_MAX_RECORD_BYTES, encoding);
-    let mut record = ByteRecord::new();
-    let read = |reader: &mut csv::Reader<_>, record: &mut ByteRecord| {
-        next_record(reader, record, DEFAULT_MAX_RECORD_BYTES, None)
-            .map_err(|e| Error::invalid_input(format!("cannot read the CSV file: {e}")))
-    };
-    if read(&mut reader, &mut record)?.is_none() {
-        return Err(Error::invalid_input("the CSV file is empty: no header row"));
-    }
-    let headers = header_names(&record);
-    let mut rows = Vec::new();
-    let mut more = false;
-    while read(&mut reader, &mut record)?.is_some() {
-        if rows.len() == sample_rows {
-            more = true;
-            break;
-        }
-        rows.push(
-            record
-                .iter()
-                .map(|f| String::from_utf8_lossy(f).into_owned())
-                .collect(),
-        );
-    }
-    Ok(CsvSample {
-        headers,
-        rows,
-        more,
-    })
-}
-
-/// What an import did: counts, the first row errors, duplicates and the
-/// attributes imported. Produced by [`ImportCollector::finish`] and [`import_rows`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImportSummary {
-    /// Data rows read (imported + rejected).
-    pub rows_read: u64,
-    /// Rows imported (duplicates included: each was written, the last one won).
-    pub rows_imported: u64,
-    /// Rows rejected.
-    pub rows_rejected: u64,
-    /// Rows whose user id appeared on an earlier row (the later row won).
-    pub duplicate_user_ids: u64,
-    /// False if the file had more rows than the collector tracks user ids for
-    /// ([`ImportCollector::max_tracked_ids`]); `duplicate_user_ids` is then a
-    /// lower bound.
-    pub duplicates_exact: bool,
-    /// The first row errors, in file order.
-    pub row_errors: Vec<RowError>,
-    /// The distinct attribute names imported, sorted.
-    pub properties: Vec<String>,
-    /// True if reading stopped at a fatal row error (see [`RowError::is_fatal`]).
-    pub stopped_early: bool,
-}
-
-impl ImportSummary {
-    /// Distinct users imported.
-    pub fn users_imported(&self) -> u64 {
-        self.rows_imported.saturating_sub(self.duplicate_user_ids)
-    }
-}
-
-/// Collects rows from [`read_csv`] into batches for [`AttributeStore::upsert`]
-/// while counting what an [`ImportSummary`] reports.
-///
-/// Memory stays bounded: one batch of records, the first row errors, and 8 bytes
-/// (a hash of the user id) per row for duplicate counting, up to
-/// [`ImportCollector::max_tracked_ids`] rows (2,000,000 by default, i.e. 16 MB).
-///
-/// ```
-/// use switchboard::attributes::{CsvMapping, ImportCollector, read_csv};
-/// let csv = "id,plan\n1,basic\n2,\n1,premium\n,x\n";
-/// let mapping = CsvMapping::new("id").attribute("plan", "plan");
-/// let mut collector = ImportCollector::new().batch_size(100);
-/// for row in read_csv(csv.as_bytes(), &mapping).unwrap() {
-///     assert!(collector.push(row).is_none()); // the batch never fills here
-/// }
-/// let (last_batch, summary) = collector.finish();
-/// assert_eq!(last_batch.len(), 3);
-/// assert_eq!((summary.rows_read, summary.rows_rejected, summary.duplicate_user_ids), (4, 1, 1));
-/// ```
-#[derive(Debug)]
-pub struct ImportCollector {
-    summary: ImportSummary,
-    batch: Vec<AttributeRecord>,
-    batch_size: usize,
-    max_row_errors: usize,
-    max_tracked_ids: usize,
-    hashes: Vec<u64>,
-    properties: BTreeSet<String>,
-}
-
-impl Default for ImportCollector {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ImportCollector {
-    /// The default number of records per batch.
-    pub const DEFAULT_BATCH_SIZE: usize = 5_000;
-    /// The default number of row errors kept.
-    pub const DEFAULT_MAX_ROW_ERRORS: usize = 20;
-    /// The default number of distinct user ids tracked for duplicate counting.
-    pub const DEFAULT_MAX_TRACKED_IDS: usize = 2_000_000;
-
-    /// A collector with batches of 5,000 records, keeping the first 20 row errors.
-    pub fn new() -> Self {
-        ImportCollector {
-            summary: ImportSummary {
-                duplicates_exact: true,
-                ..ImportSummary::default()
-            },
-            batch: Vec::new(),
-            batch_size: Self::DEFAULT_BATCH_SIZE,
-            max_row_errors: Self::DEFAULT_MAX_ROW_ERRORS,
-            max_tracked_ids: Self::DEFAULT_MAX_TRACKED_IDS,
-            hashes: Vec::new(),
-            properties: BTreeSet::new(),
-        }
-    }
-
-    /// Records per batch (at least 1).
-    #[must_use]
-    pub fn batch_size(mut self, n: usize) -> Self {
-        self.batch_size = n.max(1);
-        self
-    }
-
-    /// How many row errors to keep (the rest are only counted).
-    #[must_use]
-    pub fn max_row_errors(mut self, n: usize) -> Self {
-        self.max_row_errors = n;
-        self
-    }
-
-    /// How many rows' user ids to remember for duplicate counting (8 bytes each).
-    #[must_use]
-    pub fn max_tracked_ids(mut self, n: usize) -> Self {
-        self.max_tracked_ids = n;
-        self
-    }
-
-    /// Takes one row; returns a full batch when one is ready to upsert.
-    pub fn push(
-        &mut self,
-        row: std::result::Result<AttributeRecord, RowError>,
-    ) -> Option<Vec<AttributeRecord>> {
-        match row {
-            Ok(record) => {
-                self.summary.rows_read += 1;
-                self.summary.rows_imported += 1;
-                if self.hashes.len() < self.max_tracked_ids {
-                    let hasher = BuildHasherDefault::<DefaultHasher>::default();
-                    self.hashes.push(hasher.hash_one(record.user_id.as_str()));
-                } else {
-                    self.summary.duplicates_exact = false;
-                }
-                for name in record.attributes.keys() {
-                    if !self.properties.contains(name) {
-                        self.properties.insert(name.clone());
-                    }
-                }
-                if self.batch.capacity() == 0 {
-                    self.batch.reserve_exact(self.batch_size);
-                }
-                self.batch.push(record);
-                if self.batch.len() >= self.batch_size {
-                    return Some(std::mem::take(&mut self.batch));
-                }
-                None
-            }
-            Err(error) => {
-                if error.is_fatal() {
-                    self.summary.stopped_early = true;
-                } else {
-                    self.summary.rows_read += 1;
-                    self.summary.rows_rejected += 1;
-                }
-                if self.summary.row_errors.len() < self.max_row_errors || error.is_fatal() {
-                    self.summary.row_errors.push(error);
-                }
-                None
-            }
-        }
-    }
-
-    /// The rows counted so far (imported + rejected).
-    pub fn rows_read(&self) -> u64 {
-        self.summary.rows_read
-    }
-
-    /// Ends the import: the last, partial batch and the summary.
-    pub fn finish(mut self) -> (Vec<AttributeRecord>, ImportSummary) {
-        self.hashes.sort_unstable();
-        let mut distinct = 0u64;
-        let mut previous = None;
-        for h in &self.hashes {
-            if previous != Some(*h) {
-                distinct += 1;
-                previous = Some(*h);
-            }
-        }
-        self.summary.duplicate_user_ids = self.hashes.len() as u64 - distinct;
-        self.summary.properties = self.properties.into_iter().collect();
-        (self.batch, self.summary)
-    }
-}
-
-/// What reading towards the next batch ended with.
-enum Fill {
-    /// A full batch to write.
-    Batch(Vec<AttributeRecord>),
-    /// The rows ended (the collector holds the last, partial batch).
-    End,
-    /// Reading stopped at a fatal row error.
-    Fatal(RowError),
-}
-
-fn fill<I>(rows: &mut I, collector: &mut ImportCollector) -> Fill
-where
-    I: Iterator<Item = std::result::Result<AttributeRecord, RowError>>,
-{
-    for row in rows {
-        let fatal = row.as_ref().err().filter(|e| e.is_fatal()).cloned();
-        if let Some(batch) = collector.push(row) {
-            return Fill::Batch(batch);
-        }
-        if let Some(error) = fatal {
-            return Fill::Fatal(error);
-        }
-    }
-    Fill::End
-}
-
-/// Streams rows (usually from [`read_csv`]) into `tenant`'s users in an
-/// [`AttributeStore`], in batches.
-///
-/// Reading is pipelined with writing: the next batch is read while the store
-/// writes the previous one, so at most two batches are in memory.
-///
-/// Every record of a CSV import carries every mapped attribute, so the first batch
-/// registers all names: an import that would exceed the tenant's attribute cap fails on it,
-/// before anything is written. A fatal row error (I/O failure, oversized record)
-/// fails the import; the full batches before it are already written.
-pub async fn import_rows<I>(
-    rows: I,
-    store: &(impl AttributeStore + ?Sized),
-    tenant: &TenantId,
-    collector: ImportCollector,
-) -> Result<ImportSummary>
-where
-    I: IntoIterator<Item = std::result::Result<AttributeRecord, RowError>>,
-{
-    let mut collector = collector;
-    let mut rows = rows.into_iter();
-    let mut written = 0u64;
-    let mut pending: Option<Vec<AttributeRecord>> = None;
-    loop {
-        let step = match pending.take() {
-            // The store's future is polled first, so its work is under way
-            // (on its own threads) while this task reads the next batch.
-            Some(batch) => {
-                let (result, step) = tokio::join!(store.upsert(tenant, &batch), async {
-                    fill(&mut rows, &mut collector)
-                });
-                result?;
-                written += batch.len() as u64;
-                step
-            }
-            None => fill(&mut rows, &mut collector),
-        };
-        match step {
-            Fill::Batch(batch) => pending = Some(batch),
-            Fill::End => break,
-            Fill::Fatal(error) => {
-                let kind = match error.reason {
-                    RowErrorReason::Read { .. } => ErrorKind::Io,
-                    _ => ErrorKind::InvalidInput,
-                };
-                return Err(Error::new(
-                    kind,
-                    format!("import stopped: {error}; {written} rows were imported before"),
-                ));
-            }
-        }
-    }
-    let (batch, summary) = collector.finish();
-    if !batch.is_empty() {
-        store.upsert(tenant, &batch).await?;
-    }
-    Ok(summary)
 }

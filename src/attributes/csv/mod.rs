@@ -1,0 +1,11 @@
+//! Streaming CSV import: a column mapping, a constant-memory record reader, per-row errors and an import summary.
+
+mod discover;
+mod import;
+mod mapping;
+mod reader;
+
+pub use discover::{CsvSample, discover_csv, discover_csv_encoded, discover_csv_with};
+pub use import::{ImportCollector, ImportSummary, import_rows};
+pub use mapping::{CsvMapping, DEFAULT_MAX_RECORD_BYTES, MAX_USER_ID_BYTES, UserIdFormat};
+pub use reader::{CsvRecords, CsvRow, RowError, RowErrorReason, read_csv};
