@@ -79,6 +79,23 @@ fn read_csv_pass(data: &[u8], mapping: &CsvMapping) -> usize {
     ok
 }
 
+/// One pass of `CsvRecords::read_record` into one reused owned
+/// `AttributeRecord`; returns the attributes read.
+fn read_record_pass(data: &[u8], mapping: &CsvMapping) -> usize {
+    let mut ok = 0usize;
+    let mut rows = read_csv(data, mapping).expect("header");
+    let mut record = switchboard::attributes::AttributeRecord {
+        user_id: String::new(),
+        attributes: Default::default(),
+    };
+    while let Some(row) = rows.read_record(&mut record) {
+        if row.is_ok() {
+            ok += record.attributes.len();
+        }
+    }
+    ok
+}
+
 /// One pass of `read_csv`'s borrowed rows (`CsvRecords::next_row`, no allocation);
 /// returns the bytes of the user ids and values seen.
 fn next_row_pass(data: &[u8], mapping: &CsvMapping) -> usize {
@@ -97,16 +114,17 @@ fn bench(c: &mut Criterion) {
     let data = generate(ROWS);
     let mapping = mapping();
 
-    // `SWITCHBOARD_CSV_PASSES=baseline|read_csv|next_row`: one pass, for profilers.
+    // `SWITCHBOARD_CSV_PASSES=baseline|read_csv|read_record|next_row`: one pass, for profilers.
     // `SWITCHBOARD_CSV_PASSES=compare`: alternate the passes 7 times and print the
     // best of each, ratios that hold up better than criterion's on a busy machine.
     if let Ok(which) = std::env::var("SWITCHBOARD_CSV_PASSES") {
         match which.as_str() {
             "baseline" => println!("baseline: {}", baseline_pass(&data)),
             "read_csv" => println!("read_csv: {}", read_csv_pass(&data, &mapping)),
+            "read_record" => println!("read_record: {}", read_record_pass(&data, &mapping)),
             "next_row" => println!("next_row: {}", next_row_pass(&data, &mapping)),
             _ => {
-                let mut best = [Duration::MAX; 3];
+                let mut best = [Duration::MAX; 4];
                 for _ in 0..7 {
                     let t = std::time::Instant::now();
                     black_box(baseline_pass(&data));
@@ -117,12 +135,19 @@ fn bench(c: &mut Criterion) {
                     let t = std::time::Instant::now();
                     black_box(next_row_pass(&data, &mapping));
                     best[2] = best[2].min(t.elapsed());
+                    let t = std::time::Instant::now();
+                    black_box(read_record_pass(&data, &mapping));
+                    best[3] = best[3].min(t.elapsed());
                 }
                 let mib = data.len() as f64 / (1024.0 * 1024.0);
                 for (name, time) in [
                     ("csv crate, reused ByteRecord", best[0]),
                     ("read_csv (owned AttributeRecord)", best[1]),
                     ("read_csv rows (CsvRecords::next_row)", best[2]),
+                    (
+                        "read_csv into a reused AttributeRecord (read_record)",
+                        best[3],
+                    ),
                 ] {
                     println!(
                         "{name}: {:.0} ms, {:.0} MiB/s, {:.0} rows/s, {:.2}x the csv crate",
@@ -146,6 +171,13 @@ fn bench(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("read_csv", ROWS), |b| {
         b.iter(|| {
             let ok = read_csv_pass(&data, &mapping);
+            assert_eq!(ok, ROWS * 10);
+            black_box(ok)
+        })
+    });
+    group.bench_function(BenchmarkId::new("read_csv_read_record", ROWS), |b| {
+        b.iter(|| {
+            let ok = read_record_pass(&data, &mapping);
             assert_eq!(ok, ROWS * 10);
             black_box(ok)
         })

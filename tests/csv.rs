@@ -871,3 +871,54 @@ fn null_values_set_no_attribute() {
         &record("bob@x.io", &[("plan", "Pro")])
     );
 }
+
+/// Reads `csv` with `CsvRecords::read_record` into one reused record.
+fn rows_reusing(csv: &[u8], mapping: &CsvMapping) -> Vec<Result<AttributeRecord, RowError>> {
+    let mut rows = read_csv(csv, mapping).expect("header is valid");
+    let mut reused = record("", &[]);
+    let mut out = Vec::new();
+    while let Some(row) = rows.read_record(&mut reused) {
+        out.push(row.map(|()| reused.clone()));
+    }
+    out
+}
+
+#[test]
+fn read_record_reuses_one_record_and_matches_the_iterator() {
+    let mapping = CsvMapping::new("Email")
+        .attribute("Plan", "plan")
+        .attribute("Seats", "seats")
+        .null_values(["NULL"]);
+    let csv = b"Email,Plan,Seats\nada@x.io,Pro,3\nbob@x.io,NULL,4\n,Pro,1\ncy@x.io,Basic,NULL\ndi@x.io,Premium,12\n";
+    let reused = rows_reusing(csv, &mapping);
+    assert_eq!(reused, rows(csv, &mapping));
+    // A null cell after a full row drops the attribute the record still held.
+    assert_eq!(
+        reused[1].as_ref().unwrap(),
+        &record("bob@x.io", &[("seats", "4")])
+    );
+    assert!(reused[2].is_err());
+    assert_eq!(
+        reused[4].as_ref().unwrap(),
+        &record("di@x.io", &[("plan", "Premium"), ("seats", "12")])
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn read_record_yields_what_the_iterator_yields(
+        cells in proptest::collection::vec(proptest::collection::vec(prop_oneof!["[a-z]{0,4}", Just("NULL".to_owned())], 3), 0..12),
+    ) {
+        let mut csv = String::from("Email,Plan,Seats\n");
+        for (i, row) in cells.iter().enumerate() {
+            csv.push_str(&format!("u{i}@x.io,{},{}\n", row[1], row[2]));
+        }
+        let mapping = CsvMapping::new("Email")
+            .attribute("Plan", "plan")
+            .attribute("Seats", "seats")
+            .null_values(["NULL"]);
+        prop_assert_eq!(rows_reusing(csv.as_bytes(), &mapping), rows(csv.as_bytes(), &mapping));
+    }
+}

@@ -560,6 +560,52 @@ impl<'a> CsvRow<'a> {
         })
     }
 
+    /// Overwrites `record` with this row, reusing its strings: values of
+    /// attributes it already holds are copied into their existing buffers, so
+    /// once `record` has seen a row with every mapped attribute, refilling it
+    /// allocates nothing. The result equals [`CsvRow::to_record`].
+    pub fn fill_record(&self, record: &mut AttributeRecord) {
+        record.user_id.clear();
+        record.user_id.push_str(self.user_id);
+        let map = &mut record.attributes;
+        // Fast path: the record holds exactly this row's names (both in name
+        // order), so the values are overwritten in place without a lookup.
+        let mut row = self.attributes();
+        let mut same_names = true;
+        for (name, slot) in map.iter_mut() {
+            match row.next() {
+                Some((row_name, value)) if row_name == name => {
+                    slot.clear();
+                    slot.push_str(value);
+                }
+                _ => {
+                    same_names = false;
+                    break;
+                }
+            }
+        }
+        if same_names && row.next().is_none() {
+            return;
+        }
+        let mut present = 0usize;
+        for (name, value) in self.attributes() {
+            present += 1;
+            match map.get_mut(name) {
+                Some(slot) => {
+                    slot.clear();
+                    slot.push_str(value);
+                }
+                None => {
+                    map.insert(name.to_owned(), value.to_owned());
+                }
+            }
+        }
+        if map.len() > present {
+            // Names left over from an earlier row (a null cell here, or another mapping).
+            map.retain(|k, _| self.attributes().any(|(name, _)| name == k));
+        }
+    }
+
     /// An owned copy of the row.
     pub fn to_record(&self) -> AttributeRecord {
         AttributeRecord {
@@ -568,6 +614,40 @@ impl<'a> CsvRow<'a> {
                 .attributes()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+        }
+    }
+}
+
+impl<R: Read> CsvRecords<R> {
+    /// Reads the next row into `record`, reusing its buffers (the owned
+    /// counterpart of the `csv` crate's `read_byte_record`): `None` at the end,
+    /// `Some(Err(_))` for a rejected row (`record` is then left unchanged).
+    /// Yields exactly what the iterator yields, without allocating per row once
+    /// `record` has held every mapped attribute.
+    ///
+    /// ```
+    /// use switchboard::attributes::{AttributeRecord, CsvMapping, read_csv};
+    /// let csv = "Email,Plan\nada@example.com,Pro\nbob@example.com,Basic\n";
+    /// let mapping = CsvMapping::new("Email").attribute("Plan", "plan");
+    /// let mut rows = read_csv(csv.as_bytes(), &mapping).unwrap();
+    /// let mut record = AttributeRecord { user_id: String::new(), attributes: Default::default() };
+    /// let mut plans = Vec::new();
+    /// while let Some(row) = rows.read_record(&mut record) {
+    ///     row.unwrap();
+    ///     plans.push(record.attributes["plan"].clone());
+    /// }
+    /// assert_eq!(plans, ["Pro", "Basic"]);
+    /// ```
+    pub fn read_record(
+        &mut self,
+        record: &mut AttributeRecord,
+    ) -> Option<std::result::Result<(), RowError>> {
+        match self.next_row()? {
+            Ok(row) => {
+                row.fill_record(record);
+                Some(Ok(()))
+            }
+            Err(e) => Some(Err(e)),
         }
     }
 }
