@@ -5,8 +5,8 @@ use std::io::Read;
 use csv::ByteRecord;
 use serde::{Deserialize, Serialize};
 
-use super::mapping::*;
-use super::reader::*;
+use super::mapping::DEFAULT_MAX_RECORD_BYTES;
+use super::reader::{csv_reader, header_names, next_record};
 use crate::attributes::input::TextEncoding;
 use crate::{Error, Result};
 

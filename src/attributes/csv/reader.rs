@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use csv::ByteRecord;
 use serde::{Deserialize, Serialize};
 
-use super::mapping::*;
+use super::mapping::{BUFFER_CAPACITY, CsvMapping, MAX_USER_ID_BYTES, UserIdFormat};
 use crate::attributes::AttributeRecord;
 use crate::attributes::input::{Input, TextEncoding};
 use crate::{Error, ErrorKind, Result};
