@@ -50,11 +50,11 @@ pub enum LeaseClock {
 ///   (versions kept in code, [`PostgresStore::SCHEMA_VERSION`]) under a session advisory lock,
 ///   so replicas starting together migrate once; a database whose schema is
 ///   newer than this version knows is refused.
-/// - Claims take only the head of each ordering key (its oldest pending
-///   delivery), skip keys whose delivery is in flight under a live lease, and
-///   serialize per key across replicas with `pg_try_advisory_xact_lock` plus
-///   `FOR UPDATE SKIP LOCKED` on the rows: two replicas never work one key at
-///   once, and a replica never waits for another's claim.
+/// - Claims take only the head of each ordering key from `key_heads` (kept by
+///   statement triggers; an in-flight delivery stays its key's head until it
+///   completes), due heads through an index with `FOR UPDATE SKIP LOCKED`:
+///   two replicas never work one key at once, a replica never waits for
+///   another's claim, and a claim reads O(claimed) rows whatever the backlog.
 /// - Leases run on the database's clock ([`LeaseClock::Database`]) by default.
 /// - Enqueue is idempotent per (tenant, event id) with `ON CONFLICT DO NOTHING`,
 ///   whichever replica publishes.
