@@ -113,11 +113,12 @@ impl Inner {
             // completion.
             let threshold = (self.worker.concurrency / 4).max(1);
             if room > 0 && (room >= threshold || inflight.is_empty()) {
-                match self
-                    .store
-                    .claim(self.clock.now(), lease, room.min(self.worker.batch_size))
-                    .await
-                {
+                let claim =
+                    self.store
+                        .claim(self.clock.now(), lease, room.min(self.worker.batch_size));
+                // Keep the deliveries in flight moving while the store answers:
+                // they may hold store connections (a pool) the claim waits for.
+                match while_working(claim, &mut inflight, &mut held, &mut summary).await {
                     Ok(claims) => {
                         self.clear_store_error();
                         backoff = STORE_BACKOFF_MIN;
@@ -151,7 +152,7 @@ impl Inner {
                 }
                 if now >= prune_at {
                     prune_at = now + PRUNE_EVERY;
-                    self.prune().await;
+                    while_working(self.prune(), &mut inflight, &mut held, &mut summary).await;
                 }
             }
             if inflight.is_empty() {
@@ -187,7 +188,10 @@ impl Inner {
                 _ = self.wake.notified(), if has_room => {}
                 _ = tokio::time::sleep_until(renew_at) => {
                     renew_at = tokio::time::Instant::now() + renew_every;
-                    self.renew(&held).await;
+                    let claims: Vec<(DeliveryId, i64)> =
+                        held.iter().map(|(k, v)| (*k, *v)).collect();
+                    while_working(self.renew(claims), &mut inflight, &mut held, &mut summary)
+                        .await;
                 }
                 _ = wait_for(&mut sd) => {}
             }
@@ -214,11 +218,10 @@ impl Inner {
         Ok(summary)
     }
 
-    async fn renew(&self, held: &HashMap<DeliveryId, i64>) {
-        if held.is_empty() {
+    async fn renew(&self, claims: Vec<(DeliveryId, i64)>) {
+        if claims.is_empty() {
             return;
         }
-        let claims: Vec<(DeliveryId, i64)> = held.iter().map(|(k, v)| (*k, *v)).collect();
         if let Err(e) = self
             .store
             .renew(&claims, self.clock.now(), self.worker.lease)
@@ -557,6 +560,31 @@ impl Inner {
             title,
             format,
         })
+    }
+}
+
+/// Awaits `fut` while still driving the deliveries in flight (recording the
+/// ones that finish), so a store call never waits on work it stopped polling.
+async fn while_working<F, W>(
+    fut: F,
+    inflight: &mut FuturesUnordered<W>,
+    held: &mut HashMap<DeliveryId, i64>,
+    summary: &mut RunSummary,
+) -> F::Output
+where
+    F: std::future::Future,
+    W: std::future::Future<Output = (DeliveryId, Kind)>,
+{
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return out,
+            Some((id, kind)) = inflight.next(), if !inflight.is_empty() => {
+                held.remove(&id);
+                kind.add_to(summary);
+            }
+        }
     }
 }
 

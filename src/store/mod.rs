@@ -23,9 +23,9 @@ pub mod query;
 mod sqlite;
 
 pub use memory::MemoryStore;
-pub use query::{DeliveryQuery, DeliveryQueryStore, DeliveryRow, HourBucket};
 #[cfg(feature = "postgres")]
 pub use postgres::{LeaseClock, PaceDecision, PostgresStore, SharedPacer};
+pub use query::{DeliveryQuery, DeliveryQueryStore, DeliveryRow, HourBucket};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteStore};
 

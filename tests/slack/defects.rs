@@ -433,10 +433,12 @@ async fn events_are_published_through_the_outbox_before_the_ack_once_per_id() {
         200
     );
     assert_eq!(sb.run_until_idle().await.unwrap().delivered, 1);
-    let got = got.lock().unwrap();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].id, "slack:Ev0PV52K21");
-    assert_eq!(got[0].kind, "slack.app_mention");
+    {
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, "slack:Ev0PV52K21");
+        assert_eq!(got[0].kind, "slack.app_mention");
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(handled.load(Ordering::SeqCst), 1);
 }

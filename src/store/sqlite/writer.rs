@@ -334,10 +334,13 @@ fn apply_together(
 /// Runs one request in its own savepoint. `Err` when the savepoint itself
 /// failed: the transaction is broken (the request, if it ran, is returned to
 /// be answered with that failure).
+/// A savepoint that failed: the request (if it ran) and the failure.
+type SavepointFailure = (Option<Box<dyn Ran>>, BatchFailure);
+
 fn run_in_savepoint(
     conn: &Connection,
     job: Box<dyn Queued>,
-) -> std::result::Result<Box<dyn Ran>, (Option<Box<dyn Ran>>, BatchFailure)> {
+) -> std::result::Result<Box<dyn Ran>, SavepointFailure> {
     if let Err(e) = exec(conn, "SAVEPOINT job") {
         let failure = BatchFailure::new(&e);
         job.abort(&failure);
