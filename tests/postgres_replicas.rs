@@ -122,9 +122,12 @@ struct Slack {
     /// Posts that arrived less than 1 s after the previous one to their channel.
     too_fast: Vec<(String, Duration)>,
     last: HashMap<String, Instant>,
-    /// Kill `victim` at its first post once this many posts have arrived.
-    kill_after: Option<(usize, usize)>,
-    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Kill the replica whose post arrives once this many posts have
+    /// arrived (whichever replica that is: the work is not split evenly).
+    kill_after: Option<usize>,
+    kill: Option<tokio::sync::oneshot::Sender<usize>>,
+    /// The replica that was killed.
+    victim: Option<usize>,
 }
 
 /// A loopback Slack: `chat.postMessage` at most 1/s per channel, else 429
@@ -168,12 +171,11 @@ async fn fake_slack(state: Arc<Mutex<Slack>>) -> String {
                             at: now,
                         });
                         match s.kill_after {
-                            Some((victim, after))
-                                if victim == replica && s.posts.len() >= after =>
-                            {
+                            Some(after) if s.posts.len() >= after => {
                                 s.kill_after = None;
+                                s.victim = Some(replica);
                                 if let Some(k) = s.kill.take() {
-                                    let _ = k.send(());
+                                    let _ = k.send(replica);
                                 }
                                 true
                             }
@@ -221,7 +223,7 @@ async fn drop_schema(db: &str, schema: &str) {
 
 /// Runs four replicas to the end (killing `victim` mid-run if given) and
 /// returns what the fake Slack saw.
-async fn run(db: &str, victim: Option<usize>) -> Slack {
+async fn run(db: &str, kill_one: bool) -> Slack {
     let schema = format!("sb_replicas_{:016x}", rand::random::<u64>());
     // Migrate once up front so the children start on a ready schema.
     drop(
@@ -231,7 +233,7 @@ async fn run(db: &str, victim: Option<usize>) -> Slack {
     );
     let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
     let state = Arc::new(Mutex::new(Slack {
-        kill_after: victim.map(|v| (v, 2)),
+        kill_after: kill_one.then_some(2),
         kill: Some(kill_tx),
         ..Slack::default()
     }));
@@ -239,13 +241,15 @@ async fn run(db: &str, victim: Option<usize>) -> Slack {
     let mut children: Vec<Child> = (0..REPLICAS)
         .map(|n| spawn_replica(db, &schema, &slack, n))
         .collect();
-    if let Some(v) = victim {
-        tokio::time::timeout(Duration::from_secs(60), kill_rx)
+    let mut victim = None;
+    if kill_one {
+        let v = tokio::time::timeout(Duration::from_secs(60), kill_rx)
             .await
-            .expect("the victim posted before the timeout")
+            .expect("a replica posted before the timeout")
             .unwrap();
         // SIGKILL: no chance to finish or release anything.
         children[v].kill().unwrap();
+        victim = Some(v);
     }
     let waited = tokio::task::spawn_blocking(move || {
         let mut codes = Vec::new();
@@ -312,7 +316,7 @@ async fn four_replicas_post_every_event_once_at_slacks_pace_and_survive_a_kill9(
     };
 
     // A clean run: every (event, route) posted exactly once, at Slack's pace.
-    let clean = run(&db, None).await;
+    let clean = run(&db, false).await;
     assert_paced(&clean);
     let mut seen = HashMap::new();
     for p in &clean.posts {
@@ -329,9 +333,9 @@ async fn four_replicas_post_every_event_once_at_slacks_pace_and_survive_a_kill9(
     println!("posts per replica in the clean run: {senders:?}");
     assert!(senders.len() > 1, "the work was shared: {senders:?}");
 
-    // Replica 1 killed with SIGKILL while one of its posts is in flight.
-    let victim = 1;
-    let killed = run(&db, Some(victim)).await;
+    // A replica killed with SIGKILL while one of its posts is in flight.
+    let killed = run(&db, true).await;
+    let victim = killed.victim.expect("a replica was killed");
     assert_paced(&killed);
     println!(
         "killed run: {} posts, replicas {:?}",
