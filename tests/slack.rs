@@ -9,6 +9,8 @@ mod defects;
 mod identity;
 #[path = "slack/inbound.rs"]
 mod inbound;
+#[path = "slack/interactivity.rs"]
+mod interactivity;
 #[path = "slack/lifecycle.rs"]
 mod lifecycle;
 #[path = "slack/oauth.rs"]

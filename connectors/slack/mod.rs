@@ -34,13 +34,14 @@ pub use destination::SlackDestination;
 pub use errors::{FailureClass, SlackApiError, classify};
 pub use identity::{SlackIdentity, UsersListPager};
 pub use inbound::{
-    AppRateLimit, CAPTURE_CALLBACK_ID, CAPTURE_SUBJECT_BLOCK, CAPTURE_TEXT_BLOCK, ChannelRef,
-    ChannelType, CommandReply, EVENT_ID_PREFIX, EVENT_KIND_PREFIX, ElementState, EnterpriseRef,
-    EventCallback, EventsRequest, INSIGHT_EVENT_KIND, Interaction, InteractionUser,
-    MessageShortcut, NOT_INSTALLED_TEXT, RETRY_NUM_HEADER, SIGNATURE_HEADER, Shortcut,
-    ShortcutMessage, SlackEvent, SlackEventContext, SlackInbound, SlackInboundBuilder,
-    SlashCommand, TIMESTAMP_HEADER, TeamRef, View, ViewState, ViewSubmission, Visibility,
-    WorkspaceRef, verify_signature,
+    AppRateLimit, BlockAction, CAPTURE_CALLBACK_ID, CAPTURE_SUBJECT_BLOCK, CAPTURE_TEXT_BLOCK,
+    ChannelRef, ChannelType, CommandReply, EVENT_ID_PREFIX, EVENT_KIND_PREFIX, ElementState,
+    EnterpriseRef, EventCallback, EventsRequest, INSIGHT_EVENT_KIND, Interaction, InteractionUser,
+    MessageShortcut, NOT_INSTALLED_TEXT, OptionsRequest, RETRY_NUM_HEADER, SIGNATURE_HEADER,
+    Shortcut, ShortcutMessage, SlackEvent, SlackEventContext, SlackInbound, SlackInboundBuilder,
+    SlackOption, SlashCommand, TIMESTAMP_HEADER, TeamRef, View, ViewEventKind, ViewInteraction,
+    ViewResponse, ViewState, ViewSubmission, Visibility, WorkspaceRef, options_json,
+    verify_signature,
 };
 pub use layout::{MAX_BLOCKS, MAX_SECTION_CHARS, MAX_TEXT_CHARS, SlackMessage};
 pub use lifecycle::{SlackReceipt, home_view};

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchboard::slack::{EventsRequest, Interaction, SlashCommand, verify_signature};
+use switchboard::slack::{BlockAction, EventsRequest, Interaction, SlashCommand, verify_signature};
 
 fuzz_target!(|data: &[u8]| {
     let _ = SlashCommand::parse(data);
@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        let _ = BlockAction::parse_all(&v);
         let _ = Interaction::from_json(v);
     }
 });

@@ -39,6 +39,9 @@ pub(super) struct Authorized {
 }
 
 impl Authorized {
+    pub(super) fn parts(self) -> (TenantId, Option<Arc<Connection>>) {
+        (self.tenant, self.connection)
+    }
     fn context(&self) -> ResolveContext {
         ResolveContext {
             tenant: self.tenant.clone(),
@@ -287,6 +290,21 @@ impl SlackInbound {
         let interaction = match Interaction::parse(body) {
             Ok(i) => i,
             Err(e) => return error_response(&e),
+        };
+        let interaction = match interaction {
+            Interaction::ViewSubmission(v) if v.view.callback_id != CAPTURE_CALLBACK_ID => {
+                return match Interaction::parse_value(body) {
+                    Some(payload) => self.interactivity("view_submission", payload).await,
+                    None => empty_ok(),
+                };
+            }
+            Interaction::Unknown { kind, payload } => {
+                if SlackInbound::handles_interactivity(&kind) {
+                    return self.interactivity(&kind, payload).await;
+                }
+                return empty_ok();
+            }
+            other => other,
         };
         let (workspace, response_url) = match &interaction {
             Interaction::MessageShortcut(s) => (s.workspace(), s.response_url.clone()),

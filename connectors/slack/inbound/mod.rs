@@ -22,11 +22,16 @@ use crate::store::Store;
 use crate::{Error, ErrorKind, Result};
 
 mod handlers;
+mod interactivity;
 mod payloads;
 #[cfg(feature = "axum")]
 mod router;
 mod verify;
 
+pub use interactivity::{
+    BlockAction, OptionsRequest, SlackOption, ViewEventKind, ViewInteraction, ViewResponse,
+    options_json,
+};
 pub use payloads::{
     ChannelRef, ChannelType, CommandReply, ElementState, EnterpriseRef, EventCallback,
     EventsRequest, Interaction, InteractionUser, MessageShortcut, Shortcut, ShortcutMessage,
@@ -142,6 +147,9 @@ struct Inner {
     clock: Clock,
     on_event: Option<EventHook>,
     event_handlers: HashMap<String, EventHandler>,
+    actions: HashMap<String, interactivity::ActionHandler>,
+    views: HashMap<String, interactivity::ViewHandler>,
+    options: HashMap<String, interactivity::OptionsHandler>,
     rate_limits: std::sync::Mutex<HashMap<String, AppRateLimit>>,
 }
 
@@ -201,6 +209,9 @@ pub struct SlackInboundBuilder {
     clock: Clock,
     on_event: Option<EventHook>,
     event_handlers: HashMap<String, EventHandler>,
+    actions: HashMap<String, interactivity::ActionHandler>,
+    views: HashMap<String, interactivity::ViewHandler>,
+    options: HashMap<String, interactivity::OptionsHandler>,
 }
 
 impl std::fmt::Debug for SlackInboundBuilder {
@@ -295,6 +306,45 @@ impl SlackInboundBuilder {
         self.event_handlers.insert(event_type.to_owned(), handler);
         self
     }
+    /// Handles `block_actions` for elements with `action_id` (Bolt's
+    /// `app.action`): the request is acknowledged at once (Slack waits 3 s)
+    /// and `handler` runs in the background with the typed [`BlockAction`].
+    pub fn action<F, Fut>(mut self, action_id: &str, handler: F) -> Self
+    where
+        F: Fn(BlockAction) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let handler: interactivity::ActionHandler = Arc::new(move |a| Box::pin(handler(a)));
+        self.actions.insert(action_id.to_owned(), handler);
+        self
+    }
+    /// Handles `view_submission` and `view_closed` for views opened with
+    /// `callback_id` (Bolt's `app.view`). A submission is answered with the
+    /// handler's [`ViewResponse`] (`update`, `push`, `clear`, `errors`, or an
+    /// empty 200 to close) within the command deadline; for `view_closed`
+    /// the answer is ignored. The capture modal's callback id stays the
+    /// capture's.
+    pub fn view<F, Fut>(mut self, callback_id: &str, handler: F) -> Self
+    where
+        F: Fn(ViewInteraction) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ViewResponse>> + Send + 'static,
+    {
+        let handler: interactivity::ViewHandler = Arc::new(move |v| Box::pin(handler(v)));
+        self.views.insert(callback_id.to_owned(), handler);
+        self
+    }
+    /// Answers `block_suggestion` for external selects with `action_id`
+    /// (Bolt's `app.options`) with `{"options": [...]}`; no handler, a
+    /// failure or a late answer gives an empty list.
+    pub fn options<F, Fut>(mut self, action_id: &str, handler: F) -> Self
+    where
+        F: Fn(OptionsRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<SlackOption>>> + Send + 'static,
+    {
+        let handler: interactivity::OptionsHandler = Arc::new(move |o| Box::pin(handler(o)));
+        self.options.insert(action_id.to_owned(), handler);
+        self
+    }
     /// Called (in a background task) for every new Events API event.
     pub fn on_event(mut self, hook: impl Fn(EventCallback) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(hook));
@@ -356,6 +406,9 @@ impl SlackInboundBuilder {
                 clock: self.clock,
                 on_event: self.on_event,
                 event_handlers: self.event_handlers,
+                actions: self.actions,
+                views: self.views,
+                options: self.options,
                 rate_limits: std::sync::Mutex::new(HashMap::new()),
             }),
         })
@@ -385,6 +438,9 @@ impl SlackInbound {
             clock: Arc::new(system_now),
             on_event: None,
             event_handlers: HashMap::new(),
+            actions: HashMap::new(),
+            views: HashMap::new(),
+            options: HashMap::new(),
         }
     }
 

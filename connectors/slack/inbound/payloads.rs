@@ -479,6 +479,14 @@ impl Interaction {
         Self::from_json(value)
     }
 
+    /// The raw JSON payload of a form-encoded interaction body, if any.
+    pub(super) fn parse_value(body: &[u8]) -> Option<Value> {
+        let payload = url::form_urlencoded::parse(body)
+            .find(|(k, _)| k == "payload")
+            .map(|(_, v)| v.into_owned())?;
+        serde_json::from_str(&payload).ok()
+    }
+
     /// Classifies an interaction payload already parsed as JSON.
     pub fn from_json(value: Value) -> Result<Interaction> {
         let kind = value
