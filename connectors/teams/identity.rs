@@ -398,24 +398,7 @@ impl IdentityResolver for TeamsIdentity {
                 _ => {}
             }
         }
-        match found.len() {
-            0 => Ok(Resolution::NotFound),
-            1 => {
-                let id = found.remove(0);
-                self.store
-                    .put_link(&IdentityLink {
-                        tenant: cx.tenant.clone(),
-                        platform,
-                        user_id: person.id.clone(),
-                        platform_id: id.clone(),
-                        origin: LinkOrigin::EmailMatch,
-                        linked_at: Utc::now(),
-                    })
-                    .await?;
-                Ok(Resolution::Matched(id))
-            }
-            _ => Ok(Resolution::Ambiguous(found)),
-        }
+        crate::identity::settle_email_lookup(&*self.store, cx, platform, person, found).await
     }
 
     async fn sync(&self, cx: &ResolveContext, people: &[Person]) -> Result<SyncReport> {

@@ -174,3 +174,34 @@ pub trait IdentityResolver: Send + Sync {
     /// returning who matched, who did not and who is ambiguous.
     async fn sync(&self, cx: &ResolveContext, people: &[Person]) -> Result<SyncReport>;
 }
+
+/// Settles the platform ids an email lookup found for `person`: none is
+/// `NotFound`; exactly one is stored as an email-matched link under
+/// `platform` (a manual link still wins in the store) and `Matched`; several
+/// are `Ambiguous`, never guessed between. Shared by the connectors' resolvers.
+pub(crate) async fn settle_email_lookup(
+    store: &dyn crate::store::LinkStore,
+    cx: &ResolveContext,
+    platform: String,
+    person: &Person,
+    mut found: Vec<String>,
+) -> Result<Resolution> {
+    match found.len() {
+        0 => Ok(Resolution::NotFound),
+        1 => {
+            let id = found.remove(0);
+            store
+                .put_link(&IdentityLink {
+                    tenant: cx.tenant.clone(),
+                    platform,
+                    user_id: person.id.clone(),
+                    platform_id: id.clone(),
+                    origin: LinkOrigin::EmailMatch,
+                    linked_at: Utc::now(),
+                })
+                .await?;
+            Ok(Resolution::Matched(id))
+        }
+        _ => Ok(Resolution::Ambiguous(found)),
+    }
+}
