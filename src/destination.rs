@@ -241,6 +241,16 @@ pub trait Destination: Send + Sync {
     fn has_fixed_credentials(&self) -> bool {
         false
     }
+    /// The limits among [`Capabilities::global_limits`] and
+    /// [`Capabilities::target_limits`] that this destination keeps exactly
+    /// itself within the process (e.g. sliding windows answered with
+    /// `RateLimited` and the exact wait). The engine's in-process pacer skips
+    /// them — pacing them twice, once approximately, only sends slower — and
+    /// applies them only across instances, through
+    /// [`SharedPacing`](crate::engine::SharedPacing) when one is configured.
+    fn exact_limits(&self) -> Vec<RateLimit> {
+        Vec::new()
+    }
     /// Delivers one message.
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError>;
 }

@@ -13,7 +13,7 @@ use super::card::{MAX_TEXT_CHARS, TeamsMessage};
 use super::config::{BOT_FRAMEWORK_SCOPE, PLATFORM, TeamsConfig};
 use super::pacing::{ConversationWindows, DEFAULT_WINDOW_GUARD, EXACT_WINDOW_MAX};
 use crate::Result;
-use crate::destination::{Capabilities, Delivery, DeliveryError, Destination, Receipt};
+use crate::destination::{Capabilities, Delivery, DeliveryError, Destination, RateLimit, Receipt};
 use crate::message::{MessageFormat, Target};
 use crate::tenant::Connection;
 
@@ -129,8 +129,9 @@ struct Context {
 ///   per 30 s) are kept exactly by a send log ([`super::ConversationWindows`]):
 ///   a send that would exceed one is answered `RateLimited` with the wait until
 ///   the window has room (a snooze, never an attempt); so is the 50 per second
-///   per app per tenant. The engine also paces the hour window and the tenant
-///   budget (shared across instances).
+///   per app per tenant ([`Destination::exact_limits`]). The engine paces the
+///   hour window in process, and every window and the tenant budget across
+///   instances when shared pacing is configured.
 /// * The message is an Adaptive Card 1.5 with a text fallback
 ///   ([`TeamsMessage`]); failures are classified by [`super::classify`].
 pub struct TeamsDestination {
@@ -378,17 +379,22 @@ impl Destination for TeamsDestination {
             max_text: Some(MAX_TEXT_CHARS),
             format: MessageFormat::Plain,
             global_limits: vec![self.config.per_tenant_limit()],
-            // Windows up to 30 s are enforced exactly by the destination's
-            // send log (a token bucket can only approximate them by sending
-            // slower); the engine paces the longer ones, across instances.
-            target_limits: self
-                .config
-                .per_conversation_limits()
-                .iter()
-                .copied()
-                .filter(|l| l.per > EXACT_WINDOW_MAX)
-                .collect(),
+            target_limits: self.config.per_conversation_limits().to_vec(),
         }
+    }
+
+    /// Windows up to 30 s (and the tenant's second) are kept exactly by the
+    /// destination's send log (a token bucket can only approximate them by
+    /// sending slower): the engine paces them only across instances, and
+    /// paces the hour itself.
+    fn exact_limits(&self) -> Vec<RateLimit> {
+        self.config
+            .per_conversation_limits()
+            .iter()
+            .copied()
+            .chain([self.config.per_tenant_limit()])
+            .filter(|l| l.per <= EXACT_WINDOW_MAX)
+            .collect()
     }
 
     fn platform(&self) -> Option<&str> {

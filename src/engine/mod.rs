@@ -322,10 +322,20 @@ impl SwitchboardBuilder {
             let name = d.name().to_owned();
             let caps: Capabilities = d.capabilities();
             formats.insert(name.clone(), caps.format);
+            // Limits the destination keeps exactly itself are paced only
+            // across instances (shared pacing), not a second time here.
+            let exact = d.exact_limits();
+            let local = |limits: &[crate::destination::RateLimit]| {
+                limits
+                    .iter()
+                    .copied()
+                    .filter(|l| !exact.contains(l))
+                    .collect::<Vec<_>>()
+            };
             let pacer = Pacer::new(
                 clock,
-                &caps.global_limits,
-                &caps.target_limits,
+                &local(&caps.global_limits),
+                &local(&caps.target_limits),
                 worker.pacing_margin,
             );
             let platform = d.platform().map(str::to_owned);

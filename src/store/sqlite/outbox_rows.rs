@@ -130,7 +130,8 @@ struct Head {
     attempts: i64,
 }
 
-/// Claims the due heads of their keys; rows that cannot be decoded are
+/// Claims the due heads of their keys with one UPDATE per batch (the triggers move
+/// each head's due time to its lease); rows that cannot be decoded are
 /// dead-lettered instead, in the same transaction.
 pub(super) fn claim_rows(
     conn: &Connection,
@@ -138,31 +139,32 @@ pub(super) fn claim_rows(
     until: i64,
     limit: i64,
 ) -> Db<Vec<ClaimedDelivery>> {
-    let ids: Vec<DeliveryId> = conn
+    // The order of the claim (due time, then id) — RETURNING has only the new
+    // due times.
+    let rank: HashMap<DeliveryId, usize> = conn
         .prepare_cached(
             "SELECT delivery FROM key_heads WHERE due_at <= ?1 ORDER BY due_at, delivery LIMIT ?2",
         )?
-        .query_map(params![now, limit], |r| r.get(0))?
+        .query_map(params![now, limit], |r| r.get::<_, DeliveryId>(0))?
+        .enumerate()
+        .map(|(i, id)| id.map(|id| (id, i)))
         .collect::<rusqlite::Result<_>>()?;
-    let mut read = conn.prepare_cached(
-        "SELECT id, event, tenant, route, destination, target, scope, key, attempts \
-         FROM deliveries WHERE id = ?1 AND state IN ('queued', 'in_flight')",
-    )?;
-    let mut body = conn.prepare_cached("SELECT body FROM events WHERE seq = ?1")?;
-    let mut epoch_of =
-        conn.prepare_cached("SELECT epoch FROM scopes WHERE tenant = ?1 AND scope = ?2")?;
-    let mut take = conn.prepare_cached(
-        "UPDATE deliveries SET state = 'in_flight', due_at = ?2, lease = lease + 1, \
-         attempts = attempts + 1 WHERE id = ?1 RETURNING lease, attempts",
-    )?;
-    // Deliveries of one event share one decoded copy (or one decoding error).
-    let mut events: HashMap<i64, std::result::Result<Arc<Event>, String>> = HashMap::new();
-    let mut epochs: HashMap<(String, String), u64> = HashMap::new();
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let head = read
-            .query_row(params![id], |r| {
-                Ok(Head {
+    if rank.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut heads: Vec<(Head, i64)> = conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'in_flight', due_at = ?2, lease = lease + 1, \
+               attempts = attempts + 1 \
+             WHERE id IN (SELECT delivery FROM key_heads WHERE due_at <= ?1 \
+                          ORDER BY due_at, delivery LIMIT ?3) \
+               AND state IN ('queued', 'in_flight') \
+             RETURNING id, event, tenant, route, destination, target, scope, key, attempts, lease",
+        )?
+        .query_map(params![now, until, limit], |r| {
+            let attempts: i64 = r.get(8)?;
+            Ok((
+                Head {
                     id: r.get(0)?,
                     event: r.get(1)?,
                     tenant: r.get(2)?,
@@ -171,11 +173,22 @@ pub(super) fn claim_rows(
                     target: r.get(5)?,
                     scope: r.get(6)?,
                     key: r.get(7)?,
-                    attempts: r.get(8)?,
-                })
-            })
-            .optional()?;
-        let Some(head) = head else { continue };
+                    // Before this claim (what a dead letter reports).
+                    attempts: attempts.saturating_sub(1),
+                },
+                r.get(9)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    heads.sort_unstable_by_key(|(h, _)| rank.get(&h.id).copied().unwrap_or(usize::MAX));
+    let mut body = conn.prepare_cached("SELECT body FROM events WHERE seq = ?1")?;
+    let mut epoch_of =
+        conn.prepare_cached("SELECT epoch FROM scopes WHERE tenant = ?1 AND scope = ?2")?;
+    // Deliveries of one event share one decoded copy (or one decoding error).
+    let mut events: HashMap<i64, std::result::Result<Arc<Event>, String>> = HashMap::new();
+    let mut epochs: HashMap<(String, String), u64> = HashMap::new();
+    let mut out = Vec::with_capacity(heads.len());
+    for (head, lease) in heads {
         let event = match events.get(&head.event) {
             Some(e) => e.clone(),
             None => {
@@ -216,10 +229,8 @@ pub(super) fn claim_rows(
                 e
             }
         };
-        let (lease, attempts): (i64, i64) =
-            take.query_row(params![id, until], |r| Ok((r.get(0)?, r.get(1)?)))?;
         out.push(ClaimedDelivery {
-            id,
+            id: head.id,
             lease,
             event,
             route: head.route,
@@ -227,7 +238,7 @@ pub(super) fn claim_rows(
             target,
             scope: scope_key.1,
             key: head.key,
-            attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+            attempt: u32::try_from(head.attempts.saturating_add(1)).unwrap_or(u32::MAX),
             scope_epoch,
         });
     }
@@ -241,9 +252,9 @@ fn dead_letter(conn: &Connection, head: &Head, error: &DeliveryError, now: i64) 
     let step: i64 = conn
         .prepare_cached(
             "UPDATE deliveries SET state = 'dead', error = ?2, died_at = ?3, due_at = ?3, \
-             log_steps = log_steps + 1 WHERE id = ?1 RETURNING log_steps",
+             attempts = ?4, log_steps = log_steps + 1 WHERE id = ?1 RETURNING log_steps",
         )?
-        .query_row(params![head.id, json, now], |r| r.get(0))?;
+        .query_row(params![head.id, json, now, head.attempts], |r| r.get(0))?;
     conn.prepare_cached(INSERT_LOG)?.execute(params![
         head.id,
         step,
