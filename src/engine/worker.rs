@@ -90,12 +90,19 @@ impl Inner {
 
     /// The worker loop. Without `shutdown` it returns once nothing is due
     /// (`run_until_idle`); with it, it runs until shutdown.
+    ///
+    /// Each outcome is recorded as soon as it is known: the outcomes that are
+    /// known at one moment (typically every delivery of a batch that finished
+    /// together) are written in one `complete` call before anything else
+    /// happens, so the store sees one transaction for them, not one each, and
+    /// a crash repeats at most the deliveries that were in flight.
     pub(crate) async fn pump(&self, shutdown: Option<Shutdown>) -> Result<RunSummary> {
         let until_idle = shutdown.is_none();
         let mut sd = shutdown.clone();
         let mut summary = RunSummary::default();
         let mut inflight = FuturesUnordered::new();
         let mut held: HashMap<DeliveryId, i64> = HashMap::new();
+        let mut done: Vec<(Completion, Kind)> = Vec::new();
         let lease = self.worker.lease;
         let renew_every = (lease / 3).max(Duration::from_millis(100));
         let mut renew_at = tokio::time::Instant::now() + renew_every;
@@ -104,6 +111,10 @@ impl Inner {
         let mut backoff = STORE_BACKOFF_MIN;
         let stopping = |sd: &Option<Shutdown>| sd.as_ref().is_some_and(Shutdown::is_requested);
         loop {
+            // Outcomes first: a key's next delivery is claimable only once its
+            // head's outcome is recorded.
+            self.record(&mut done, &mut inflight, &mut held, &mut summary)
+                .await;
             if stopping(&sd) {
                 break;
             }
@@ -118,7 +129,7 @@ impl Inner {
                         .claim(self.clock.now(), lease, room.min(self.worker.batch_size));
                 // Keep the deliveries in flight moving while the store answers:
                 // they may hold store connections (a pool) the claim waits for.
-                match while_working(claim, &mut inflight, &mut held, &mut summary).await {
+                match while_working(claim, &mut inflight, &mut done).await {
                     Ok(claims) => {
                         self.clear_store_error();
                         backoff = STORE_BACKOFF_MIN;
@@ -127,12 +138,16 @@ impl Inner {
                             inflight.push(self.work(c));
                         }
                     }
-                    Err(e) if until_idle => return Err(e),
+                    Err(e) if until_idle => {
+                        self.record(&mut done, &mut inflight, &mut held, &mut summary)
+                            .await;
+                        return Err(e);
+                    }
                     Err(e) => {
                         self.note_store_error(&e);
                         let wait = backoff;
                         backoff = (backoff * 2).min(STORE_BACKOFF_MAX);
-                        if inflight.is_empty() {
+                        if inflight.is_empty() && done.is_empty() {
                             tokio::select! {
                                 _ = wait_for(&mut sd) => {}
                                 _ = tokio::time::sleep(wait) => {}
@@ -141,6 +156,9 @@ impl Inner {
                         }
                     }
                 }
+            }
+            if !done.is_empty() {
+                continue;
             }
             if !until_idle {
                 let now = tokio::time::Instant::now();
@@ -152,7 +170,8 @@ impl Inner {
                 }
                 if now >= prune_at {
                     prune_at = now + PRUNE_EVERY;
-                    while_working(self.prune(), &mut inflight, &mut held, &mut summary).await;
+                    while_working(self.prune(), &mut inflight, &mut done).await;
+                    continue;
                 }
             }
             if inflight.is_empty() {
@@ -174,15 +193,11 @@ impl Inner {
             }
             let has_room = inflight.len() < self.worker.concurrency;
             tokio::select! {
-                done = inflight.next() => {
-                    if let Some((id, kind)) = done {
-                        held.remove(&id);
-                        kind.add_to(&mut summary);
-                    }
-                    // Take every other finished one before claiming again.
-                    while let Some(Some((id, kind))) = inflight.next().now_or_never() {
-                        held.remove(&id);
-                        kind.add_to(&mut summary);
+                finished = inflight.next() => {
+                    done.extend(finished);
+                    // Take every other finished one before recording.
+                    while let Some(Some(f)) = inflight.next().now_or_never() {
+                        done.push(f);
                     }
                 }
                 _ = self.wake.notified(), if has_room => {}
@@ -190,8 +205,7 @@ impl Inner {
                     renew_at = tokio::time::Instant::now() + renew_every;
                     let claims: Vec<(DeliveryId, i64)> =
                         held.iter().map(|(k, v)| (*k, *v)).collect();
-                    while_working(self.renew(claims), &mut inflight, &mut held, &mut summary)
-                        .await;
+                    while_working(self.renew(claims), &mut inflight, &mut done).await;
                 }
                 _ = wait_for(&mut sd) => {}
             }
@@ -201,13 +215,15 @@ impl Inner {
         if !inflight.is_empty() {
             let grace = self.worker.shutdown_grace;
             let _ = tokio::time::timeout(grace, async {
-                while let Some((id, kind)) = inflight.next().await {
-                    held.remove(&id);
-                    kind.add_to(&mut summary);
+                while let Some(f) = inflight.next().await {
+                    done.push(f);
                 }
             })
             .await;
             drop(inflight);
+            let mut none = FuturesUnordered::<std::future::Ready<(Completion, Kind)>>::new();
+            self.record(&mut done, &mut none, &mut held, &mut summary)
+                .await;
             if !held.is_empty() {
                 let claims: Vec<(DeliveryId, i64)> = held.into_iter().collect();
                 if let Err(e) = self.store.release(&claims, self.clock.now()).await {
@@ -216,6 +232,42 @@ impl Inner {
             }
         }
         Ok(summary)
+    }
+
+    /// Records every known outcome in one `complete` call (retried with
+    /// backoff while the deliveries in flight keep moving). Outcomes that
+    /// cannot be recorded after several tries are given up: their leases lapse
+    /// and the deliveries are attempted again (at least once).
+    async fn record<W>(
+        &self,
+        done: &mut Vec<(Completion, Kind)>,
+        inflight: &mut FuturesUnordered<W>,
+        held: &mut HashMap<DeliveryId, i64>,
+        summary: &mut RunSummary,
+    ) where
+        W: std::future::Future<Output = (Completion, Kind)>,
+    {
+        if done.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(done);
+        let completions: Vec<Completion> = batch.iter().map(|(c, _)| c.clone()).collect();
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..6 {
+            let call = self.store.complete(&completions, self.clock.now());
+            match while_working(call, inflight, done).await {
+                Ok(()) => break,
+                Err(e) => {
+                    self.note_store_error(&e);
+                    while_working(tokio::time::sleep(delay), inflight, done).await;
+                    delay *= 2;
+                }
+            }
+        }
+        for (c, kind) in batch {
+            held.remove(&c.id);
+            kind.add_to(summary);
+        }
     }
 
     async fn renew(&self, claims: Vec<(DeliveryId, i64)>) {
@@ -253,8 +305,8 @@ impl Inner {
         }
     }
 
-    /// Attempts one claimed delivery and records its outcome at once.
-    async fn work(&self, c: ClaimedDelivery) -> (DeliveryId, Kind) {
+    /// Attempts one claimed delivery; the pump records its outcome at once.
+    async fn work(&self, c: ClaimedDelivery) -> (Completion, Kind) {
         let outcome = match AssertUnwindSafe(self.attempt(&c)).catch_unwind().await {
             Ok(o) => o,
             Err(panic) => {
@@ -272,22 +324,7 @@ impl Inner {
             lease: c.lease,
             outcome,
         };
-        let mut delay = Duration::from_millis(50);
-        for _ in 0..6 {
-            match self
-                .store
-                .complete(std::slice::from_ref(&completion), self.clock.now())
-                .await
-            {
-                Ok(()) => break,
-                Err(e) => {
-                    self.note_store_error(&e);
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-            }
-        }
-        (c.id, kind)
+        (completion, kind)
     }
 
     fn parked(&self, c: &ClaimedDelivery, reason: String) -> Outcome {
@@ -563,27 +600,24 @@ impl Inner {
     }
 }
 
-/// Awaits `fut` while still driving the deliveries in flight (recording the
-/// ones that finish), so a store call never waits on work it stopped polling.
+/// Awaits `fut` while still driving the deliveries in flight (keeping the
+/// outcomes of the ones that finish, to be recorded next), so a store call
+/// never waits on work it stopped polling.
 async fn while_working<F, W>(
     fut: F,
     inflight: &mut FuturesUnordered<W>,
-    held: &mut HashMap<DeliveryId, i64>,
-    summary: &mut RunSummary,
+    done: &mut Vec<(Completion, Kind)>,
 ) -> F::Output
 where
     F: std::future::Future,
-    W: std::future::Future<Output = (DeliveryId, Kind)>,
+    W: std::future::Future<Output = (Completion, Kind)>,
 {
     tokio::pin!(fut);
     loop {
         tokio::select! {
             biased;
             out = &mut fut => return out,
-            Some((id, kind)) = inflight.next(), if !inflight.is_empty() => {
-                held.remove(&id);
-                kind.add_to(summary);
-            }
+            Some(f) = inflight.next(), if !inflight.is_empty() => done.push(f),
         }
     }
 }
