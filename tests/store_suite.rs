@@ -130,6 +130,7 @@ suite!(
     attributes::large_batches_count_and_merge_every_user,
     attributes::attributes_query_numeric_and_text,
     attributes::attributes_query_agrees_with_filter_matches,
+    attributes::segmentation_matches_the_rust_evaluator_on_a_generated_corpus,
     attributes::attribute_cap_names_the_overflow_and_writes_nothing,
     attributes::attribute_cap_is_per_tenant,
 );
