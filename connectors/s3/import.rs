@@ -351,7 +351,15 @@ impl S3Import {
             let run = self
                 .store
                 .begin_import(&tenant, &ctx.config().name, mode, &names)
-                .await?;
+                .await
+                .map_err(|e| {
+                    let written = ImportSummary {
+                        rows_imported: 0,
+                        ..summary.clone()
+                    };
+                    ctx.record_import(&written);
+                    e.context("import into the store stopped (nothing was written)")
+                })?;
             if let Err((written, e)) = self
                 .write(&tenant, &run, file, mapping, summary.rows_imported)
                 .await

@@ -1,10 +1,12 @@
-//! Attributes per tenant: merge and counts, queries agreeing with `Filter::matches`, and the per-tenant cap.
+//! Attributes per tenant: merge and counts, queries and pages agreeing with `Filter::matches`, the per-tenant cap, ownership, snapshot and upsert-only runs, deletes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use switchboard::ErrorKind;
-use switchboard::attributes::{AttributeRecord, Attributes, Comparison, Filter};
+use switchboard::attributes::{
+    AttributeOwner, AttributeRecord, Attributes, Comparison, Filter, ImportMode, RemovedAttributes,
+};
 use switchboard::tenant::TenantId;
 
 use crate::harness::*;
@@ -678,4 +680,380 @@ pub async fn attribute_cap_is_per_tenant(b: Backend) {
         ["u1"]
     );
     assert!(s.get(&tenant("initech"), "u1").await.unwrap().is_none());
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn owners_of(s: &Harness, t: &TenantId) -> Vec<(String, AttributeOwner)> {
+    s.names(t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.name, n.owner))
+        .collect()
+}
+
+fn crm() -> AttributeOwner {
+    AttributeOwner::Integration("crm".to_owned())
+}
+
+/// A snapshot run replaces the integration's values: a user missing from the
+/// new file loses them, an unmapped column's values go and its name is freed;
+/// API values and other tenants are untouched.
+pub async fn snapshot_runs_replace_the_integrations_values(b: Backend) {
+    let s = b.open();
+    let d = default_tenant();
+    let other = tenant("other");
+    s.upsert(&d, &[record("u1", &[("note", "vip")])])
+        .await
+        .unwrap();
+    s.upsert(&other, &[record("u1", &[("plan", "Gold")])])
+        .await
+        .unwrap();
+    let run = s
+        .begin_import(
+            &d,
+            "crm",
+            ImportMode::Snapshot,
+            &names(&["plan", "tickets"]),
+        )
+        .await
+        .unwrap();
+    let stats = s
+        .write_import(
+            &d,
+            &run,
+            &[
+                record("u1", &[("plan", "Premium"), ("tickets", "3")]),
+                record("u2", &[("plan", "Basic"), ("tickets", "1")]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!((stats.users_created, stats.users_updated), (1, 1));
+    assert_eq!(
+        s.finish_import(&d, &run).await.unwrap(),
+        RemovedAttributes::default()
+    );
+    assert_eq!(
+        owners_of(&s, &d).await,
+        [
+            ("note".to_owned(), AttributeOwner::Api),
+            ("plan".to_owned(), crm()),
+            ("tickets".to_owned(), crm())
+        ]
+    );
+
+    // The next file: u2 is gone, `tickets` is no longer mapped.
+    let run2 = s
+        .begin_import(&d, "crm", ImportMode::Snapshot, &names(&["plan"]))
+        .await
+        .unwrap();
+    assert!(run2.generation > run.generation);
+    s.write_import(&d, &run2, &[record("u1", &[("plan", "Premium")])])
+        .await
+        .unwrap();
+    // Until the run finishes, the previous import is whole.
+    assert_eq!(
+        s.get(&d, "u2").await.unwrap(),
+        Some(attrs(&[("plan", "Basic"), ("tickets", "1")]))
+    );
+    let removed = s.finish_import(&d, &run2).await.unwrap();
+    assert_eq!(
+        removed,
+        RemovedAttributes {
+            values: 3,
+            names: 1
+        }
+    );
+    assert_eq!(
+        s.get(&d, "u1").await.unwrap(),
+        Some(attrs(&[("note", "vip"), ("plan", "Premium")])),
+        "the API's value stays; the unmapped column's value is gone"
+    );
+    assert_eq!(
+        s.get(&d, "u2").await.unwrap(),
+        None,
+        "missing from the file"
+    );
+    assert_eq!(
+        s.query(&d, &Filter::gt("tickets", "0")).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        owners_of(&s, &d).await,
+        [
+            ("note".to_owned(), AttributeOwner::Api),
+            ("plan".to_owned(), crm())
+        ]
+    );
+    assert_eq!(
+        s.get(&other, "u1").await.unwrap(),
+        Some(attrs(&[("plan", "Gold")])),
+        "another tenant's attributes are untouched"
+    );
+}
+
+/// A run that fails midway (it never finishes) leaves the previous snapshot
+/// intact beside what it wrote; the next successful run replaces both.
+pub async fn a_failed_run_leaves_the_previous_snapshot(b: Backend) {
+    let s = b.open();
+    let d = default_tenant();
+    let run = s
+        .begin_import(&d, "crm", ImportMode::Snapshot, &names(&["plan"]))
+        .await
+        .unwrap();
+    s.write_import(
+        &d,
+        &run,
+        &[
+            record("u1", &[("plan", "A")]),
+            record("u2", &[("plan", "B")]),
+        ],
+    )
+    .await
+    .unwrap();
+    s.finish_import(&d, &run).await.unwrap();
+    // A run writes one batch, then fails: no finish_import.
+    let failed = s
+        .begin_import(&d, "crm", ImportMode::Snapshot, &names(&["plan"]))
+        .await
+        .unwrap();
+    s.write_import(&d, &failed, &[record("u3", &[("plan", "C")])])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.query(
+            &d,
+            &Filter::Exists {
+                attr: "plan".to_owned()
+            }
+        )
+        .await
+        .unwrap(),
+        ["u1", "u2", "u3"]
+    );
+    let next = s
+        .begin_import(&d, "crm", ImportMode::Snapshot, &names(&["plan"]))
+        .await
+        .unwrap();
+    s.write_import(&d, &next, &[record("u2", &[("plan", "B2")])])
+        .await
+        .unwrap();
+    s.finish_import(&d, &next).await.unwrap();
+    assert_eq!(
+        s.query(
+            &d,
+            &Filter::Exists {
+                attr: "plan".to_owned()
+            }
+        )
+        .await
+        .unwrap(),
+        ["u2"]
+    );
+    assert_eq!(
+        s.get(&d, "u2").await.unwrap(),
+        Some(attrs(&[("plan", "B2")]))
+    );
+}
+
+/// Upsert-only runs merge: users missing from the file keep their values.
+pub async fn upsert_only_runs_merge(b: Backend) {
+    let s = b.open();
+    let d = default_tenant();
+    for file in [&[("u1", "A"), ("u2", "B")][..], &[("u2", "B2")][..]] {
+        let run = s
+            .begin_import(&d, "crm", ImportMode::UpsertOnly, &names(&["plan"]))
+            .await
+            .unwrap();
+        let batch: Vec<AttributeRecord> = file
+            .iter()
+            .map(|(u, p)| record(u, &[("plan", p)]))
+            .collect();
+        s.write_import(&d, &run, &batch).await.unwrap();
+        assert_eq!(s.finish_import(&d, &run).await.unwrap().values, 0);
+    }
+    assert_eq!(
+        s.get(&d, "u1").await.unwrap(),
+        Some(attrs(&[("plan", "A")]))
+    );
+    assert_eq!(
+        s.get(&d, "u2").await.unwrap(),
+        Some(attrs(&[("plan", "B2")]))
+    );
+}
+
+/// Each name has one owner: another integration, or the API, writing it is
+/// refused naming the attribute and the owner; an integration may adopt an
+/// API name; a run may only write the names it mapped.
+pub async fn attribute_names_have_one_owner(b: Backend) {
+    let s = b.open();
+    let d = default_tenant();
+    s.upsert(&d, &[record("u1", &[("plan", "Free")])])
+        .await
+        .unwrap();
+    let run = s
+        .begin_import(&d, "crm", ImportMode::Snapshot, &names(&["plan"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        owners_of(&s, &d).await,
+        [("plan".to_owned(), crm())],
+        "adopted"
+    );
+    let err = s
+        .begin_import(
+            &d,
+            "billing",
+            ImportMode::Snapshot,
+            &names(&["seats", "plan"]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(
+        err.message().contains("\"plan\"") && err.message().contains("\"crm\""),
+        "{err}"
+    );
+    let err = s
+        .upsert(&d, &[record("u1", &[("plan", "Gold")])])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(err.message().contains("\"crm\""), "{err}");
+    let err = s
+        .write_import(&d, &run, &[record("u1", &[("seats", "3")])])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(owners_of(&s, &d).await, [("plan".to_owned(), crm())]);
+    assert_eq!(
+        s.get(&d, "u1").await.unwrap(),
+        Some(attrs(&[("plan", "Free")]))
+    );
+    // The same name in another tenant is another attribute.
+    s.begin_import(
+        &tenant("other"),
+        "billing",
+        ImportMode::Snapshot,
+        &names(&["plan"]),
+    )
+    .await
+    .unwrap();
+}
+
+/// Deleting an integration or a mapping frees its names under the cap and
+/// deletes their values; renaming a mapped column under a full cap works; the
+/// delete APIs remove one user's attributes, one value, or one name.
+pub async fn deletes_free_names_under_the_cap(b: Backend) {
+    let s = b.open_with_cap(3);
+    let d = default_tenant();
+    let other = tenant("other");
+    s.upsert(&d, &[record("u1", &[("note", "x")])])
+        .await
+        .unwrap();
+    s.upsert(
+        &other,
+        &[record("u1", &[("a", "1"), ("b", "2"), ("c", "3")])],
+    )
+    .await
+    .unwrap();
+    let run = s
+        .begin_import(&d, "crm", ImportMode::Snapshot, &names(&["plan", "tier"]))
+        .await
+        .unwrap();
+    s.write_import(
+        &d,
+        &run,
+        &[
+            record("u1", &[("plan", "A"), ("tier", "1")]),
+            record("u2", &[("plan", "B")]),
+        ],
+    )
+    .await
+    .unwrap();
+    s.finish_import(&d, &run).await.unwrap();
+    // The cap is full: a new name fails.
+    let err = s
+        .upsert(&d, &[record("u1", &[("extra", "1")])])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AttributeCap);
+    // Renaming the mapped column `tier` to `level` under the full cap works.
+    let run = s
+        .begin_import(&d, "crm", ImportMode::Snapshot, &names(&["plan", "level"]))
+        .await
+        .unwrap();
+    s.write_import(&d, &run, &[record("u1", &[("plan", "A"), ("level", "1")])])
+        .await
+        .unwrap();
+    let removed = s.finish_import(&d, &run).await.unwrap();
+    assert_eq!(
+        removed,
+        RemovedAttributes {
+            values: 2,
+            names: 1
+        }
+    );
+    assert_eq!(
+        s.get(&d, "u1").await.unwrap(),
+        Some(attrs(&[("level", "1"), ("note", "x"), ("plan", "A")]))
+    );
+    // Removing a mapping (the integration saved without `level`).
+    let removed = s.release_names(&d, "crm", &names(&["plan"])).await.unwrap();
+    assert_eq!(
+        removed,
+        RemovedAttributes {
+            values: 1,
+            names: 1
+        }
+    );
+    s.upsert(&d, &[record("u1", &[("extra", "1")])])
+        .await
+        .unwrap();
+    // Deleting the integration frees the rest.
+    s.put_integration(&crate::records::integration(d.as_str(), "crm"))
+        .await
+        .unwrap();
+    assert!(s.delete_integration(&d, "crm").await.unwrap());
+    assert_eq!(
+        owners_of(&s, &d).await,
+        [
+            ("extra".to_owned(), AttributeOwner::Api),
+            ("note".to_owned(), AttributeOwner::Api)
+        ]
+    );
+    assert_eq!(
+        s.get(&d, "u1").await.unwrap(),
+        Some(attrs(&[("extra", "1"), ("note", "x")]))
+    );
+    // One value, one user, one name.
+    assert!(s.delete_value(&d, "u1", "extra").await.unwrap());
+    assert!(!s.delete_value(&d, "u1", "extra").await.unwrap());
+    assert_eq!(
+        s.names(&d).await.unwrap().len(),
+        2,
+        "the name stays registered"
+    );
+    assert_eq!(
+        s.delete_name(&d, "extra").await.unwrap(),
+        RemovedAttributes {
+            values: 0,
+            names: 1
+        }
+    );
+    s.upsert(&d, &[record("u3", &[("x", "1"), ("y", "2")])])
+        .await
+        .unwrap();
+    assert_eq!(s.delete_user(&d, "u1").await.unwrap(), 1);
+    assert_eq!(s.get(&d, "u1").await.unwrap(), None);
+    assert_eq!(s.delete_user(&d, "u1").await.unwrap(), 0);
+    assert_eq!(
+        s.get(&other, "u1").await.unwrap(),
+        Some(attrs(&[("a", "1"), ("b", "2"), ("c", "3")])),
+        "other tenants untouched"
+    );
 }
