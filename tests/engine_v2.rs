@@ -751,6 +751,66 @@ mod flaky_impl {
         async fn query(&self, t: &TenantId, f: &Filter) -> switchboard::Result<Vec<String>> {
             self.inner.query(t, f).await
         }
+        async fn write_import(
+            &self,
+            t: &TenantId,
+            run: &switchboard::attributes::ImportRun,
+            b: &[AttributeRecord],
+        ) -> switchboard::Result<UpsertStats> {
+            self.inner.write_import(t, run, b).await
+        }
+        async fn begin_import(
+            &self,
+            t: &TenantId,
+            integration: &str,
+            mode: switchboard::attributes::ImportMode,
+            names: &[String],
+        ) -> switchboard::Result<switchboard::attributes::ImportRun> {
+            self.inner.begin_import(t, integration, mode, names).await
+        }
+        async fn finish_import(
+            &self,
+            t: &TenantId,
+            run: &switchboard::attributes::ImportRun,
+        ) -> switchboard::Result<switchboard::attributes::RemovedAttributes> {
+            self.inner.finish_import(t, run).await
+        }
+        async fn release_names(
+            &self,
+            t: &TenantId,
+            integration: &str,
+            keep: &[String],
+        ) -> switchboard::Result<switchboard::attributes::RemovedAttributes> {
+            self.inner.release_names(t, integration, keep).await
+        }
+        async fn delete_user(&self, t: &TenantId, u: &str) -> switchboard::Result<u64> {
+            self.inner.delete_user(t, u).await
+        }
+        async fn delete_value(&self, t: &TenantId, u: &str, n: &str) -> switchboard::Result<bool> {
+            self.inner.delete_value(t, u, n).await
+        }
+        async fn delete_name(
+            &self,
+            t: &TenantId,
+            n: &str,
+        ) -> switchboard::Result<switchboard::attributes::RemovedAttributes> {
+            self.inner.delete_name(t, n).await
+        }
+        async fn names(
+            &self,
+            t: &TenantId,
+        ) -> switchboard::Result<Vec<switchboard::attributes::AttributeName>> {
+            self.inner.names(t).await
+        }
+        async fn query_page(
+            &self,
+            t: &TenantId,
+            f: &Filter,
+            after: Option<&str>,
+            limit: usize,
+        ) -> switchboard::Result<switchboard::attributes::AttributePage> {
+            self.inner.query_page(t, f, after, limit).await
+        }
     }
 }
 

@@ -1051,13 +1051,9 @@ struct HangingStore {
     fail: bool,
 }
 
-#[async_trait]
-impl AttributeStore for HangingStore {
-    async fn upsert(
-        &self,
-        tenant: &TenantId,
-        batch: &[AttributeRecord],
-    ) -> switchboard::Result<UpsertStats> {
+impl HangingStore {
+    /// Counts a batch down `allowed`; past it, fails or hangs.
+    async fn gate(&self) -> switchboard::Result<()> {
         if self
             .allowed
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -1068,9 +1064,86 @@ impl AttributeStore for HangingStore {
             }
             std::future::pending::<()>().await;
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AttributeStore for HangingStore {
+    async fn upsert(
+        &self,
+        tenant: &TenantId,
+        batch: &[AttributeRecord],
+    ) -> switchboard::Result<UpsertStats> {
+        self.gate().await?;
         let stats = self.inner.upsert(tenant, batch).await?;
         self.written.fetch_add(batch.len(), Ordering::SeqCst);
         Ok(stats)
+    }
+    async fn write_import(
+        &self,
+        tenant: &TenantId,
+        run: &switchboard::attributes::ImportRun,
+        batch: &[AttributeRecord],
+    ) -> switchboard::Result<UpsertStats> {
+        self.gate().await?;
+        let stats = self.inner.write_import(tenant, run, batch).await?;
+        self.written.fetch_add(batch.len(), Ordering::SeqCst);
+        Ok(stats)
+    }
+    async fn begin_import(
+        &self,
+        tenant: &TenantId,
+        integration: &str,
+        mode: switchboard::attributes::ImportMode,
+        names: &[String],
+    ) -> switchboard::Result<switchboard::attributes::ImportRun> {
+        self.inner
+            .begin_import(tenant, integration, mode, names)
+            .await
+    }
+    async fn finish_import(
+        &self,
+        tenant: &TenantId,
+        run: &switchboard::attributes::ImportRun,
+    ) -> switchboard::Result<switchboard::attributes::RemovedAttributes> {
+        self.inner.finish_import(tenant, run).await
+    }
+    async fn release_names(
+        &self,
+        tenant: &TenantId,
+        integration: &str,
+        keep: &[String],
+    ) -> switchboard::Result<switchboard::attributes::RemovedAttributes> {
+        self.inner.release_names(tenant, integration, keep).await
+    }
+    async fn delete_user(&self, tenant: &TenantId, u: &str) -> switchboard::Result<u64> {
+        self.inner.delete_user(tenant, u).await
+    }
+    async fn delete_value(&self, tenant: &TenantId, u: &str, n: &str) -> switchboard::Result<bool> {
+        self.inner.delete_value(tenant, u, n).await
+    }
+    async fn delete_name(
+        &self,
+        tenant: &TenantId,
+        n: &str,
+    ) -> switchboard::Result<switchboard::attributes::RemovedAttributes> {
+        self.inner.delete_name(tenant, n).await
+    }
+    async fn names(
+        &self,
+        tenant: &TenantId,
+    ) -> switchboard::Result<Vec<switchboard::attributes::AttributeName>> {
+        self.inner.names(tenant).await
+    }
+    async fn query_page(
+        &self,
+        tenant: &TenantId,
+        f: &Filter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> switchboard::Result<switchboard::attributes::AttributePage> {
+        self.inner.query_page(tenant, f, after, limit).await
     }
     async fn get(
         &self,

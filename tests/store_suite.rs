@@ -130,6 +130,12 @@ suite!(
     attributes::large_batches_count_and_merge_every_user,
     attributes::attributes_query_numeric_and_text,
     attributes::attributes_query_agrees_with_filter_matches,
+    attributes::segmentation_matches_the_rust_evaluator_on_a_generated_corpus,
+    attributes::snapshot_runs_replace_the_integrations_values,
+    attributes::a_failed_run_leaves_the_previous_snapshot,
+    attributes::upsert_only_runs_merge,
+    attributes::attribute_names_have_one_owner,
+    attributes::deletes_free_names_under_the_cap,
     attributes::attribute_cap_names_the_overflow_and_writes_nothing,
     attributes::attribute_cap_is_per_tenant,
 );

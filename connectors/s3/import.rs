@@ -16,7 +16,8 @@ use super::connector::S3Connector;
 use super::reader::{delimiter_hint, not_csv_reason, with_prefix};
 use super::source::Location;
 use crate::attributes::{
-    AttributeRecord, CsvMapping, ImportCollector, ImportSummary, RowErrorReason, read_csv,
+    AttributeRecord, CsvMapping, ImportCollector, ImportRun, ImportSummary, RowErrorReason,
+    import_mode_of, read_csv,
 };
 use crate::integration::{IntegrationConfig, RunRecord};
 use crate::schedule::{MAX_ROW_ERRORS, RunContext, ScheduledJob};
@@ -62,6 +63,13 @@ pub struct S3RunDetails {
     /// Files this run tried before the one it imported, and why each failed
     /// (`url: reason`): a file that cannot be imported never blocks newer ones.
     pub failed_files: Vec<String>,
+    /// Values of the integration the run removed: with
+    /// [`ImportMode::Snapshot`](crate::attributes::ImportMode::Snapshot), those
+    /// of users missing from the file; in either mode, those of attributes no
+    /// longer mapped.
+    pub values_removed: u64,
+    /// Attribute names the run freed under the cap (no longer mapped).
+    pub names_freed: u64,
 }
 
 impl S3RunDetails {
@@ -92,9 +100,16 @@ impl S3RunDetails {
 ///    row is parsed and counted, writing nothing. A file that is not CSV, lacks
 ///    a mapped column or is malformed beyond a row (an unterminated quote) fails
 ///    the run here, with nothing written, and moves to `failed/`.
-/// 3. **Write pass**: the good rows are upserted in batches. The first batch
-///    carries every mapped attribute, so the attribute cap is enforced before
-///    anything is written.
+/// 3. **Write pass**: the run claims the mapped attribute names for this
+///    integration ([`crate::attributes::AttributeStore::begin_import`]: another
+///    integration's name or the attribute cap fail it before anything is
+///    written) and the good rows are written in batches, each value stamped
+///    with the run's generation. Once every row is written, a
+///    [`ImportMode::Snapshot`](crate::attributes::ImportMode::Snapshot) run
+///    (the default; setting `"import_mode"`) removes the integration's values
+///    the file no longer has — users missing from it, columns no longer
+///    mapped — in one step; `"upsert_only"` merges and removes only unmapped
+///    columns. A file without any good row replaces nothing.
 /// 4. The file moves under `success/` (also for a partial import) or `failed/`
 ///    (every row rejected), or — with [`AfterImport::KeepInPlace`] — stays and its
 ///    ETag is remembered for this integration.
@@ -102,8 +117,9 @@ impl S3RunDetails {
 /// A run that fails for a reason outside the file (S3 unreachable, access
 /// denied, the store failing, the attribute cap, shutdown) leaves the file where
 /// it is, so the next run imports it. A process that dies during the write pass
-/// leaves the rows written so far; the file stays in place and the next run
-/// writes every row again (upserts are idempotent, so the end state is the same).
+/// leaves the rows written so far beside the previous import (nothing is
+/// removed before every row is written); the file stays in place and the next
+/// run writes every row again, then replaces.
 pub struct S3Import {
     pub(super) name: String,
     pub(super) store: Arc<dyn Store>,
@@ -323,8 +339,29 @@ impl S3Import {
         };
 
         if summary.rows_imported > 0 {
+            // The run's generation: every value written is stamped with it; a
+            // snapshot removes the integration's older values only once every
+            // row is written, so a failed run leaves the previous import whole.
+            let names: Vec<String> = config
+                .attributes()
+                .iter()
+                .map(|a| a.name().to_owned())
+                .collect();
+            let mode = import_mode_of(&ctx.config().settings)?;
+            let run = self
+                .store
+                .begin_import(&tenant, &ctx.config().name, mode, &names)
+                .await
+                .map_err(|e| {
+                    let written = ImportSummary {
+                        rows_imported: 0,
+                        ..summary.clone()
+                    };
+                    ctx.record_import(&written);
+                    e.context("import into the store stopped (nothing was written)")
+                })?;
             if let Err((written, e)) = self
-                .write(&tenant, file, mapping, summary.rows_imported)
+                .write(&tenant, &run, file, mapping, summary.rows_imported)
                 .await
             {
                 // Count what was written, not what would have been.
@@ -333,6 +370,9 @@ impl S3Import {
                 ctx.record_import(&partial);
                 return Err(e);
             }
+            let removed = self.store.finish_import(&tenant, &run).await?;
+            details.values_removed = removed.values;
+            details.names_freed = removed.names;
         }
         ctx.record_import(&summary);
         details.duplicate_user_ids = summary.duplicate_user_ids;
@@ -503,6 +543,7 @@ impl S3Import {
     async fn write(
         &self,
         tenant: &TenantId,
+        run: &ImportRun,
         file: File,
         mapping: CsvMapping,
         expected: u64,
@@ -532,11 +573,13 @@ impl S3Import {
         });
         let mut written = 0u64;
         while let Some(batch) = rx.recv().await {
-            if let Err(e) = self.store.upsert(tenant, &batch).await {
+            if let Err(e) = self.store.write_import(tenant, run, &batch).await {
                 let done = if written == 0 {
                     "nothing was written".to_owned()
                 } else {
-                    format!("{written} rows were written before; the next run writes them again")
+                    format!(
+                        "{written} rows were written before; the previous import stays in place and the next run writes them again"
+                    )
                 };
                 return Err((
                     written,
@@ -632,6 +675,17 @@ impl ScheduledJob for S3Import {
 
     async fn run(&self, ctx: &mut RunContext) -> Result<()> {
         self.run_once(ctx).await
+    }
+
+    fn attribute_names(&self, config: &IntegrationConfig) -> Option<Vec<String>> {
+        let settings = serde_json::from_value::<S3Config>(config.settings.clone()).ok()?;
+        Some(
+            settings
+                .attributes()
+                .iter()
+                .map(|a| a.name().to_owned())
+                .collect(),
+        )
     }
 
     /// Refuses, when an integration is saved: an attribute name another of the

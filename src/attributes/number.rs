@@ -77,6 +77,37 @@ impl Decimal {
         text.parse().unwrap_or(0.0)
     }
 
+    /// An order-preserving binary key: for any two numbers, comparing their
+    /// keys bytewise (SQLite `BLOB`, PostgreSQL `bytea`, `memcmp`) orders them
+    /// exactly as [`Decimal`]'s `Ord` does, and equal numbers (`3`, `3.0`,
+    /// `03`) have equal keys. SQL stores index this column, so numeric
+    /// filters run as exact range scans without floating point.
+    ///
+    /// Layout: a class byte (`0` negative, `1` zero, `2` positive); then the
+    /// number of integer digits as a big-endian `u32` and the integer digits
+    /// followed by the fraction digits (ASCII). For negative numbers the
+    /// length and digits are complemented and `0xFF` ends the key, so a
+    /// larger magnitude sorts first.
+    pub fn sort_key(&self) -> Vec<u8> {
+        if self.int.is_empty() && self.frac.is_empty() {
+            return vec![1];
+        }
+        let len = u32::try_from(self.int.len()).unwrap_or(u32::MAX);
+        let mut key = Vec::with_capacity(6 + self.int.len() + self.frac.len());
+        let digits = self.int.bytes().chain(self.frac.bytes());
+        if self.negative {
+            key.push(0);
+            key.extend_from_slice(&(u32::MAX - len).to_be_bytes());
+            key.extend(digits.map(|d| b'9' - d + b'0'));
+            key.push(0xFF);
+        } else {
+            key.push(2);
+            key.extend_from_slice(&len.to_be_bytes());
+            key.extend(digits);
+        }
+        key
+    }
+
     fn cmp_magnitude(&self, other: &Decimal) -> Ordering {
         self.int
             .len()
@@ -133,5 +164,46 @@ mod tests {
         assert!(d("100") > d("99.999"));
         assert_eq!(d("1.50").cmp(&d("1.5")), Ordering::Equal);
         assert!((d("-2.5").to_f64() + 2.5).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn sort_keys_order_like_numbers() {
+        let corpus = [
+            "-100",
+            "-99.999",
+            "-10",
+            "-9.99",
+            "-9.9",
+            "-1",
+            "-0.5",
+            "-0.05",
+            "0",
+            "-0",
+            "0.000",
+            "0.05",
+            "0.1",
+            "0.10001",
+            "0.5",
+            "1",
+            "1.5",
+            "1.50",
+            "9.9",
+            "10",
+            "99",
+            "99.999",
+            "100",
+            "9007199254740992",
+            "9007199254740993",
+            "18446744073709551616",
+        ];
+        for a in corpus {
+            for b in corpus {
+                assert_eq!(
+                    d(a).sort_key().cmp(&d(b).sort_key()),
+                    d(a).cmp(&d(b)),
+                    "{a} vs {b}"
+                );
+            }
+        }
     }
 }

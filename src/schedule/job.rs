@@ -34,4 +34,12 @@ pub trait ScheduledJob: Send + Sync {
         let _ = (config, others);
         Ok(())
     }
+    /// The attribute names `config` imports, if the job imports attributes
+    /// (default: none). When the integration is saved, the names it imported
+    /// before but no longer maps are freed under the tenant's cap and their
+    /// values deleted ([`crate::attributes::AttributeStore::release_names`]).
+    fn attribute_names(&self, config: &IntegrationConfig) -> Option<Vec<String>> {
+        let _ = config;
+        None
+    }
 }

@@ -181,8 +181,13 @@ impl Scheduler {
     }
 
     /// Validates the schedule and saves the integration's configuration (under
-    /// its tenant); it takes effect on the next run.
+    /// its tenant); it takes effect on the next run. Refuses a configuration its
+    /// job rejects ([`ScheduledJob::check_config`], e.g. an attribute another
+    /// integration imports, named in the error) or an invalid
+    /// [`crate::attributes::ImportMode`] setting. Attribute names the
+    /// integration no longer maps are freed, their values deleted.
     pub async fn put_integration(&self, config: &IntegrationConfig) -> Result<()> {
+        crate::attributes::import_mode_of(&config.settings)?;
         if config.name.trim().is_empty() {
             return Err(Error::config("an integration needs a name"));
         }
@@ -209,7 +214,19 @@ impl Scheduler {
                 }
             }
         }
-        self.store.put_integration(config).await
+        self.store.put_integration(config).await?;
+        if let Some(names) = self.job_for(config).and_then(|j| j.attribute_names(config)) {
+            self.store
+                .release_names(&config.tenant, &config.name, &names)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the integration (under its tenant) with its attribute names
+    /// (freed under the cap) and their values; true if it existed.
+    pub async fn delete_integration(&self, tenant: &TenantId, name: &str) -> Result<bool> {
+        self.store.delete_integration(tenant, name).await
     }
 
     /// Runs due jobs of every tenant until `shutdown` fires, then gives runs in

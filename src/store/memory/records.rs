@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::{MemoryStore, expires};
 use crate::attributes::{
-    AttributeRecord, AttributeStore, Attributes, Filter, UpsertStats, check_attribute_cap,
+    AttributeName, AttributeOwner, AttributePage, AttributeRecord, AttributeStore, Attributes,
+    Filter, ImportMode, ImportRun, RemovedAttributes, UpsertStats, check_attribute_cap,
+    check_import_cap, check_owners,
 };
 use crate::identity::{IdentityLink, LinkOrigin};
 use crate::integration::{IntegrationConfig, RunOutcome, RunRecord};
@@ -32,11 +34,14 @@ struct StoredConnection {
     updated_at: DateTime<Utc>,
 }
 
-/// One tenant's attributes and registered attribute names.
+/// One tenant's attributes (value and the generation that wrote it), its
+/// registered attribute names with their owners, and each integration's last
+/// import generation.
 #[derive(Default)]
 struct TenantAttributes {
-    users: BTreeMap<String, Attributes>,
-    names: BTreeSet<String>,
+    users: BTreeMap<String, BTreeMap<String, (String, i64)>>,
+    names: BTreeMap<String, AttributeOwner>,
+    generations: HashMap<String, i64>,
 }
 
 /// A run with its lease (None once finished).
@@ -288,11 +293,14 @@ impl RunStore for MemoryStore {
     }
 
     async fn delete_integration(&self, tenant: &TenantId, name: &str) -> Result<bool> {
-        Ok(self
+        let removed = self
             .records()?
             .integrations
             .remove(&(tenant.clone(), name.to_owned()))
-            .is_some())
+            .is_some();
+        // Its attribute names are freed under the cap, their values deleted.
+        self.release_integration(tenant, name)?;
+        Ok(removed)
     }
 
     async fn start_run(
@@ -438,40 +446,197 @@ impl OnceStore for MemoryStore {
     }
 }
 
+impl TenantAttributes {
+    /// Writes `batch` as `writer` stamped `generation`, after the ownership
+    /// and cap checks (nothing is written if they fail).
+    fn write(
+        &mut self,
+        writer: &AttributeOwner,
+        generation: i64,
+        batch: &[AttributeRecord],
+        cap: usize,
+    ) -> Result<UpsertStats> {
+        let names: BTreeSet<&str> = batch
+            .iter()
+            .flat_map(|r| r.attributes.keys().map(String::as_str))
+            .collect();
+        check_owners(&self.names, writer, names.iter().copied())?;
+        let registered: BTreeSet<String> = self.names.keys().cloned().collect();
+        let new_names = check_attribute_cap(&registered, batch, cap)?;
+        let mut stats = UpsertStats {
+            new_attribute_names: new_names.len(),
+            ..UpsertStats::default()
+        };
+        for name in new_names {
+            self.names.insert(name, writer.clone());
+        }
+        let mut seen = BTreeSet::new();
+        // A user exists while it has an attribute.
+        for record in batch.iter().filter(|r| !r.attributes.is_empty()) {
+            let first_in_batch = seen.insert(record.user_id.as_str());
+            let user = match self.users.get_mut(&record.user_id) {
+                Some(user) => {
+                    if first_in_batch {
+                        stats.users_updated += 1;
+                    }
+                    user
+                }
+                None => {
+                    stats.users_created += 1;
+                    self.users.entry(record.user_id.clone()).or_default()
+                }
+            };
+            for (k, v) in &record.attributes {
+                user.insert(k.clone(), (v.clone(), generation));
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Removes values matching `remove` (name, generation); drops users left
+    /// without attributes.
+    fn remove_values(&mut self, remove: impl Fn(&str, i64) -> bool) -> u64 {
+        let mut removed = 0;
+        self.users.retain(|_, values| {
+            values.retain(|name, (_, generation)| {
+                let gone = remove(name, *generation);
+                removed += u64::from(gone);
+                !gone
+            });
+            !values.is_empty()
+        });
+        removed
+    }
+
+    fn release(&mut self, integration: &str, keep: &[String]) -> RemovedAttributes {
+        let freed: BTreeSet<String> = self
+            .names
+            .iter()
+            .filter(|(n, o)| o.integration() == Some(integration) && !keep.contains(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &freed {
+            self.names.remove(name);
+        }
+        RemovedAttributes {
+            values: self.remove_values(|name, _| freed.contains(name)),
+            names: freed.len() as u64,
+        }
+    }
+
+    fn attributes_of(values: &BTreeMap<String, (String, i64)>) -> Attributes {
+        values
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn matching(&self, filter: &Filter) -> Vec<String> {
+        self.users
+            .iter()
+            .filter(|(_, values)| filter.matches(&Self::attributes_of(values)))
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+}
+
+impl MemoryStore {
+    /// Deletes everything `integration` owns (its integration is deleted).
+    pub(super) fn release_integration(&self, tenant: &TenantId, integration: &str) -> Result<()> {
+        if let Some(t) = self.records()?.attributes.get_mut(tenant) {
+            t.release(integration, &[]);
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl AttributeStore for MemoryStore {
     async fn upsert(&self, tenant: &TenantId, batch: &[AttributeRecord]) -> Result<UpsertStats> {
         let mut r = self.records()?;
         let t = r.attributes.entry(tenant.clone()).or_default();
-        let new_names = check_attribute_cap(&t.names, batch, self.attribute_cap)?;
-        let mut stats = UpsertStats {
-            new_attribute_names: new_names.len(),
-            ..UpsertStats::default()
-        };
-        t.names.extend(new_names);
-        let mut seen = BTreeSet::new();
-        for record in batch {
-            let first_in_batch = seen.insert(record.user_id.as_str());
-            match t.users.get_mut(&record.user_id) {
-                Some(attrs) => {
-                    if first_in_batch {
-                        stats.users_updated += 1;
-                    }
-                    attrs.extend(
-                        record
-                            .attributes
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone())),
-                    );
-                }
-                None => {
-                    stats.users_created += 1;
-                    t.users
-                        .insert(record.user_id.clone(), record.attributes.clone());
-                }
-            }
+        t.write(&AttributeOwner::Api, 0, batch, self.attribute_cap)
+    }
+
+    async fn begin_import(
+        &self,
+        tenant: &TenantId,
+        integration: &str,
+        mode: ImportMode,
+        names: &[String],
+    ) -> Result<ImportRun> {
+        let mut r = self.records()?;
+        let t = r.attributes.entry(tenant.clone()).or_default();
+        let writer = AttributeOwner::Integration(integration.to_owned());
+        check_owners(&t.names, &writer, names.iter().map(String::as_str))?;
+        check_import_cap(&t.names, integration, names, self.attribute_cap)?;
+        for name in names {
+            t.names.insert(name.clone(), writer.clone());
         }
-        Ok(stats)
+        let generation = t.generations.entry(integration.to_owned()).or_insert(0);
+        *generation += 1;
+        Ok(ImportRun {
+            integration: integration.to_owned(),
+            generation: *generation,
+            mode,
+            names: names.to_vec(),
+        })
+    }
+
+    async fn write_import(
+        &self,
+        tenant: &TenantId,
+        run: &ImportRun,
+        batch: &[AttributeRecord],
+    ) -> Result<UpsertStats> {
+        if let Some(extra) = batch
+            .iter()
+            .flat_map(|r| r.attributes.keys())
+            .find(|n| !run.names.contains(n))
+        {
+            return Err(Error::invalid_input(format!(
+                "the attribute {extra:?} is not among the names the import run of {:?} maps",
+                run.integration
+            )));
+        }
+        let mut r = self.records()?;
+        let t = r.attributes.entry(tenant.clone()).or_default();
+        let writer = AttributeOwner::Integration(run.integration.clone());
+        t.write(&writer, run.generation, batch, self.attribute_cap)
+    }
+
+    async fn finish_import(&self, tenant: &TenantId, run: &ImportRun) -> Result<RemovedAttributes> {
+        let mut r = self.records()?;
+        let Some(t) = r.attributes.get_mut(tenant) else {
+            return Ok(RemovedAttributes::default());
+        };
+        let mut removed = t.release(&run.integration, &run.names);
+        if run.mode == ImportMode::Snapshot {
+            let owned: BTreeSet<String> = t
+                .names
+                .iter()
+                .filter(|(_, o)| o.integration() == Some(run.integration.as_str()))
+                .map(|(n, _)| n.clone())
+                .collect();
+            removed.values += t.remove_values(|name, generation| {
+                owned.contains(name) && generation < run.generation
+            });
+        }
+        Ok(removed)
+    }
+
+    async fn release_names(
+        &self,
+        tenant: &TenantId,
+        integration: &str,
+        keep: &[String],
+    ) -> Result<RemovedAttributes> {
+        Ok(self
+            .records()?
+            .attributes
+            .get_mut(tenant)
+            .map(|t| t.release(integration, keep))
+            .unwrap_or_default())
     }
 
     async fn get(&self, tenant: &TenantId, user_id: &str) -> Result<Option<Attributes>> {
@@ -480,20 +645,78 @@ impl AttributeStore for MemoryStore {
             .attributes
             .get(tenant)
             .and_then(|t| t.users.get(user_id))
-            .cloned())
+            .map(TenantAttributes::attributes_of))
+    }
+
+    async fn delete_user(&self, tenant: &TenantId, user_id: &str) -> Result<u64> {
+        Ok(self
+            .records()?
+            .attributes
+            .get_mut(tenant)
+            .and_then(|t| t.users.remove(user_id))
+            .map_or(0, |values| values.len() as u64))
+    }
+
+    async fn delete_value(&self, tenant: &TenantId, user_id: &str, name: &str) -> Result<bool> {
+        let mut r = self.records()?;
+        let Some(t) = r.attributes.get_mut(tenant) else {
+            return Ok(false);
+        };
+        let Some(values) = t.users.get_mut(user_id) else {
+            return Ok(false);
+        };
+        let removed = values.remove(name).is_some();
+        if values.is_empty() {
+            t.users.remove(user_id);
+        }
+        Ok(removed)
+    }
+
+    async fn delete_name(&self, tenant: &TenantId, name: &str) -> Result<RemovedAttributes> {
+        let mut r = self.records()?;
+        let Some(t) = r.attributes.get_mut(tenant) else {
+            return Ok(RemovedAttributes::default());
+        };
+        let names = u64::from(t.names.remove(name).is_some());
+        Ok(RemovedAttributes {
+            values: t.remove_values(|n, _| n == name),
+            names,
+        })
+    }
+
+    async fn names(&self, tenant: &TenantId) -> Result<Vec<AttributeName>> {
+        Ok(self
+            .records()?
+            .attributes
+            .get(tenant)
+            .map(|t| {
+                t.names
+                    .iter()
+                    .map(|(name, owner)| AttributeName {
+                        name: name.clone(),
+                        owner: owner.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     async fn query(&self, tenant: &TenantId, filter: &Filter) -> Result<Vec<String>> {
         let r = self.records()?;
         Ok(r.attributes
             .get(tenant)
-            .map(|t| {
-                t.users
-                    .iter()
-                    .filter(|(_, a)| filter.matches(a))
-                    .map(|(u, _)| u.clone())
-                    .collect()
-            })
+            .map(|t| t.matching(filter))
             .unwrap_or_default())
+    }
+
+    async fn query_page(
+        &self,
+        tenant: &TenantId,
+        filter: &Filter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<AttributePage> {
+        let matches = self.query(tenant, filter).await?;
+        Ok(crate::attributes::sql::page_of(matches, after, limit))
     }
 }

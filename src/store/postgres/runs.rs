@@ -83,14 +83,21 @@ impl RunStore for PostgresStore {
     }
 
     async fn delete_integration(&self, tenant_id: &TenantId, name: &str) -> Result<bool> {
-        let client = self.client().await?;
-        let n = client
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db("delete_integration"))?;
+        let n = tx
             .execute(
                 "DELETE FROM integrations WHERE tenant = $1 AND name = $2",
                 &[&tenant_id.as_str(), &name],
             )
             .await
             .map_err(db("delete_integration"))?;
+        // Its attribute names are freed under the cap, their values deleted.
+        super::attributes::release_in(&tx, tenant_id.as_str(), name, &[]).await?;
+        tx.commit().await.map_err(db("delete_integration"))?;
         Ok(n > 0)
     }
 

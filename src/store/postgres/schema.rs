@@ -6,10 +6,10 @@ use super::{corrupt, db};
 use crate::Result;
 
 /// The schema version this version of switchboard writes and understands.
-pub(super) const SCHEMA_VERSION: i32 = 2;
+pub(super) const SCHEMA_VERSION: i32 = 3;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 const V1: &str = "
     -- One row per (tenant, event id) ever enqueued, with the event's JSON once.
@@ -250,6 +250,63 @@ const V2: &str = "
         SELECT DISTINCT key FROM deliveries WHERE state IN ('queued', 'in_flight')));
 ";
 
+/// 3: attribute values one row per (tenant, user, attribute) for segmentation
+/// in SQL (bytewise "C" collation, like Rust's string order), with `num`, the
+/// `Decimal::sort_key` of plain decimal numbers (filled in Rust after this
+/// SQL, see [`fill_numeric_keys`]); attribute names with their owner (the
+/// empty string: the API; existing names start there and an integration
+/// importing one adopts it); each integration's last import generation.
+const V3: &str = "
+    CREATE TABLE attribute_values (
+        tenant     text COLLATE \"C\" NOT NULL,
+        user_id    text COLLATE \"C\" NOT NULL,
+        name       text COLLATE \"C\" NOT NULL,
+        value      text COLLATE \"C\" NOT NULL,
+        num        bytea,
+        generation bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, user_id, name)
+    );
+    INSERT INTO attribute_values (tenant, user_id, name, value)
+        SELECT a.tenant, a.user_id, kv.key, kv.value
+        FROM attributes a, jsonb_each_text(a.attrs) kv;
+    DROP TABLE attributes;
+    ALTER TABLE attribute_names ADD COLUMN owner text NOT NULL DEFAULT '';
+    CREATE TABLE attribute_generations (
+        tenant      text NOT NULL,
+        integration text NOT NULL,
+        generation  bigint NOT NULL,
+        PRIMARY KEY (tenant, integration)
+    );
+    CREATE INDEX attribute_values_text ON attribute_values (tenant, name, value);
+    CREATE INDEX attribute_values_num ON attribute_values (tenant, name, num);
+";
+
+/// After [`V3`]: the numeric keys of migrated values (computed in Rust, the
+/// one definition of a number).
+async fn fill_numeric_keys(tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
+    let rows = tx
+        .query(
+            "SELECT tenant, user_id, name, value FROM attribute_values \
+             WHERE num IS NULL AND value ~ '[0-9]'",
+            &[],
+        )
+        .await
+        .map_err(db("reading migrated attribute values"))?;
+    for row in rows {
+        let value: String = row.get(3);
+        if let Some(key) = crate::attributes::sql::num_key(&value) {
+            let (t, u, n): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+            tx.execute(
+                "UPDATE attribute_values SET num = $4 WHERE tenant = $1 AND user_id = $2 AND name = $3",
+                &[&t, &u, &n, &key],
+            )
+            .await
+            .map_err(db("migrating attribute values"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates the schema if needed and brings it to [`SCHEMA_VERSION`], holding
 /// a session advisory lock so concurrent replicas migrate one after the other
 /// (the later ones find nothing to do). Refuses a newer schema.
@@ -305,6 +362,9 @@ async fn migrate_locked(client: &mut Object, schema: &str) -> Result<()> {
         tx.batch_execute(sql)
             .await
             .map_err(|e| db("applying a migration")(e).context(format!("version {}", i + 1)))?;
+        if i + 1 == 3 {
+            fill_numeric_keys(&tx).await?;
+        }
     }
     tx.execute("DELETE FROM switchboard_schema", &[])
         .await

@@ -143,6 +143,8 @@ impl RunStore for SqliteStore {
             let n = conn
                 .prepare_cached("DELETE FROM integrations WHERE tenant = ?1 AND name = ?2")?
                 .execute(params![tenant, name])?;
+            // Its attribute names are freed under the cap, their values deleted.
+            super::attributes::delete_integration_attributes(conn, &tenant, &name)?;
             Ok(n > 0)
         })
         .await

@@ -22,6 +22,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V1),
     Migration::Steps(V2_TABLES, v2_keys, V2_INDEXES),
     Migration::Sql(V3),
+    Migration::Steps(V4_TABLES, v4_values, V4_INDEXES),
 ];
 
 /// The newest schema version this code knows.
@@ -400,6 +401,63 @@ const V3: &str = "
     END;
 ";
 
+/// 4, first part: attribute values one row per (tenant, user, attribute) for
+/// segmentation in SQL, and attribute names with their owner (the empty
+/// string: written through the API; existing names start there, and an
+/// integration importing one adopts it).
+const V4_TABLES: &str = "
+    CREATE TABLE attribute_values (
+        tenant     TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        num        BLOB,                    -- Decimal::sort_key of a plain decimal number, else NULL
+        generation INTEGER NOT NULL DEFAULT 0,  -- the import run that wrote it (0: the API)
+        PRIMARY KEY (tenant, user_id, name)
+    ) WITHOUT ROWID;
+    ALTER TABLE attribute_names ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    -- The last generation of each integration's imports.
+    CREATE TABLE attribute_generations (
+        tenant      TEXT NOT NULL,
+        integration TEXT NOT NULL,
+        generation  INTEGER NOT NULL,
+        PRIMARY KEY (tenant, integration)
+    ) WITHOUT ROWID;
+";
+
+/// 4, second part: the indexes segmentation reads, and the schema-3 table goes.
+const V4_INDEXES: &str = "
+    DROP TABLE attributes;
+    CREATE INDEX attribute_values_text ON attribute_values (tenant, name, value);
+    CREATE INDEX attribute_values_num ON attribute_values (tenant, name, num);
+";
+
+/// 4, the step in Rust: every schema-3 JSON object of attributes becomes one
+/// row per attribute, with its numeric key.
+fn v4_values(tx: &Transaction<'_>) -> Db<()> {
+    let mut read = tx.prepare("SELECT tenant, user_id, attrs FROM attributes")?;
+    let mut insert = tx.prepare(
+        "INSERT OR REPLACE INTO attribute_values (tenant, user_id, name, value, num, generation) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+    )?;
+    let mut rows = read.query([])?;
+    while let Some(row) = rows.next()? {
+        let tenant: String = row.get(0)?;
+        let user: String = row.get(1)?;
+        let json: String = row.get(2)?;
+        let Ok(attrs) = serde_json::from_str::<crate::attributes::Attributes>(&json) else {
+            return Err(corrupt(format!(
+                "the attributes of user {user:?} (tenant {tenant:?}) are not a JSON object of strings"
+            )));
+        };
+        for (name, value) in &attrs {
+            let num = crate::attributes::sql::num_key(value);
+            insert.execute(params![tenant, user, name, value, num])?;
+        }
+    }
+    Ok(())
+}
+
 /// 2, the step in Rust: the ordering key of each schema-1 delivery that may
 /// still be sent (tenant, destination and the target's rate key, as the engine
 /// builds them); a row that cannot be decoded keeps its unique key and is
@@ -463,6 +521,25 @@ pub(super) fn migrate(conn: &mut Connection) -> Db<()> {
         )));
     }
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+        match migration {
+            Migration::Sql(sql) => tx.execute_batch(sql)?,
+            Migration::Steps(before, step, after) => {
+                tx.execute_batch(before)?;
+                step(&tx)?;
+                tx.execute_batch(after)?;
+            }
+        }
+        tx.pragma_update(None, "user_version", sql_limit(i + 1))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The schema up to version `version`, for migration tests.
+#[cfg(test)]
+pub(super) fn create_up_to(conn: &mut Connection, version: usize) -> Db<()> {
+    let tx = conn.transaction()?;
+    for (i, migration) in MIGRATIONS.iter().enumerate().take(version) {
         match migration {
             Migration::Sql(sql) => tx.execute_batch(sql)?,
             Migration::Steps(before, step, after) => {

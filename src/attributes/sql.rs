@@ -1,0 +1,447 @@
+//! A segmentation [`Filter`] as parameterised SQL over the one-row-per-value `attribute_values` table (SQLite and PostgreSQL).
+//!
+//! The table holds one row per (tenant, user, attribute) with the text
+//! `value` and `num`, the [`Decimal::sort_key`] of values that are plain
+//! decimal numbers (NULL otherwise), indexed on (tenant, name, value) and
+//! (tenant, name, num). Every condition compares `value` or `num` exactly as
+//! [`Filter::matches`] compares in Rust; the only condition SQL cannot decide
+//! exactly is `contains` (Unicode case folding), which is narrowed to "has the
+//! attribute" and decided in Rust on the candidates ([`Plan::exact`]).
+//! Values never appear in the SQL text: each is a bound parameter.
+
+use super::filter::{Comparison, Filter};
+use super::number::Decimal;
+
+/// Which placeholder syntax to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// `?1`, `?2`, …
+    Sqlite,
+    /// `$1`, `$2`, …
+    Postgres,
+}
+
+/// A bound parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Param {
+    /// Text (tenant, names, values, user ids).
+    Text(String),
+    /// A [`Decimal::sort_key`].
+    Blob(Vec<u8>),
+    /// An integer (limits).
+    Int(i64),
+}
+
+/// The SQL of one query under construction and its parameters (`?1`/`$1` is
+/// always the tenant).
+#[derive(Debug, Clone)]
+pub(crate) struct Builder {
+    dialect: Dialect,
+    /// The parameters, in placeholder order.
+    pub(crate) params: Vec<Param>,
+}
+
+impl Builder {
+    /// A builder whose first parameter is `tenant`.
+    pub(crate) fn new(dialect: Dialect, tenant: &str) -> Builder {
+        Builder {
+            dialect,
+            params: vec![Param::Text(tenant.to_owned())],
+        }
+    }
+
+    /// Binds `param`; returns its placeholder.
+    pub(crate) fn bind(&mut self, param: Param) -> String {
+        self.params.push(param);
+        let n = self.params.len();
+        match self.dialect {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+
+    fn text(&mut self, s: &str) -> String {
+        self.bind(Param::Text(s.to_owned()))
+    }
+
+    /// The tenant's placeholder.
+    pub(crate) fn tenant(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "?1",
+            Dialect::Postgres => "$1",
+        }
+    }
+}
+
+/// A condition and whether it is exact (else only necessary: candidates are
+/// checked with [`Filter::matches`]).
+struct Cond {
+    sql: String,
+    exact: bool,
+}
+
+/// The condition on one row `a` of the attribute a leaf names (the row exists
+/// means the user has the attribute), and whether it is exact. `None` for a
+/// leaf that matches no row.
+fn row_condition(b: &mut Builder, leaf: &Filter, a: &str) -> Option<(String, bool)> {
+    let cond = match leaf {
+        Filter::Eq { value, .. } => match Decimal::parse(value) {
+            Some(d) => format!("{a}.num = {}", b.bind(Param::Blob(d.sort_key()))),
+            None => format!("{a}.value = {}", b.text(value)),
+        },
+        Filter::Ne { value, .. } => match Decimal::parse(value) {
+            Some(d) => format!(
+                "({a}.num IS NULL OR {a}.num <> {})",
+                b.bind(Param::Blob(d.sort_key()))
+            ),
+            None => format!("{a}.value <> {}", b.text(value)),
+        },
+        Filter::In { values, .. } => {
+            let mut nums = Vec::new();
+            let mut texts = Vec::new();
+            for v in values {
+                match Decimal::parse(v) {
+                    Some(d) => nums.push(b.bind(Param::Blob(d.sort_key()))),
+                    None => texts.push(b.text(v)),
+                }
+            }
+            let mut parts = Vec::new();
+            if !nums.is_empty() {
+                parts.push(format!("{a}.num IN ({})", nums.join(", ")));
+            }
+            if !texts.is_empty() {
+                parts.push(format!("{a}.value IN ({})", texts.join(", ")));
+            }
+            if parts.is_empty() {
+                return None;
+            }
+            format!("({})", parts.join(" OR "))
+        }
+        // Unicode case folding is decided in Rust.
+        Filter::Contains { .. } => return Some(("TRUE".to_owned(), false)),
+        Filter::Cmp { cmp, value, .. } => {
+            let op = match cmp {
+                Comparison::Gt => ">",
+                Comparison::Gte => ">=",
+                Comparison::Lt => "<",
+                Comparison::Lte => "<=",
+            };
+            match Decimal::parse(value) {
+                // NULL (not a number) never compares true.
+                Some(d) => format!("{a}.num {op} {}", b.bind(Param::Blob(d.sort_key()))),
+                None => format!("{a}.value {op} {}", b.text(value)),
+            }
+        }
+        Filter::Exists { .. } => "TRUE".to_owned(),
+        Filter::And(_) | Filter::Or(_) | Filter::Not(_) => return None,
+    };
+    Some((cond, true))
+}
+
+fn leaf_attr(leaf: &Filter) -> Option<&str> {
+    match leaf {
+        Filter::Eq { attr, .. }
+        | Filter::Ne { attr, .. }
+        | Filter::In { attr, .. }
+        | Filter::Contains { attr, .. }
+        | Filter::Cmp { attr, .. }
+        | Filter::Exists { attr } => Some(attr),
+        Filter::And(_) | Filter::Or(_) | Filter::Not(_) => None,
+    }
+}
+
+/// The condition that the user `user` (an SQL expression) matches `filter`.
+fn condition(b: &mut Builder, filter: &Filter, user: &str) -> Cond {
+    match filter {
+        Filter::And(items) => {
+            if items.is_empty() {
+                return Cond {
+                    sql: "TRUE".to_owned(),
+                    exact: true,
+                };
+            }
+            let parts: Vec<Cond> = items.iter().map(|f| condition(b, f, user)).collect();
+            Cond {
+                exact: parts.iter().all(|c| c.exact),
+                sql: format!(
+                    "({})",
+                    parts
+                        .iter()
+                        .map(|c| c.sql.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" AND ")
+                ),
+            }
+        }
+        Filter::Or(items) => {
+            if items.is_empty() {
+                return Cond {
+                    sql: "FALSE".to_owned(),
+                    exact: true,
+                };
+            }
+            let parts: Vec<Cond> = items.iter().map(|f| condition(b, f, user)).collect();
+            Cond {
+                exact: parts.iter().all(|c| c.exact),
+                sql: format!(
+                    "({})",
+                    parts
+                        .iter()
+                        .map(|c| c.sql.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" OR ")
+                ),
+            }
+        }
+        Filter::Not(inner) => {
+            let bound = b.params.len();
+            let c = condition(b, inner, user);
+            if c.exact {
+                Cond {
+                    sql: format!("NOT {}", c.sql),
+                    exact: true,
+                }
+            } else {
+                // The negation of a necessary condition is not one.
+                b.params.truncate(bound);
+                Cond {
+                    sql: "TRUE".to_owned(),
+                    exact: false,
+                }
+            }
+        }
+        leaf => {
+            let Some(attr) = leaf_attr(leaf) else {
+                return Cond {
+                    sql: "FALSE".to_owned(),
+                    exact: true,
+                };
+            };
+            let tenant = b.tenant();
+            let bound = b.params.len();
+            let name = b.text(attr);
+            match row_condition(b, leaf, "a") {
+                None => {
+                    b.params.truncate(bound);
+                    Cond {
+                        sql: "FALSE".to_owned(),
+                        exact: true,
+                    }
+                }
+                Some((cond, exact)) => Cond {
+                    sql: format!(
+                        "EXISTS (SELECT 1 FROM attribute_values a WHERE a.tenant = {tenant} \
+                         AND a.user_id = {user} AND a.name = {name} AND {cond})"
+                    ),
+                    exact,
+                },
+            }
+        }
+    }
+}
+
+/// How well a leaf drives a query (lower is better): one that selects rows of
+/// its attribute through an index.
+fn driver_rank(leaf: &Filter) -> Option<u8> {
+    match leaf {
+        Filter::Eq { .. } => Some(0),
+        Filter::In { values, .. } if !values.is_empty() => Some(1),
+        Filter::Cmp { .. } => Some(2),
+        Filter::Exists { .. } | Filter::Ne { .. } | Filter::Contains { .. } => Some(3),
+        _ => None,
+    }
+}
+
+/// A filter planned as SQL: `FROM … WHERE …` selecting each matching user once
+/// as `d.user_id`.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// The query's parameters so far (add more with [`Builder::bind`]).
+    pub(crate) builder: Builder,
+    /// `FROM … WHERE …` (without ORDER BY or LIMIT).
+    pub(crate) from_where: String,
+    /// True if every row the query returns matches; otherwise the rows are
+    /// candidates to check with [`Filter::matches`] on the attributes in
+    /// [`Plan::referenced`].
+    pub(crate) exact: bool,
+    /// The attribute names the filter reads.
+    pub(crate) referenced: Vec<String>,
+}
+
+/// Plans `filter` for `tenant`. A top-level conjunct that is a simple
+/// condition drives the query through an index of its attribute's rows; the
+/// other conjuncts are probes by primary key. Otherwise the tenant's users are
+/// scanned once (in user order) and each is probed.
+pub(crate) fn plan(dialect: Dialect, tenant: &str, filter: &Filter) -> Plan {
+    let mut b = Builder::new(dialect, tenant);
+    let conjuncts: Vec<&Filter> = match filter {
+        Filter::And(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let driver = conjuncts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| driver_rank(f).map(|r| (r, i)))
+        .min()
+        .map(|(_, i)| i);
+    let mut referenced = Vec::new();
+    collect_names(filter, &mut referenced);
+    referenced.sort();
+    referenced.dedup();
+    let (from_where, exact) = match driver {
+        Some(i) => {
+            let leaf = conjuncts[i];
+            let tenant_p = b.tenant();
+            let name = b.text(leaf_attr(leaf).unwrap_or_default());
+            // A driver always has a condition (`driver_rank` skips empty lists).
+            let (cond, mut exact) =
+                row_condition(&mut b, leaf, "d").unwrap_or_else(|| ("FALSE".to_owned(), true));
+            let mut sql = format!(
+                "FROM attribute_values d WHERE d.tenant = {tenant_p} AND d.name = {name} AND {cond}"
+            );
+            for (j, other) in conjuncts.iter().enumerate() {
+                if j != i {
+                    let c = condition(&mut b, other, "d.user_id");
+                    exact &= c.exact;
+                    sql.push_str(" AND ");
+                    sql.push_str(&c.sql);
+                }
+            }
+            (sql, exact)
+        }
+        None => {
+            let tenant_p = b.tenant();
+            let c = condition(&mut b, filter, "d.user_id");
+            (
+                format!(
+                    "FROM (SELECT DISTINCT user_id FROM attribute_values WHERE tenant = {tenant_p}) d \
+                     WHERE {}",
+                    c.sql
+                ),
+                c.exact,
+            )
+        }
+    };
+    Plan {
+        builder: b,
+        from_where,
+        exact,
+        referenced,
+    }
+}
+
+fn collect_names(filter: &Filter, out: &mut Vec<String>) {
+    match filter {
+        Filter::And(items) | Filter::Or(items) => {
+            for f in items {
+                collect_names(f, out);
+            }
+        }
+        Filter::Not(inner) => collect_names(inner, out),
+        leaf => {
+            if let Some(attr) = leaf_attr(leaf) {
+                out.push(attr.to_owned());
+            }
+        }
+    }
+}
+
+/// The `num` column's value for `value`: its sort key if it is a plain
+/// decimal number.
+pub(crate) fn num_key(value: &str) -> Option<Vec<u8>> {
+    Decimal::parse(value).map(|d| d.sort_key())
+}
+
+/// The matching users among candidates: `rows` are (user, attribute name,
+/// value) sorted by user, a user without any referenced attribute as one row
+/// with `None`s.
+pub(crate) fn residual(
+    filter: &Filter,
+    rows: impl IntoIterator<Item = (String, Option<String>, Option<String>)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<(String, super::Attributes)> = None;
+    for (user, name, value) in rows {
+        if current.as_ref().is_none_or(|(u, _)| *u != user) {
+            if let Some((u, attrs)) = current.take() {
+                if filter.matches(&attrs) {
+                    out.push(u);
+                }
+            }
+            current = Some((user, super::Attributes::new()));
+        }
+        if let (Some((_, attrs)), Some(name), Some(value)) = (current.as_mut(), name, value) {
+            attrs.insert(name, value);
+        }
+    }
+    if let Some((u, attrs)) = current {
+        if filter.matches(&attrs) {
+            out.push(u);
+        }
+    }
+    out
+}
+
+/// `limit` capped to [`super::MAX_PAGE`] (at least 1).
+pub(crate) fn page_limit(limit: usize) -> usize {
+    limit.clamp(1, super::MAX_PAGE)
+}
+
+/// The page after `after` of the sorted `matches`.
+pub(crate) fn page_of(
+    matches: Vec<String>,
+    after: Option<&str>,
+    limit: usize,
+) -> super::AttributePage {
+    let limit = page_limit(limit);
+    let total = matches.len() as u64;
+    let start = after.map_or(0, |a| matches.partition_point(|u| u.as_str() <= a));
+    let mut users: Vec<String> = matches.into_iter().skip(start).take(limit + 1).collect();
+    let next = if users.len() > limit {
+        users.truncate(limit);
+        users.last().cloned()
+    } else {
+        None
+    };
+    super::AttributePage { users, total, next }
+}
+
+/// The page from rows fetched with `LIMIT limit + 1`.
+pub(crate) fn page_from_rows(
+    mut users: Vec<String>,
+    total: u64,
+    limit: usize,
+) -> super::AttributePage {
+    let limit = page_limit(limit);
+    let next = if users.len() > limit {
+        users.truncate(limit);
+        users.last().cloned()
+    } else {
+        None
+    };
+    super::AttributePage { users, total, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_bound_never_written_into_the_sql() {
+        let f = Filter::parse(r#"plan = "Pre'mium; DROP" and tickets > 2 and not x contains "é""#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let p = plan(Dialect::Sqlite, "t'1", &f);
+        assert!(!p.from_where.contains("Pre'mium"), "{}", p.from_where);
+        assert!(!p.from_where.contains("t'1"));
+        assert!(!p.exact, "contains is decided in Rust");
+        assert!(
+            p.builder
+                .params
+                .contains(&Param::Text("Pre'mium; DROP".to_owned()))
+        );
+        assert_eq!(p.referenced, ["plan", "tickets", "x"]);
+        let pg = plan(Dialect::Postgres, "t", &Filter::gt("tickets", "5"));
+        assert!(pg.exact);
+        assert!(pg.from_where.contains("$2") && !pg.from_where.contains('?'));
+    }
+}
