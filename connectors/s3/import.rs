@@ -514,7 +514,7 @@ impl S3Import {
             let mut batch = Vec::with_capacity(batch_size);
             let mut sent = 0u64;
             for record in rows.flatten() {
-                batch.push(record);
+                batch.push(AttributeRecord::from(record));
                 if batch.len() == batch_size {
                     sent += batch.len() as u64;
                     if tx.blocking_send(std::mem::take(&mut batch)).is_err() {

@@ -4,8 +4,10 @@ mod discover;
 mod import;
 mod mapping;
 mod reader;
+mod record;
 
 pub use discover::{CsvSample, discover_csv, discover_csv_encoded, discover_csv_with};
 pub use import::{ImportCollector, ImportSummary, import_rows};
 pub use mapping::{CsvMapping, DEFAULT_MAX_RECORD_BYTES, MAX_USER_ID_BYTES, UserIdFormat};
 pub use reader::{CsvRecords, CsvRow, RowError, RowErrorReason, read_csv};
+pub use record::CsvRecord;

@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use csv::ByteRecord;
 use serde::{Deserialize, Serialize};
 
 use super::mapping::{BUFFER_CAPACITY, CsvMapping, MAX_USER_ID_BYTES, UserIdFormat};
+use super::record::{CsvRecord, MAX_RECORD_TEXT};
 use crate::attributes::AttributeRecord;
 use crate::attributes::input::{Input, TextEncoding};
 use crate::{Error, ErrorKind, Result};
@@ -320,6 +322,8 @@ pub struct CsvRecords<R> {
     user_header: String,
     /// Sorted by attribute name, so records are built from sorted input.
     columns: Vec<MappedColumn>,
+    /// The columns' attribute names, shared by every [`CsvRecord`].
+    names: Arc<[Box<str>]>,
     header_len: usize,
     header_trailing_empty: bool,
     max_record_bytes: usize,
@@ -353,7 +357,7 @@ impl<R: Read> CsvRecords<R> {
     /// buffer until the next call. `None` at the end of the file; after a fatal
     /// error, every later call returns `None`.
     ///
-    /// The [`Iterator`] implementation is this plus [`CsvRow::to_record`]; use this
+    /// The [`Iterator`] implementation is this plus [`CsvRow::to_csv_record`]; use this
     /// directly when the values can be consumed in place.
     ///
     /// ```
@@ -456,6 +460,7 @@ impl<R: Read> CsvRecords<R> {
             whole: std::str::from_utf8(self.record.as_slice()).ok(),
             record: &self.record,
             columns: &self.columns,
+            names: &self.names,
             null_values: &self.null_values,
         };
         let Some(user_id) = row.field(self.user_col) else {
@@ -511,6 +516,7 @@ pub struct CsvRow<'a> {
     whole: Option<&'a str>,
     record: &'a ByteRecord,
     columns: &'a [MappedColumn],
+    names: &'a Arc<[Box<str>]>,
     null_values: &'a [String],
 }
 
@@ -546,18 +552,43 @@ impl<'a> CsvRow<'a> {
     /// trimmed, and cells holding a configured null value are left out.
     pub fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
         let row = *self;
-        self.columns.iter().filter_map(move |c| {
-            let value = row.field(c.index).unwrap_or_default().trim();
-            if !row.null_values.is_empty()
-                && row
-                    .null_values
-                    .iter()
-                    .any(|n| n.len() == value.len() && n.eq_ignore_ascii_case(value))
-            {
-                return None;
-            }
-            Some((c.as_name.as_str(), value))
-        })
+        self.columns
+            .iter()
+            .filter_map(move |c| Some((c.as_name.as_str(), row.value(c)?)))
+    }
+
+    /// Column `c`'s value, trimmed; `None` for a configured null value.
+    fn value(&self, c: &MappedColumn) -> Option<&'a str> {
+        let value = self.field(c.index).unwrap_or_default().trim();
+        if !self.null_values.is_empty()
+            && self
+                .null_values
+                .iter()
+                .any(|n| n.len() == value.len() && n.eq_ignore_ascii_case(value))
+        {
+            return None;
+        }
+        Some(value)
+    }
+
+    /// An owned copy of the row as a [`CsvRecord`]: two allocations, the
+    /// attribute names shared with the file's other records. `None` only if the
+    /// row's text exceeds 2 GiB.
+    pub fn to_csv_record(&self) -> Option<CsvRecord> {
+        let row = *self;
+        let capacity = self.user_id.len()
+            + self
+                .columns
+                .iter()
+                .map(|c| self.record.range(c.index).map_or(0, |r| r.len()))
+                .sum::<usize>();
+        CsvRecord::build(
+            self.names,
+            self.line(),
+            self.user_id,
+            capacity,
+            self.columns.iter().map(move |c| row.value(c)),
+        )
     }
 
     /// Overwrites `record` with this row, reusing its strings: values of
@@ -606,7 +637,7 @@ impl<'a> CsvRow<'a> {
         }
     }
 
-    /// An owned copy of the row.
+    /// An owned copy of the row as a map ([`CsvRow::to_csv_record`] is cheaper).
     pub fn to_record(&self) -> AttributeRecord {
         AttributeRecord {
             user_id: self.user_id.to_owned(),
@@ -653,10 +684,23 @@ impl<R: Read> CsvRecords<R> {
 }
 
 impl<R: Read> Iterator for CsvRecords<R> {
-    type Item = std::result::Result<AttributeRecord, RowError>;
+    type Item = std::result::Result<CsvRecord, RowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_row().map(|row| row.map(|r| r.to_record()))
+        let limit = self.max_record_bytes;
+        let result = match self.next_row()? {
+            Ok(row) => row.to_csv_record().ok_or_else(|| RowError {
+                line: row.line(),
+                reason: RowErrorReason::TooLong {
+                    limit: limit.min(MAX_RECORD_TEXT),
+                },
+            }),
+            Err(e) => Err(e),
+        };
+        if result.as_ref().is_err_and(RowError::is_fatal) {
+            self.done = true;
+        }
+        Some(result)
     }
 }
 
@@ -666,7 +710,7 @@ impl<R: Read> std::iter::FusedIterator for CsvRecords<R> {}
 ///
 /// The header row is read first; every mapped column must be in it, otherwise the
 /// whole file is rejected ([`ErrorKind::InvalidInput`]) before any row is read.
-/// Then each data row becomes an [`AttributeRecord`] (user id trimmed, values as
+/// Then each data row becomes a [`CsvRecord`] (user id trimmed, values as
 /// they are, empty cells as empty strings) or a [`RowError`] naming its line and
 /// reason — rows with the wrong number of fields, an empty or invalid user id or
 /// a mapped field that is not UTF-8 are rejected without stopping the file.
@@ -682,8 +726,8 @@ impl<R: Read> std::iter::FusedIterator for CsvRecords<R> {}
 /// let mapping = CsvMapping::new("Email").attribute("Plan", "plan");
 /// let records: Vec<_> = read_csv(csv.as_bytes(), &mapping).unwrap().collect();
 /// let record = records[0].as_ref().unwrap();
-/// assert_eq!(record.user_id, "ada@example.com");
-/// assert_eq!(record.attributes["plan"], "Premium, annual");
+/// assert_eq!(record.user_id(), "ada@example.com");
+/// assert_eq!(record.get("plan"), Some("Premium, annual"));
 /// ```
 pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>> {
     mapping.validate()?;
@@ -741,6 +785,7 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
         ));
     };
     columns.sort_by(|a, b| a.as_name.cmp(&b.as_name));
+    let names: Arc<[Box<str>]> = columns.iter().map(|c| c.as_name.as_str().into()).collect();
 
     let header_len = headers.len();
     let header_trailing_empty =
@@ -755,6 +800,7 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
         headers,
         user_col,
         columns,
+        names,
         header_len,
         header_trailing_empty,
         max_record_bytes: mapping.max_record_bytes,
