@@ -105,7 +105,10 @@ fn ensure_pandas(python: &str) {
         .args(["-m", "pip", "install", "--quiet", "pandas"])
         .status()
         .expect("pip");
-    assert!(status.success() && has(python), "pandas could not be installed");
+    assert!(
+        status.success() && has(python),
+        "pandas could not be installed"
+    );
 }
 
 fn main() {

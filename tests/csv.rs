@@ -763,6 +763,7 @@ fn small_reads_give_the_same_rows_and_lines() {
     for chunk in [1, 2, 3, 7] {
         let got: Vec<_> = read_csv(Trickle(csv.as_bytes(), chunk), &plan_mapping())
             .unwrap()
+            .map(|row| row.map(AttributeRecord::from))
             .collect();
         assert_eq!(got, expected, "chunks of {chunk}");
     }

@@ -92,4 +92,3 @@ pub fn vm_hwm_mb() -> Option<f64> {
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
-

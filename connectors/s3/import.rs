@@ -14,6 +14,7 @@ use super::config::{AfterImport, S3Config};
 use super::connection::S3_PLATFORM;
 use super::connector::S3Connector;
 use super::reader::{delimiter_hint, not_csv_reason, with_prefix};
+use super::report::ReportSpool;
 use super::source::Location;
 use crate::attributes::{
     AttributeRecord, CsvMapping, ImportCollector, ImportSummary, RowErrorReason, read_csv,
@@ -62,6 +63,16 @@ pub struct S3RunDetails {
     /// Files this run tried before the one it imported, and why each failed
     /// (`url: reason`): a file that cannot be imported never blocks newer ones.
     pub failed_files: Vec<String>,
+    /// The URL of the run's full error report (every rejected row, as CSV:
+    /// `line,user_id,kind,reason`), when rows were rejected and reports are on
+    /// ([`S3Config::error_report_folder`]). Derived from the run id:
+    /// `<source folder>/<report folder>/run-<run id>.csv`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_report: Option<String>,
+    /// Why the error report could not be written, if it could not (the
+    /// import itself went on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_report_failed: Option<String>,
 }
 
 impl S3RunDetails {
@@ -219,8 +230,8 @@ impl S3Import {
         let tenant = ctx.tenant().clone();
         let settings = S3Config::from_integration(ctx.config())?;
         let (config, client) = self.credentials_for(&tenant, settings).await?;
-        let bucket = Bucket::open(&config, &client)?;
         let now = ctx.started_at();
+        let bucket = Bucket::open_at(&config, &client, now)?;
         let scope = Self::scope(ctx);
 
         let mut waiting = Vec::new();
@@ -295,15 +306,20 @@ impl S3Import {
 
         let mapping = config.mapping();
         let Staged { file, meta } = staged;
+        let report = match config.report_folder() {
+            Some(_) => Some(ReportSpool::create(&self.spool_dir())?),
+            None => None,
+        };
         let outcome = self
             .validate(
                 file,
                 mapping.clone(),
                 config.mapping_delimiter(),
                 ctx.shutdown().clone(),
+                report,
             )
             .await;
-        let (file, summary) = match outcome {
+        let (file, summary, report) = match outcome {
             Ok(ok) => ok,
             Err(Failure::Other(e)) => return Err(e),
             Err(Failure::Content(reason)) => {
@@ -322,6 +338,16 @@ impl S3Import {
             }
         };
 
+        if let (Some(report), Some(folder)) = (report, config.report_folder()) {
+            let path = super::report::report_path(bucket, folder, ctx.run_id());
+            match super::report::upload(bucket, &path, report).await {
+                Ok(url) => details.error_report = Some(url),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the error report could not be written");
+                    details.error_report_failed = Some(e.message().to_owned());
+                }
+            }
+        }
         if summary.rows_imported > 0 {
             if let Err((written, e)) = self
                 .write(&tenant, file, mapping, summary.rows_imported)
@@ -373,11 +399,7 @@ impl S3Import {
             });
         }
         let opened = self.connector.open(bucket, meta).await?;
-        let spool_dir = self
-            .connector
-            .spool_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
+        let spool_dir = self.spool_dir();
         let Opened {
             mut reader,
             meta: actual,
@@ -435,14 +457,25 @@ impl S3Import {
         }
     }
 
-    /// The validation pass: reads every row, writes nothing.
+    /// Where staged files and error reports are spooled.
+    fn spool_dir(&self) -> std::path::PathBuf {
+        self.connector
+            .spool_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// The validation pass: reads every row, writes nothing; spools every
+    /// rejected row to `report`, returned finished when rows were rejected.
     async fn validate(
         &self,
         file: File,
         mapping: CsvMapping,
         delimiter: u8,
         shutdown: Shutdown,
-    ) -> std::result::Result<(File, ImportSummary), Failure> {
+        report: Option<ReportSpool>,
+    ) -> std::result::Result<(File, ImportSummary, Option<File>), Failure> {
+        let mut report = report;
         tokio::task::spawn_blocking(move || {
             let mut file = file;
             let io = |e: std::io::Error| {
@@ -481,6 +514,9 @@ impl S3Import {
                         }
                         _ => {}
                     }
+                    if let Some(report) = &mut report {
+                        report.push(error).map_err(Failure::Other)?;
+                    }
                 }
                 // Batches are only counted here; the write pass builds its own.
                 drop(collector.push(row));
@@ -493,7 +529,13 @@ impl S3Import {
             }
             let (_, summary) = collector.finish();
             file.seek(SeekFrom::Start(0)).map_err(io)?;
-            Ok((file, summary))
+            let report = match report {
+                Some(report) if report.rows() > 0 => {
+                    Some(report.finish().map_err(Failure::Other)?)
+                }
+                _ => None,
+            };
+            Ok((file, summary, report))
         })
         .await
         .map_err(|e| Failure::Other(Error::new(ErrorKind::Io, format!("validation task failed: {e}"))))?

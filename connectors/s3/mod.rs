@@ -7,9 +7,12 @@ mod connection;
 mod connector;
 mod import;
 mod reader;
+mod report;
 mod source;
 
-pub use config::{AfterImport, AttributeColumn, Credentials, RetryPolicy, S3Config};
+pub use config::{
+    AfterImport, AttributeColumn, Credentials, DEFAULT_ERROR_REPORT_FOLDER, RetryPolicy, S3Config,
+};
 pub use connection::{ACCESS_KEY_ID, S3_PLATFORM, S3Connection, SECRET_ACCESS_KEY, SESSION_TOKEN};
 pub use connector::{Discovery, S3Connector};
 pub use import::{FAILED_FOLDER, S3Import, S3RunDetails, SUCCESS_FOLDER};

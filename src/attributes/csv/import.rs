@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 use serde::{Deserialize, Serialize};
 
-use super::reader::{RowError, RowErrorReason};
+use super::error::{RowError, RowErrorReason};
 use crate::attributes::{AttributeRecord, AttributeStore};
 use crate::tenant::TenantId;
 use crate::{Error, ErrorKind, Result};

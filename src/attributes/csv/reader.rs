@@ -5,90 +5,13 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use csv::ByteRecord;
-use serde::{Deserialize, Serialize};
 
+use super::error::{RowError, RowErrorReason};
 use super::mapping::{BUFFER_CAPACITY, CsvMapping, MAX_USER_ID_BYTES, UserIdFormat};
 use super::record::{CsvRecord, MAX_RECORD_TEXT};
 use crate::attributes::AttributeRecord;
 use crate::attributes::input::{Input, TextEncoding};
 use crate::{Error, ErrorKind, Result};
-
-/// Why a row was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RowErrorReason {
-    /// The row has a different number of fields than the header.
-    #[error("expected {expected} fields, found {found}")]
-    FieldCount {
-        /// Fields in the header.
-        expected: usize,
-        /// Fields in the row.
-        found: usize,
-    },
-    /// The user-id field is empty.
-    #[error("the user id (column {column:?}) is empty")]
-    EmptyUserId {
-        /// The user-id column's name.
-        column: String,
-    },
-    /// The user-id field is not a usable id.
-    #[error("the user id (column {column:?}) is invalid: {detail}")]
-    InvalidUserId {
-        /// The user-id column's name.
-        column: String,
-        /// What is wrong with it.
-        detail: String,
-    },
-    /// A mapped field is not valid UTF-8.
-    #[error("column {column:?} is not valid UTF-8")]
-    InvalidUtf8 {
-        /// The column's name.
-        column: String,
-    },
-    /// The record exceeds the size cap; reading stopped here.
-    #[error("the record is longer than {limit} bytes (unterminated quote?); reading stopped")]
-    TooLong {
-        /// The cap, in bytes.
-        limit: usize,
-    },
-    /// The input failed to read; reading stopped here.
-    #[error("reading failed: {message}; reading stopped")]
-    Read {
-        /// The I/O error.
-        message: String,
-    },
-}
-
-/// A rejected row: the line it starts on and why.
-///
-/// ```
-/// use switchboard::attributes::{CsvMapping, read_csv};
-/// let csv = "id,plan\n,basic\n";
-/// let mut rows = read_csv(csv.as_bytes(), &CsvMapping::new("id")).unwrap();
-/// let err = rows.next().unwrap().unwrap_err();
-/// assert_eq!(err.line, 2);
-/// assert!(err.to_string().starts_with("line 2: "));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("line {line}: {reason}")]
-pub struct RowError {
-    /// The 1-based line the row starts on.
-    pub line: u64,
-    /// Why it was rejected.
-    pub reason: RowErrorReason,
-}
-
-impl RowError {
-    /// True if reading stopped at this error (I/O failure or an oversized record);
-    /// the rest of the file was not read.
-    pub fn is_fatal(&self) -> bool {
-        matches!(
-            self.reason,
-            RowErrorReason::TooLong { .. } | RowErrorReason::Read { .. }
-        )
-    }
-}
 
 /// Wraps the input to keep one record's size bounded: reading fails once more
 /// than `limit` bytes were read since the current record started. It also keeps
@@ -266,7 +189,11 @@ pub(super) fn next_record<R: Read>(
                         message: e.to_string(),
                     }
                 };
-                return Err(RowError { line, reason });
+                return Err(RowError {
+                    line,
+                    user_id: None,
+                    reason,
+                });
             }
         }
     }
@@ -428,6 +355,7 @@ impl<R: Read> CsvRecords<R> {
             }
             None => Err(RowError {
                 line: end.start_line(&self.record),
+                user_id: Some(shown_id(raw)),
                 reason: RowErrorReason::InvalidUserId {
                     column: self.user_header.clone(),
                     detail: format!("{raw:?} is not {what}"),
@@ -436,11 +364,19 @@ impl<R: Read> CsvRecords<R> {
         }
     }
 
+    /// The current record's user-id cell as read (for error reports), if not blank.
+    fn raw_user_id(&self) -> Option<String> {
+        let raw = String::from_utf8_lossy(self.record.get(self.user_col)?);
+        let raw = raw.trim();
+        (!raw.is_empty()).then(|| shown_id(raw))
+    }
+
     /// Validates the current record as a row.
     fn check(&self, end: RecordEnd) -> std::result::Result<CsvRow<'_>, RowError> {
         let reject = |reason| {
             Err(RowError {
                 line: end.start_line(&self.record),
+                user_id: self.raw_user_id(),
                 reason,
             })
         };
@@ -505,6 +441,16 @@ impl<R: Read> CsvRecords<R> {
         row.user_id = user_id;
         Ok(row)
     }
+}
+
+/// A user-id cell as shown in a [`RowError`]: at most [`MAX_USER_ID_BYTES`] bytes
+/// (cut at a character boundary).
+fn shown_id(raw: &str) -> String {
+    let mut end = raw.len().min(MAX_USER_ID_BYTES);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    raw[..end].to_owned()
 }
 
 /// One valid data row, borrowed from the reader (see [`CsvRecords::next_row`]).
@@ -691,6 +637,7 @@ impl<R: Read> Iterator for CsvRecords<R> {
         let result = match self.next_row()? {
             Ok(row) => row.to_csv_record().ok_or_else(|| RowError {
                 line: row.line(),
+                user_id: None,
                 reason: RowErrorReason::TooLong {
                     limit: limit.min(MAX_RECORD_TEXT),
                 },

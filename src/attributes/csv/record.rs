@@ -179,9 +179,10 @@ impl PartialEq<AttributeRecord> for CsvRecord {
     /// Equal user ids and attributes (the line is not compared).
     fn eq(&self, other: &AttributeRecord) -> bool {
         self.user_id() == other.user_id
-            && self
-                .attributes()
-                .eq(other.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            && self.attributes().eq(other
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())))
     }
 }
 
