@@ -474,3 +474,78 @@ async fn a_local_folder_gets_its_report_beside_the_files_and_reports_can_be_off(
     assert_eq!(S3RunDetails::from_run(&run).error_report, None);
     assert_eq!(files_in(&dir.path().join("reports")).len(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// A custom credential provider (role assumption hook).
+
+/// Hands out the server's keys (as an STS role assumption would hand out
+/// temporary ones), counting the calls; fails when `fail` is set.
+#[derive(Debug, Default)]
+struct CountingProvider {
+    calls: std::sync::atomic::AtomicUsize,
+    fail: bool,
+}
+
+#[async_trait::async_trait]
+impl switchboard::s3::CredentialProvider for CountingProvider {
+    type Credential = switchboard::s3::AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<Self::Credential>> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.fail {
+            return Err(object_store::Error::Generic {
+                store: "test",
+                source: "the role cannot be assumed".into(),
+            });
+        }
+        Ok(Arc::new(switchboard::s3::AwsCredential {
+            key_id: ACCESS_KEY.to_owned(),
+            secret_key: SECRET_KEY.to_owned(),
+            token: None,
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_credential_provider_signs_every_request() {
+    let server = S3Server::start().await;
+    server
+        .put("role/users.csv", csv("ada@x.io", "Assumed"))
+        .await;
+    let provider = Arc::new(CountingProvider::default());
+    let connector = S3Connector::new(Credentials::provider(provider.clone()));
+    assert_eq!(
+        format!("{:?}", Credentials::provider(provider.clone())),
+        "Provider([redacted])"
+    );
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let integration = server
+        .config("s3://exports/role/")
+        .integration("role", hourly())
+        .unwrap();
+    let scheduler = scheduler_with(Arc::clone(&store), &connector, &integration, t0()).await;
+    let run = scheduler.run_now(&d(), "role").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Success, "{run:?}");
+    assert_eq!(
+        plan(store.as_ref(), "ada@x.io").await.as_deref(),
+        Some("Assumed")
+    );
+    // List, HEAD, GET, copy, delete...: each signed request asked the provider.
+    let calls = provider.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(calls >= 4, "{calls} calls");
+    assert_eq!(server.files_in("role/success").len(), 1);
+
+    // A provider that fails: the run fails, the file stays.
+    server.put("role/users.csv", csv("bob@x.io", "Never")).await;
+    let failing = Arc::new(CountingProvider {
+        fail: true,
+        ..CountingProvider::default()
+    });
+    let connector = S3Connector::new(Credentials::provider(failing.clone()));
+    let scheduler = scheduler_with(Arc::clone(&store), &connector, &integration, t0()).await;
+    let run = scheduler.run_now(&d(), "role").await.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed, "{run:?}");
+    assert!(failing.calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert_eq!(plan(store.as_ref(), "bob@x.io").await, None);
+    assert_eq!(server.files_in("role"), ["users.csv"]);
+}

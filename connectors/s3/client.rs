@@ -108,6 +108,9 @@ impl Bucket {
                         }
                         b
                     }
+                    Credentials::Provider(provider) => {
+                        AmazonS3Builder::new().with_credentials(Arc::clone(provider))
+                    }
                 };
                 builder = builder.with_bucket_name(bucket);
                 if let Some(region) = config.configured_region() {
@@ -120,7 +123,7 @@ impl Bucket {
                         .or_else(|_| std::env::var("AWS_ENDPOINT"))
                         .ok()
                         .filter(|e| !e.is_empty()),
-                    Credentials::AccessKey { .. } => None,
+                    Credentials::AccessKey { .. } | Credentials::Provider(_) => None,
                 };
                 let endpoint = config
                     .configured_endpoint()

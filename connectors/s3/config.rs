@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use object_store::aws::AwsCredentialProvider;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,10 @@ pub enum Credentials {
         /// The session token of temporary (STS) credentials.
         session_token: Option<SecretString>,
     },
+    /// A credential provider of the host's own, asked for credentials before
+    /// requests (and again when they expire): e.g. one that assumes an IAM role
+    /// with STS and caches the temporary keys. See [`Credentials::provider`].
+    Provider(AwsCredentialProvider),
 }
 
 impl Credentials {
@@ -47,6 +52,37 @@ impl Credentials {
             secret_access_key: SecretString::from(secret_access_key.into()),
             session_token: None,
         }
+    }
+
+    /// Credentials from `provider` — object_store's [`CredentialProvider`](object_store::CredentialProvider)
+    /// hook, for role assumption or any other source of temporary keys. The
+    /// provider is asked when a request needs credentials; it should cache them
+    /// until they expire. Its errors fail the run (the next run asks again).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use switchboard::s3::{AwsCredential, CredentialProvider, Credentials, S3Connector};
+    ///
+    /// #[derive(Debug)]
+    /// struct AssumeRole; // would call STS AssumeRole and cache the answer
+    ///
+    /// #[async_trait::async_trait]
+    /// impl CredentialProvider for AssumeRole {
+    ///     type Credential = AwsCredential;
+    ///     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+    ///         Ok(Arc::new(AwsCredential {
+    ///             key_id: "ASIAEXAMPLE".into(),
+    ///             secret_key: "secret".into(),
+    ///             token: Some("session-token".into()),
+    ///         }))
+    ///     }
+    /// }
+    ///
+    /// let connector = S3Connector::new(Credentials::provider(Arc::new(AssumeRole)));
+    /// # let _ = connector;
+    /// ```
+    pub fn provider(provider: AwsCredentialProvider) -> Self {
+        Credentials::Provider(provider)
     }
 
     /// Adds a session token to static credentials (no effect on [`Credentials::Environment`]).
@@ -84,6 +120,8 @@ impl fmt::Debug for Credentials {
                     &session_token.as_ref().map(|_| "[redacted]"),
                 )
                 .finish(),
+            // The provider's own Debug may show what it holds.
+            Credentials::Provider(_) => f.write_str("Provider([redacted])"),
         }
     }
 }

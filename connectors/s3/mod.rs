@@ -17,3 +17,7 @@ pub use connection::{ACCESS_KEY_ID, S3_PLATFORM, S3Connection, SECRET_ACCESS_KEY
 pub use connector::{Discovery, S3Connector};
 pub use import::{FAILED_FOLDER, S3Import, S3RunDetails, SUCCESS_FOLDER};
 pub use source::SourceUrl;
+
+/// object_store's credential hook and its AWS types, for [`Credentials::provider`].
+pub use object_store::CredentialProvider;
+pub use object_store::aws::{AwsCredential, AwsCredentialProvider};
