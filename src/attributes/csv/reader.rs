@@ -8,7 +8,7 @@ use csv::ByteRecord;
 
 use super::error::{RowError, RowErrorReason};
 use super::mapping::{BUFFER_CAPACITY, CsvMapping, MAX_USER_ID_BYTES, UserIdFormat};
-use super::record::{CsvRecord, MAX_RECORD_TEXT};
+use super::record::{BLOCK_BYTES, BLOCK_ROWS, Block, CsvRecord, MAX_RECORD_TEXT};
 use crate::attributes::AttributeRecord;
 use crate::attributes::input::{Input, TextEncoding};
 use crate::{Error, ErrorKind, Result};
@@ -134,7 +134,13 @@ pub(super) struct RecordEnd {
 impl RecordEnd {
     /// The 1-based line `record` (the record that ended here) started on.
     fn start_line(self, record: &ByteRecord) -> u64 {
-        let inner = record.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
+        let text = record.as_slice();
+        // Line breaks inside a record are rare (quoted values only): find one first.
+        let inner = if text.contains(&b'\n') {
+            text.iter().filter(|&&b| b == b'\n').count() as u64
+        } else {
+            0
+        };
         self.line
             .saturating_sub(inner)
             .saturating_sub(u64::from(self.newline))
@@ -251,6 +257,8 @@ pub struct CsvRecords<R> {
     columns: Vec<MappedColumn>,
     /// The columns' attribute names, shared by every [`CsvRecord`].
     names: Arc<[Box<str>]>,
+    /// Rows the iterator read ahead.
+    ahead: Ahead,
     header_len: usize,
     header_trailing_empty: bool,
     max_record_bytes: usize,
@@ -517,22 +525,29 @@ impl<'a> CsvRow<'a> {
         Some(value)
     }
 
-    /// An owned copy of the row as a [`CsvRecord`]: two allocations, the
-    /// attribute names shared with the file's other records. `None` only if the
-    /// row's text exceeds 2 GiB.
+    /// An owned copy of the row as a [`CsvRecord`] (a block of its own; the
+    /// iterator shares one block between many rows). `None` only if the row's
+    /// text exceeds 2 GiB.
     pub fn to_csv_record(&self) -> Option<CsvRecord> {
-        let row = *self;
         let capacity = self.user_id.len()
             + self
                 .columns
                 .iter()
                 .map(|c| self.record.range(c.index).map_or(0, |r| r.len()))
                 .sum::<usize>();
-        CsvRecord::build(
-            self.names,
+        let mut block = Block::new(self.names, 1, capacity);
+        if !self.append_to(&mut block) {
+            return None;
+        }
+        CsvRecord::at(&Arc::new(block), 0)
+    }
+
+    /// Appends the row to `block`; `false` if the block's text would pass 2 GiB.
+    fn append_to(&self, block: &mut Block) -> bool {
+        let row = *self;
+        block.push(
             self.line(),
             self.user_id,
-            capacity,
             self.columns.iter().map(move |c| row.value(c)),
         )
     }
@@ -629,25 +644,100 @@ impl<R: Read> CsvRecords<R> {
     }
 }
 
+impl<R: Read> CsvRecords<R> {
+    /// Reads up to [`BLOCK_ROWS`] rows (or 64 KiB of values) ahead into one
+    /// block, queueing them and the row errors between them in file order.
+    fn read_ahead(&mut self) {
+        let mut block = Block::new(&self.names, BLOCK_ROWS, BLOCK_BYTES + BLOCK_BYTES / 4);
+        // Per row read: in the block (`None`), or rejected.
+        let mut order: Vec<Option<RowError>> = Vec::new();
+        let limit = self.max_record_bytes;
+        while !block.is_full() {
+            let Some(row) = self.next_row() else {
+                break;
+            };
+            match row {
+                Ok(row) if row.append_to(&mut block) => order.push(None),
+                Ok(row) => {
+                    let error = RowError {
+                        line: row.line(),
+                        user_id: None,
+                        reason: RowErrorReason::TooLong {
+                            limit: limit.min(MAX_RECORD_TEXT),
+                        },
+                    };
+                    self.done = true;
+                    order.push(Some(error));
+                    break;
+                }
+                Err(e) => {
+                    let fatal = e.is_fatal();
+                    order.push(Some(e));
+                    if fatal {
+                        break;
+                    }
+                }
+            }
+        }
+        self.ahead = Ahead {
+            block: Some(Arc::new(block)),
+            next_row: 0,
+            items: order.len(),
+            next_item: 0,
+            errors: order
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, e)| Some((i, e?)))
+                .collect(),
+        };
+    }
+}
+
+/// The rows of one read-ahead block and the row errors between them.
+#[derive(Debug, Default)]
+struct Ahead {
+    block: Option<Arc<Block>>,
+    /// The block's next row to hand out.
+    next_row: usize,
+    /// Rows and errors read ahead, and how many were handed out.
+    items: usize,
+    next_item: usize,
+    /// The errors, by item position.
+    errors: std::collections::VecDeque<(usize, RowError)>,
+}
+
+impl Ahead {
+    fn next(&mut self) -> Option<std::result::Result<CsvRecord, RowError>> {
+        if self.next_item == self.items {
+            return None;
+        }
+        let item = self.next_item;
+        self.next_item += 1;
+        if self.errors.front().is_some_and(|(i, _)| *i == item) {
+            return self.errors.pop_front().map(|(_, e)| Err(e));
+        }
+        let record = CsvRecord::at(self.block.as_ref()?, self.next_row)?;
+        self.next_row += 1;
+        Some(Ok(record))
+    }
+}
+
+/// Reads ahead: up to 256 rows are parsed into one shared buffer (see
+/// [`CsvRecord`]) before the first of them is returned, so do not mix the
+/// iterator with [`CsvRecords::next_row`] or [`CsvRecords::read_record`] on
+/// one reader.
 impl<R: Read> Iterator for CsvRecords<R> {
     type Item = std::result::Result<CsvRecord, RowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let limit = self.max_record_bytes;
-        let result = match self.next_row()? {
-            Ok(row) => row.to_csv_record().ok_or_else(|| RowError {
-                line: row.line(),
-                user_id: None,
-                reason: RowErrorReason::TooLong {
-                    limit: limit.min(MAX_RECORD_TEXT),
-                },
-            }),
-            Err(e) => Err(e),
-        };
-        if result.as_ref().is_err_and(RowError::is_fatal) {
-            self.done = true;
+        if let Some(item) = self.ahead.next() {
+            return Some(item);
         }
-        Some(result)
+        if self.done {
+            return None;
+        }
+        self.read_ahead();
+        self.ahead.next()
     }
 }
 
@@ -748,6 +838,7 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
         user_col,
         columns,
         names,
+        ahead: Ahead::default(),
         header_len,
         header_trailing_empty,
         max_record_bytes: mapping.max_record_bytes,
