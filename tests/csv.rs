@@ -17,7 +17,10 @@ fn d() -> TenantId {
 }
 
 fn rows(csv: &[u8], mapping: &CsvMapping) -> Vec<Result<AttributeRecord, RowError>> {
-    read_csv(csv, mapping).expect("header is valid").collect()
+    read_csv(csv, mapping)
+        .expect("header is valid")
+        .map(|row| row.map(AttributeRecord::from))
+        .collect()
 }
 
 fn record(user_id: &str, attrs: &[(&str, &str)]) -> AttributeRecord {
@@ -636,6 +639,7 @@ proptest! {
         }
         let got: Vec<AttributeRecord> = read_csv(&bytes[..], &mapping)
             .unwrap()
+            .map(|row| row.map(AttributeRecord::from))
             .collect::<Result<_, _>>()
             .unwrap();
         let expected: Vec<AttributeRecord> = table
@@ -759,6 +763,7 @@ fn small_reads_give_the_same_rows_and_lines() {
     for chunk in [1, 2, 3, 7] {
         let got: Vec<_> = read_csv(Trickle(csv.as_bytes(), chunk), &plan_mapping())
             .unwrap()
+            .map(|row| row.map(AttributeRecord::from))
             .collect();
         assert_eq!(got, expected, "chunks of {chunk}");
     }
@@ -920,5 +925,53 @@ proptest! {
             .attribute("Seats", "seats")
             .null_values(["NULL"]);
         prop_assert_eq!(rows_reusing(csv.as_bytes(), &mapping), rows(csv.as_bytes(), &mapping));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The owned `CsvRecord` (one buffer, shared names) answers every accessor as
+    /// the map it converts to does, null cells included.
+    #[test]
+    fn csv_record_accessors_agree_with_its_map(
+        cells in proptest::collection::vec(
+            proptest::collection::vec(prop_oneof!["[a-zé ]{0,6}", Just("NULL".to_owned())], 3),
+            1..12,
+        ),
+        probe in "[a-z]{0,3}",
+    ) {
+        let mut csv = String::from("id,C,A,B\n");
+        for (i, row) in cells.iter().enumerate() {
+            csv.push_str(&format!("u{i},{},{},{}\n", row[0], row[1], row[2]));
+        }
+        // Mapped out of name order, to check the record sorts its names.
+        let mapping = CsvMapping::new("id")
+            .attribute("C", "c")
+            .attribute("A", "a")
+            .attribute("B", "b")
+            .null_values(["NULL"]);
+        for (i, record) in read_csv(csv.as_bytes(), &mapping).unwrap().enumerate() {
+            let record = record.unwrap();
+            let map = AttributeRecord::from(record.clone());
+            prop_assert_eq!(&record, &map);
+            prop_assert_eq!(record.user_id(), format!("u{i}"));
+            prop_assert_eq!(record.line(), i as u64 + 2);
+            prop_assert_eq!(record.names().collect::<Vec<_>>(), ["a", "b", "c"]);
+            prop_assert_eq!(record.len(), map.attributes.len());
+            prop_assert_eq!(record.is_empty(), map.attributes.is_empty());
+            prop_assert_eq!(record.to_attributes(), map.attributes.clone());
+            for (j, name) in ["a", "b", "c"].into_iter().enumerate() {
+                let expected = map.attributes.get(name).map(String::as_str);
+                prop_assert_eq!(record.get(name), expected);
+                prop_assert_eq!(record.value(j), expected);
+                // The cells are a, b, c = columns A (1), B (2), C (0).
+                let cell = cells[i][[1, 2, 0][j]].trim();
+                prop_assert_eq!(expected, (cell != "NULL").then_some(cell));
+            }
+            prop_assert_eq!(record.value(3), None);
+            prop_assert_eq!(record.get(&probe), map.attributes.get(&probe).map(String::as_str));
+            prop_assert_eq!(AttributeRecord::from(&record), map);
+        }
     }
 }

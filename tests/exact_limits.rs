@@ -85,8 +85,7 @@ async fn run(exact: bool, shared: Option<Arc<Recorder>>) -> u32 {
         .unwrap();
     }
     sb.run_until_idle().await.unwrap();
-    let sent = *dest.sent.lock().unwrap();
-    sent
+    *dest.sent.lock().unwrap()
 }
 
 #[tokio::test(start_paused = true)]

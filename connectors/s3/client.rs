@@ -67,13 +67,28 @@ pub(crate) struct Bucket {
     pub(crate) downloads: Arc<dyn ObjectStore>,
     pub(crate) source: SourceUrl,
     pub(crate) read_idle_timeout: Duration,
+    /// List the folder and every folder below it.
+    pub(crate) recursive: bool,
+    /// Folders never listed: `success/`, `failed/` and the error-report folder.
+    pub(crate) skipped_folders: Vec<String>,
 }
 
 impl Bucket {
-    /// Builds the stores for `config` (no request is made yet).
+    /// Builds the stores for `config` (no request is made yet), its date
+    /// placeholders resolved for now.
     pub(crate) fn open(config: &S3Config, settings: &ClientSettings) -> Result<Bucket> {
+        Self::open_at(config, settings, Utc::now())
+    }
+
+    /// Builds the stores for `config` for a run at `run_at` (the source's date
+    /// placeholders resolved against it; see [`SourceUrl::resolve`]).
+    pub(crate) fn open_at(
+        config: &S3Config,
+        settings: &ClientSettings,
+        run_at: DateTime<Utc>,
+    ) -> Result<Bucket> {
         config.validate_connection()?;
-        let source = config.source().clone();
+        let source = config.source().resolve(run_at)?;
         let (store, downloads): (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>) = match source
             .location()
         {
@@ -93,6 +108,9 @@ impl Bucket {
                         }
                         b
                     }
+                    Credentials::Provider(provider) => {
+                        AmazonS3Builder::new().with_credentials(Arc::clone(provider))
+                    }
                 };
                 builder = builder.with_bucket_name(bucket);
                 if let Some(region) = config.configured_region() {
@@ -105,7 +123,7 @@ impl Bucket {
                         .or_else(|_| std::env::var("AWS_ENDPOINT"))
                         .ok()
                         .filter(|e| !e.is_empty()),
-                    Credentials::AccessKey { .. } => None,
+                    Credentials::AccessKey { .. } | Credentials::Provider(_) => None,
                 };
                 let endpoint = config
                     .configured_endpoint()
@@ -155,11 +173,18 @@ impl Bucket {
                 (Arc::clone(&fs), fs)
             }
         };
+        let mut skipped_folders = vec![
+            super::import::SUCCESS_FOLDER.to_owned(),
+            super::import::FAILED_FOLDER.to_owned(),
+        ];
+        skipped_folders.extend(config.report_folder().map(str::to_owned));
         Ok(Bucket {
             store,
             downloads,
             source,
             read_idle_timeout: settings.read_idle_timeout,
+            recursive: config.is_recursive(),
+            skipped_folders,
         })
     }
 
@@ -211,6 +236,7 @@ impl Bucket {
                 m.location
                     .filename()
                     .is_some_and(|n| self.source.matches(n))
+                    && !self.in_skipped_folder(&m.location)
             })
             .collect();
         objects.sort_by(|a, b| {
@@ -221,9 +247,31 @@ impl Bucket {
         Ok(objects)
     }
 
+    /// True if `path` is below the source folder in a `success/`, `failed/` or
+    /// error-report folder (at any depth), so it is never a candidate.
+    fn in_skipped_folder(&self, path: &ObjectPath) -> bool {
+        let depth = self.source.folder_path().parts().count();
+        let parts: Vec<_> = path.parts().collect();
+        let folders = parts.len().saturating_sub(1);
+        parts
+            .get(depth.min(folders)..folders)
+            .unwrap_or_default()
+            .iter()
+            .any(|p| self.skipped_folders.iter().any(|s| s == p.as_ref()))
+    }
+
     async fn list_folder(&self) -> Result<Vec<ObjectMeta>> {
         let folder = self.source.folder_path();
         let prefix = (!folder.as_ref().is_empty()).then_some(&folder);
+        if self.recursive {
+            use futures::TryStreamExt as _;
+            return self
+                .store
+                .list(prefix)
+                .try_collect()
+                .await
+                .map_err(|e| self.error(e, Op::List, &folder));
+        }
         match self.store.list_with_delimiter(prefix).await {
             Ok(listing) => Ok(listing.objects),
             Err(e) => Err(self.error(e, Op::List, &folder)),

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use object_store::aws::AwsCredentialProvider;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,10 @@ pub enum Credentials {
         /// The session token of temporary (STS) credentials.
         session_token: Option<SecretString>,
     },
+    /// A credential provider of the host's own, asked for credentials before
+    /// requests (and again when they expire): e.g. one that assumes an IAM role
+    /// with STS and caches the temporary keys. See [`Credentials::provider`].
+    Provider(AwsCredentialProvider),
 }
 
 impl Credentials {
@@ -47,6 +52,37 @@ impl Credentials {
             secret_access_key: SecretString::from(secret_access_key.into()),
             session_token: None,
         }
+    }
+
+    /// Credentials from `provider` — object_store's [`CredentialProvider`](object_store::CredentialProvider)
+    /// hook, for role assumption or any other source of temporary keys. The
+    /// provider is asked when a request needs credentials; it should cache them
+    /// until they expire. Its errors fail the run (the next run asks again).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use switchboard::s3::{AwsCredential, CredentialProvider, Credentials, S3Connector};
+    ///
+    /// #[derive(Debug)]
+    /// struct AssumeRole; // would call STS AssumeRole and cache the answer
+    ///
+    /// #[async_trait::async_trait]
+    /// impl CredentialProvider for AssumeRole {
+    ///     type Credential = AwsCredential;
+    ///     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+    ///         Ok(Arc::new(AwsCredential {
+    ///             key_id: "ASIAEXAMPLE".into(),
+    ///             secret_key: "secret".into(),
+    ///             token: Some("session-token".into()),
+    ///         }))
+    ///     }
+    /// }
+    ///
+    /// let connector = S3Connector::new(Credentials::provider(Arc::new(AssumeRole)));
+    /// # let _ = connector;
+    /// ```
+    pub fn provider(provider: AwsCredentialProvider) -> Self {
+        Credentials::Provider(provider)
     }
 
     /// Adds a session token to static credentials (no effect on [`Credentials::Environment`]).
@@ -84,6 +120,8 @@ impl fmt::Debug for Credentials {
                     &session_token.as_ref().map(|_| "[redacted]"),
                 )
                 .finish(),
+            // The provider's own Debug may show what it holds.
+            Credentials::Provider(_) => f.write_str("Provider([redacted])"),
         }
     }
 }
@@ -159,7 +197,16 @@ pub struct S3Config {
     null_values: Vec<String>,
     #[serde(default)]
     user_id_format: UserIdFormat,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    recursive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error_report_folder: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    no_error_reports: bool,
 }
+
+/// The default folder, beside the source's files, for error reports.
+pub const DEFAULT_ERROR_REPORT_FOLDER: &str = "reports";
 
 fn default_delimiter() -> char {
     ','
@@ -182,6 +229,9 @@ impl S3Config {
             encoding: TextEncoding::Utf8,
             null_values: Vec::new(),
             user_id_format: UserIdFormat::AsIs,
+            recursive: false,
+            error_report_folder: None,
+            no_error_reports: false,
         })
     }
 
@@ -299,6 +349,51 @@ impl S3Config {
         self.encoding
     }
 
+    /// Lists the source's folder recursively (default: only the files directly
+    /// in it): the file-name glob then matches files in every folder below it,
+    /// except `success/`, `failed/` and the error-report folder at any depth. A
+    /// file imported from a sub-folder moves to that sub-folder's `success/` or
+    /// `failed/`. Needs a folder or glob source, not a single object.
+    #[must_use]
+    pub fn recursive(mut self, yes: bool) -> Self {
+        self.recursive = yes;
+        self
+    }
+
+    /// Whether the folder is listed recursively.
+    pub fn is_recursive(&self) -> bool {
+        self.recursive
+    }
+
+    /// The folder, beside the source's files (under the source's folder), that
+    /// receives each run's full error report: `<folder>/<name>/run-<run id>.csv`
+    /// with every rejected row (see [`crate::attributes::ErrorReport`]). Default
+    /// [`DEFAULT_ERROR_REPORT_FOLDER`]; one folder name, no `/`.
+    #[must_use]
+    pub fn error_report_folder(mut self, name: impl Into<String>) -> Self {
+        self.error_report_folder = Some(name.into());
+        self
+    }
+
+    /// Writes an error report for runs that reject rows (default: yes).
+    #[must_use]
+    pub fn error_reports(mut self, yes: bool) -> Self {
+        self.no_error_reports = !yes;
+        self
+    }
+
+    /// The error-report folder name, or `None` if error reports are off.
+    pub fn report_folder(&self) -> Option<&str> {
+        if self.no_error_reports {
+            return None;
+        }
+        Some(
+            self.error_report_folder
+                .as_deref()
+                .unwrap_or(DEFAULT_ERROR_REPORT_FOLDER),
+        )
+    }
+
     /// The account of the S3 connection these settings name, if any.
     pub fn configured_connection(&self) -> Option<&str> {
         self.connection.as_deref()
@@ -403,6 +498,28 @@ impl S3Config {
     /// Checks the settings; the error says what to fix.
     pub fn validate(&self) -> Result<()> {
         self.validate_connection()?;
+        if let Some(folder) = &self.error_report_folder {
+            let reserved = [
+                crate::s3::SUCCESS_FOLDER,
+                crate::s3::FAILED_FOLDER,
+                ".",
+                "..",
+            ];
+            if folder.trim().is_empty()
+                || folder.contains(['/', '\\', '*', '?'])
+                || reserved.contains(&folder.as_str())
+            {
+                return Err(Error::config(format!(
+                    "the error-report folder {folder:?} must be one folder name (no `/`, `*` or `?`), other than success and failed"
+                )));
+            }
+        }
+        if self.recursive && !self.source.is_glob() {
+            return Err(Error::config(format!(
+                "the source {} is one object, so it cannot be listed recursively: give a folder (s3://bucket/folder/) or a glob",
+                self.source
+            )));
+        }
         if self.attributes.is_empty() {
             return Err(Error::config(
                 "no attributes are mapped: choose at least one column to import",

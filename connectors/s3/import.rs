@@ -14,6 +14,7 @@ use super::config::{AfterImport, S3Config};
 use super::connection::S3_PLATFORM;
 use super::connector::S3Connector;
 use super::reader::{delimiter_hint, not_csv_reason, with_prefix};
+use super::report::ReportSpool;
 use super::source::Location;
 use crate::attributes::{
     AttributeRecord, CsvMapping, ImportCollector, ImportRun, ImportSummary, RowErrorReason,
@@ -70,6 +71,16 @@ pub struct S3RunDetails {
     pub values_removed: u64,
     /// Attribute names the run freed under the cap (no longer mapped).
     pub names_freed: u64,
+    /// The URL of the run's full error report (every rejected row, as CSV:
+    /// `line,user_id,kind,reason`), when rows were rejected and reports are on
+    /// ([`S3Config::error_report_folder`]). Derived from the run id:
+    /// `<source folder>/<report folder>/run-<run id>.csv`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_report: Option<String>,
+    /// Why the error report could not be written, if it could not (the
+    /// import itself went on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_report_failed: Option<String>,
 }
 
 impl S3RunDetails {
@@ -235,8 +246,8 @@ impl S3Import {
         let tenant = ctx.tenant().clone();
         let settings = S3Config::from_integration(ctx.config())?;
         let (config, client) = self.credentials_for(&tenant, settings).await?;
-        let bucket = Bucket::open(&config, &client)?;
         let now = ctx.started_at();
+        let bucket = Bucket::open_at(&config, &client, now)?;
         let scope = Self::scope(ctx);
 
         let mut waiting = Vec::new();
@@ -311,15 +322,20 @@ impl S3Import {
 
         let mapping = config.mapping();
         let Staged { file, meta } = staged;
+        let report = match config.report_folder() {
+            Some(_) => Some(ReportSpool::create(&self.spool_dir())?),
+            None => None,
+        };
         let outcome = self
             .validate(
                 file,
                 mapping.clone(),
                 config.mapping_delimiter(),
                 ctx.shutdown().clone(),
+                report,
             )
             .await;
-        let (file, summary) = match outcome {
+        let (file, summary, report) = match outcome {
             Ok(ok) => ok,
             Err(Failure::Other(e)) => return Err(e),
             Err(Failure::Content(reason)) => {
@@ -338,6 +354,16 @@ impl S3Import {
             }
         };
 
+        if let (Some(report), Some(folder)) = (report, config.report_folder()) {
+            let path = super::report::report_path(bucket, folder, ctx.run_id());
+            match super::report::upload(bucket, &path, report).await {
+                Ok(url) => details.error_report = Some(url),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the error report could not be written");
+                    details.error_report_failed = Some(e.message().to_owned());
+                }
+            }
+        }
         if summary.rows_imported > 0 {
             // The run's generation: every value written is stamped with it; a
             // snapshot removes the integration's older values only once every
@@ -413,11 +439,7 @@ impl S3Import {
             });
         }
         let opened = self.connector.open(bucket, meta).await?;
-        let spool_dir = self
-            .connector
-            .spool_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
+        let spool_dir = self.spool_dir();
         let Opened {
             mut reader,
             meta: actual,
@@ -475,14 +497,25 @@ impl S3Import {
         }
     }
 
-    /// The validation pass: reads every row, writes nothing.
+    /// Where staged files and error reports are spooled.
+    fn spool_dir(&self) -> std::path::PathBuf {
+        self.connector
+            .spool_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// The validation pass: reads every row, writes nothing; spools every
+    /// rejected row to `report`, returned finished when rows were rejected.
     async fn validate(
         &self,
         file: File,
         mapping: CsvMapping,
         delimiter: u8,
         shutdown: Shutdown,
-    ) -> std::result::Result<(File, ImportSummary), Failure> {
+        report: Option<ReportSpool>,
+    ) -> std::result::Result<(File, ImportSummary, Option<File>), Failure> {
+        let mut report = report;
         tokio::task::spawn_blocking(move || {
             let mut file = file;
             let io = |e: std::io::Error| {
@@ -521,6 +554,9 @@ impl S3Import {
                         }
                         _ => {}
                     }
+                    if let Some(report) = &mut report {
+                        report.push(error).map_err(Failure::Other)?;
+                    }
                 }
                 // Batches are only counted here; the write pass builds its own.
                 drop(collector.push(row));
@@ -533,7 +569,13 @@ impl S3Import {
             }
             let (_, summary) = collector.finish();
             file.seek(SeekFrom::Start(0)).map_err(io)?;
-            Ok((file, summary))
+            let report = match report {
+                Some(report) if report.rows() > 0 => {
+                    Some(report.finish().map_err(Failure::Other)?)
+                }
+                _ => None,
+            };
+            Ok((file, summary, report))
         })
         .await
         .map_err(|e| Failure::Other(Error::new(ErrorKind::Io, format!("validation task failed: {e}"))))?
@@ -555,7 +597,7 @@ impl S3Import {
             let mut batch = Vec::with_capacity(batch_size);
             let mut sent = 0u64;
             for record in rows.flatten() {
-                batch.push(record);
+                batch.push(AttributeRecord::from(record));
                 if batch.len() == batch_size {
                     sent += batch.len() as u64;
                     if tx.blocking_send(std::mem::take(&mut batch)).is_err() {

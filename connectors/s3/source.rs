@@ -23,7 +23,15 @@ use crate::{Error, Result};
 ///
 /// Only the last segment may hold a glob, and a glob never descends into
 /// sub-folders, so the `success/` and `failed/` folders next to the files are never
-/// imported again.
+/// imported again — unless the integration lists recursively
+/// ([`S3Config::recursive`](crate::s3::S3Config::recursive)): then the glob
+/// matches file names in the folder and every folder below it, except
+/// `success/`, `failed/` and error-report folders.
+///
+/// **Date-partitioned folders**: `{yyyy}`, `{mm}`, `{dd}` and `{hh}` anywhere
+/// after the bucket are replaced, at each run, by the run's date and hour in UTC
+/// (zero-padded), e.g. `s3://bucket/exports/{yyyy}/{mm}/{dd}/` reads
+/// `exports/2025/03/01/` on 1 March 2025; see [`SourceUrl::resolve`].
 ///
 /// ```
 /// use switchboard::s3::SourceUrl;
@@ -98,6 +106,37 @@ impl SourceUrl {
                 "the source {raw:?} has the unsupported scheme {other:?}; {hint}"
             ))),
         }
+    }
+
+    /// True if the URL holds a date placeholder (`{yyyy}`, `{mm}`, `{dd}`, `{hh}`).
+    pub fn has_date_placeholders(&self) -> bool {
+        PLACEHOLDERS.iter().any(|p| self.raw.contains(p))
+    }
+
+    /// The source for a run at `at`: every `{yyyy}`, `{mm}`, `{dd}` and `{hh}`
+    /// replaced by `at`'s year, month, day and hour (UTC, zero-padded).
+    /// Without placeholders, the source itself.
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// use switchboard::s3::SourceUrl;
+    /// let url: SourceUrl = "s3://acme/exports/{yyyy}/{mm}/{dd}/users-{hh}.csv".parse().unwrap();
+    /// let run = Utc.with_ymd_and_hms(2025, 3, 1, 7, 30, 0).unwrap();
+    /// let resolved = url.resolve(run).unwrap();
+    /// assert_eq!(resolved.folder(), "exports/2025/03/01");
+    /// assert_eq!(resolved.pattern(), "users-07.csv");
+    /// ```
+    pub fn resolve(&self, at: chrono::DateTime<chrono::Utc>) -> Result<SourceUrl> {
+        if !self.has_date_placeholders() {
+            return Ok(self.clone());
+        }
+        let raw = self
+            .raw
+            .replace("{yyyy}", &at.format("%Y").to_string())
+            .replace("{mm}", &at.format("%m").to_string())
+            .replace("{dd}", &at.format("%d").to_string())
+            .replace("{hh}", &at.format("%H").to_string());
+        SourceUrl::parse(&raw)
     }
 
     /// The URL as given.
@@ -188,6 +227,9 @@ impl<'de> Deserialize<'de> for SourceUrl {
         SourceUrl::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
+
+/// The date placeholders [`SourceUrl::resolve`] replaces.
+const PLACEHOLDERS: [&str; 4] = ["{yyyy}", "{mm}", "{dd}", "{hh}"];
 
 fn check_bucket_name(bucket: &str, raw: &str) -> Result<()> {
     let valid = (3..=63).contains(&bucket.len())

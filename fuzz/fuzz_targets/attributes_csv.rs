@@ -1,8 +1,10 @@
-//! Fuzzes the CSV reader (every encoding, gzip detection, CR-only files): never panics, row errors carry lines ≥ 1.
+//! Fuzzes the CSV reader (every encoding, gzip detection, CR-only files): never panics, row errors carry lines ≥ 1, owned records agree with their maps, error reports write every error.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchboard::attributes::{CsvMapping, TextEncoding, UserIdFormat, discover_csv, read_csv};
+use switchboard::attributes::{
+    AttributeRecord, CsvMapping, ErrorReport, TextEncoding, UserIdFormat, discover_csv, read_csv,
+};
 
 fuzz_target!(|data: &[u8]| {
     let encoding = match data.first().map(|b| b % 4) {
@@ -25,11 +27,30 @@ fuzz_target!(|data: &[u8]| {
         .user_id_format(format)
         .max_record_bytes(4096);
     if let Ok(rows) = read_csv(body, &mapping) {
+        let mut report = ErrorReport::new(Vec::new()).unwrap();
+        let mut last_line = 0;
         for row in rows.take(10_000) {
-            if let Err(e) = row {
-                assert!(e.line >= 1);
+            match row {
+                Err(e) => {
+                    assert!(e.line >= 1);
+                    report.push(&e).unwrap();
+                }
+                Ok(record) => {
+                    assert!(record.line() >= 1 && record.line() >= last_line);
+                    last_line = record.line();
+                    assert!(!record.user_id().is_empty());
+                    let map = AttributeRecord::from(&record);
+                    assert!(record == map);
+                    assert_eq!(record.len(), map.attributes.len());
+                    for (name, value) in record.attributes() {
+                        assert_eq!(record.get(name), Some(value));
+                    }
+                }
             }
         }
+        let rows = report.rows();
+        let text = report.finish().unwrap();
+        assert!(rows == 0 || !text.is_empty());
     }
     let _ = discover_csv(body, 5);
 });

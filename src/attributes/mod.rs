@@ -14,9 +14,9 @@ mod input;
 mod number;
 
 pub use csv::{
-    CsvMapping, CsvRecords, CsvRow, CsvSample, DEFAULT_MAX_RECORD_BYTES, ImportCollector,
-    ImportSummary, MAX_USER_ID_BYTES, RowError, RowErrorReason, UserIdFormat, discover_csv,
-    discover_csv_encoded, discover_csv_with, import_rows, read_csv,
+    CsvMapping, CsvRecord, CsvRecords, CsvRow, CsvSample, DEFAULT_MAX_RECORD_BYTES, ErrorReport,
+    ImportCollector, ImportSummary, MAX_USER_ID_BYTES, RowError, RowErrorReason, UserIdFormat,
+    discover_csv, discover_csv_encoded, discover_csv_with, import_rows, read_csv,
 };
 pub use filter::{Comparison, Filter};
 pub use input::TextEncoding;

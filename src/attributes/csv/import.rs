@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 use serde::{Deserialize, Serialize};
 
-use super::reader::{RowError, RowErrorReason};
+use super::error::{RowError, RowErrorReason};
 use crate::attributes::{AttributeRecord, AttributeStore};
 use crate::tenant::TenantId;
 use crate::{Error, ErrorKind, Result};
@@ -122,13 +122,15 @@ impl ImportCollector {
         self
     }
 
-    /// Takes one row; returns a full batch when one is ready to upsert.
-    pub fn push(
+    /// Takes one row (a [`CsvRecord`](super::CsvRecord) from [`read_csv`] or an
+    /// [`AttributeRecord`]); returns a full batch when one is ready to upsert.
+    pub fn push<T: Into<AttributeRecord>>(
         &mut self,
-        row: std::result::Result<AttributeRecord, RowError>,
+        row: std::result::Result<T, RowError>,
     ) -> Option<Vec<AttributeRecord>> {
         match row {
             Ok(record) => {
+                let record: AttributeRecord = record.into();
                 self.summary.rows_read += 1;
                 self.summary.rows_imported += 1;
                 if self.hashes.len() < self.max_tracked_ids {
@@ -198,9 +200,10 @@ enum Fill {
     Fatal(RowError),
 }
 
-fn fill<I>(rows: &mut I, collector: &mut ImportCollector) -> Fill
+fn fill<I, T>(rows: &mut I, collector: &mut ImportCollector) -> Fill
 where
-    I: Iterator<Item = std::result::Result<AttributeRecord, RowError>>,
+    I: Iterator<Item = std::result::Result<T, RowError>>,
+    T: Into<AttributeRecord>,
 {
     for row in rows {
         let fatal = row.as_ref().err().filter(|e| e.is_fatal()).cloned();
@@ -224,14 +227,15 @@ where
 /// registers all names: an import that would exceed the tenant's attribute cap fails on it,
 /// before anything is written. A fatal row error (I/O failure, oversized record)
 /// fails the import; the full batches before it are already written.
-pub async fn import_rows<I>(
+pub async fn import_rows<I, T>(
     rows: I,
     store: &(impl AttributeStore + ?Sized),
     tenant: &TenantId,
     collector: ImportCollector,
 ) -> Result<ImportSummary>
 where
-    I: IntoIterator<Item = std::result::Result<AttributeRecord, RowError>>,
+    I: IntoIterator<Item = std::result::Result<T, RowError>>,
+    T: Into<AttributeRecord>,
 {
     let mut collector = collector;
     let mut rows = rows.into_iter();

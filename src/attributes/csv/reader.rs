@@ -2,91 +2,16 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use csv::ByteRecord;
-use serde::{Deserialize, Serialize};
 
+use super::error::{RowError, RowErrorReason};
 use super::mapping::{BUFFER_CAPACITY, CsvMapping, MAX_USER_ID_BYTES, UserIdFormat};
+use super::record::{BLOCK_BYTES, BLOCK_ROWS, Block, CsvRecord, MAX_RECORD_TEXT};
 use crate::attributes::AttributeRecord;
 use crate::attributes::input::{Input, TextEncoding};
 use crate::{Error, ErrorKind, Result};
-
-/// Why a row was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RowErrorReason {
-    /// The row has a different number of fields than the header.
-    #[error("expected {expected} fields, found {found}")]
-    FieldCount {
-        /// Fields in the header.
-        expected: usize,
-        /// Fields in the row.
-        found: usize,
-    },
-    /// The user-id field is empty.
-    #[error("the user id (column {column:?}) is empty")]
-    EmptyUserId {
-        /// The user-id column's name.
-        column: String,
-    },
-    /// The user-id field is not a usable id.
-    #[error("the user id (column {column:?}) is invalid: {detail}")]
-    InvalidUserId {
-        /// The user-id column's name.
-        column: String,
-        /// What is wrong with it.
-        detail: String,
-    },
-    /// A mapped field is not valid UTF-8.
-    #[error("column {column:?} is not valid UTF-8")]
-    InvalidUtf8 {
-        /// The column's name.
-        column: String,
-    },
-    /// The record exceeds the size cap; reading stopped here.
-    #[error("the record is longer than {limit} bytes (unterminated quote?); reading stopped")]
-    TooLong {
-        /// The cap, in bytes.
-        limit: usize,
-    },
-    /// The input failed to read; reading stopped here.
-    #[error("reading failed: {message}; reading stopped")]
-    Read {
-        /// The I/O error.
-        message: String,
-    },
-}
-
-/// A rejected row: the line it starts on and why.
-///
-/// ```
-/// use switchboard::attributes::{CsvMapping, read_csv};
-/// let csv = "id,plan\n,basic\n";
-/// let mut rows = read_csv(csv.as_bytes(), &CsvMapping::new("id")).unwrap();
-/// let err = rows.next().unwrap().unwrap_err();
-/// assert_eq!(err.line, 2);
-/// assert!(err.to_string().starts_with("line 2: "));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("line {line}: {reason}")]
-pub struct RowError {
-    /// The 1-based line the row starts on.
-    pub line: u64,
-    /// Why it was rejected.
-    pub reason: RowErrorReason,
-}
-
-impl RowError {
-    /// True if reading stopped at this error (I/O failure or an oversized record);
-    /// the rest of the file was not read.
-    pub fn is_fatal(&self) -> bool {
-        matches!(
-            self.reason,
-            RowErrorReason::TooLong { .. } | RowErrorReason::Read { .. }
-        )
-    }
-}
 
 /// Wraps the input to keep one record's size bounded: reading fails once more
 /// than `limit` bytes were read since the current record started. It also keeps
@@ -209,7 +134,13 @@ pub(super) struct RecordEnd {
 impl RecordEnd {
     /// The 1-based line `record` (the record that ended here) started on.
     fn start_line(self, record: &ByteRecord) -> u64 {
-        let inner = record.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
+        let text = record.as_slice();
+        // Line breaks inside a record are rare (quoted values only): find one first.
+        let inner = if text.contains(&b'\n') {
+            text.iter().filter(|&&b| b == b'\n').count() as u64
+        } else {
+            0
+        };
         self.line
             .saturating_sub(inner)
             .saturating_sub(u64::from(self.newline))
@@ -264,7 +195,11 @@ pub(super) fn next_record<R: Read>(
                         message: e.to_string(),
                     }
                 };
-                return Err(RowError { line, reason });
+                return Err(RowError {
+                    line,
+                    user_id: None,
+                    reason,
+                });
             }
         }
     }
@@ -320,6 +255,10 @@ pub struct CsvRecords<R> {
     user_header: String,
     /// Sorted by attribute name, so records are built from sorted input.
     columns: Vec<MappedColumn>,
+    /// The columns' attribute names, shared by every [`CsvRecord`].
+    names: Arc<[Box<str>]>,
+    /// Rows the iterator read ahead.
+    ahead: Ahead,
     header_len: usize,
     header_trailing_empty: bool,
     max_record_bytes: usize,
@@ -353,7 +292,7 @@ impl<R: Read> CsvRecords<R> {
     /// buffer until the next call. `None` at the end of the file; after a fatal
     /// error, every later call returns `None`.
     ///
-    /// The [`Iterator`] implementation is this plus [`CsvRow::to_record`]; use this
+    /// The [`Iterator`] implementation is this plus [`CsvRow::to_csv_record`]; use this
     /// directly when the values can be consumed in place.
     ///
     /// ```
@@ -424,6 +363,7 @@ impl<R: Read> CsvRecords<R> {
             }
             None => Err(RowError {
                 line: end.start_line(&self.record),
+                user_id: Some(shown_id(raw)),
                 reason: RowErrorReason::InvalidUserId {
                     column: self.user_header.clone(),
                     detail: format!("{raw:?} is not {what}"),
@@ -432,11 +372,19 @@ impl<R: Read> CsvRecords<R> {
         }
     }
 
+    /// The current record's user-id cell as read (for error reports), if not blank.
+    fn raw_user_id(&self) -> Option<String> {
+        let raw = String::from_utf8_lossy(self.record.get(self.user_col)?);
+        let raw = raw.trim();
+        (!raw.is_empty()).then(|| shown_id(raw))
+    }
+
     /// Validates the current record as a row.
     fn check(&self, end: RecordEnd) -> std::result::Result<CsvRow<'_>, RowError> {
         let reject = |reason| {
             Err(RowError {
                 line: end.start_line(&self.record),
+                user_id: self.raw_user_id(),
                 reason,
             })
         };
@@ -456,6 +404,7 @@ impl<R: Read> CsvRecords<R> {
             whole: std::str::from_utf8(self.record.as_slice()).ok(),
             record: &self.record,
             columns: &self.columns,
+            names: &self.names,
             null_values: &self.null_values,
         };
         let Some(user_id) = row.field(self.user_col) else {
@@ -502,6 +451,16 @@ impl<R: Read> CsvRecords<R> {
     }
 }
 
+/// A user-id cell as shown in a [`RowError`]: at most [`MAX_USER_ID_BYTES`] bytes
+/// (cut at a character boundary).
+fn shown_id(raw: &str) -> String {
+    let mut end = raw.len().min(MAX_USER_ID_BYTES);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    raw[..end].to_owned()
+}
+
 /// One valid data row, borrowed from the reader (see [`CsvRecords::next_row`]).
 #[derive(Clone, Copy)]
 pub struct CsvRow<'a> {
@@ -511,6 +470,7 @@ pub struct CsvRow<'a> {
     whole: Option<&'a str>,
     record: &'a ByteRecord,
     columns: &'a [MappedColumn],
+    names: &'a Arc<[Box<str>]>,
     null_values: &'a [String],
 }
 
@@ -546,18 +506,50 @@ impl<'a> CsvRow<'a> {
     /// trimmed, and cells holding a configured null value are left out.
     pub fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
         let row = *self;
-        self.columns.iter().filter_map(move |c| {
-            let value = row.field(c.index).unwrap_or_default().trim();
-            if !row.null_values.is_empty()
-                && row
-                    .null_values
-                    .iter()
-                    .any(|n| n.len() == value.len() && n.eq_ignore_ascii_case(value))
-            {
-                return None;
-            }
-            Some((c.as_name.as_str(), value))
-        })
+        self.columns
+            .iter()
+            .filter_map(move |c| Some((c.as_name.as_str(), row.value(c)?)))
+    }
+
+    /// Column `c`'s value, trimmed; `None` for a configured null value.
+    fn value(&self, c: &MappedColumn) -> Option<&'a str> {
+        let value = self.field(c.index).unwrap_or_default().trim();
+        if !self.null_values.is_empty()
+            && self
+                .null_values
+                .iter()
+                .any(|n| n.len() == value.len() && n.eq_ignore_ascii_case(value))
+        {
+            return None;
+        }
+        Some(value)
+    }
+
+    /// An owned copy of the row as a [`CsvRecord`] (a block of its own; the
+    /// iterator shares one block between many rows). `None` only if the row's
+    /// text exceeds 2 GiB.
+    pub fn to_csv_record(&self) -> Option<CsvRecord> {
+        let capacity = self.user_id.len()
+            + self
+                .columns
+                .iter()
+                .map(|c| self.record.range(c.index).map_or(0, |r| r.len()))
+                .sum::<usize>();
+        let mut block = Block::new(self.names, 1, capacity);
+        if !self.append_to(&mut block) {
+            return None;
+        }
+        CsvRecord::at(&Arc::new(block), 0)
+    }
+
+    /// Appends the row to `block`; `false` if the block's text would pass 2 GiB.
+    fn append_to(&self, block: &mut Block) -> bool {
+        let row = *self;
+        block.push(
+            self.line(),
+            self.user_id,
+            self.columns.iter().map(move |c| row.value(c)),
+        )
     }
 
     /// Overwrites `record` with this row, reusing its strings: values of
@@ -606,7 +598,7 @@ impl<'a> CsvRow<'a> {
         }
     }
 
-    /// An owned copy of the row.
+    /// An owned copy of the row as a map ([`CsvRow::to_csv_record`] is cheaper).
     pub fn to_record(&self) -> AttributeRecord {
         AttributeRecord {
             user_id: self.user_id.to_owned(),
@@ -652,11 +644,100 @@ impl<R: Read> CsvRecords<R> {
     }
 }
 
+impl<R: Read> CsvRecords<R> {
+    /// Reads up to [`BLOCK_ROWS`] rows (or 64 KiB of values) ahead into one
+    /// block, queueing them and the row errors between them in file order.
+    fn read_ahead(&mut self) {
+        let mut block = Block::new(&self.names, BLOCK_ROWS, BLOCK_BYTES + BLOCK_BYTES / 4);
+        // Per row read: in the block (`None`), or rejected.
+        let mut order: Vec<Option<RowError>> = Vec::new();
+        let limit = self.max_record_bytes;
+        while !block.is_full() {
+            let Some(row) = self.next_row() else {
+                break;
+            };
+            match row {
+                Ok(row) if row.append_to(&mut block) => order.push(None),
+                Ok(row) => {
+                    let error = RowError {
+                        line: row.line(),
+                        user_id: None,
+                        reason: RowErrorReason::TooLong {
+                            limit: limit.min(MAX_RECORD_TEXT),
+                        },
+                    };
+                    self.done = true;
+                    order.push(Some(error));
+                    break;
+                }
+                Err(e) => {
+                    let fatal = e.is_fatal();
+                    order.push(Some(e));
+                    if fatal {
+                        break;
+                    }
+                }
+            }
+        }
+        self.ahead = Ahead {
+            block: Some(Arc::new(block)),
+            next_row: 0,
+            items: order.len(),
+            next_item: 0,
+            errors: order
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, e)| Some((i, e?)))
+                .collect(),
+        };
+    }
+}
+
+/// The rows of one read-ahead block and the row errors between them.
+#[derive(Debug, Default)]
+struct Ahead {
+    block: Option<Arc<Block>>,
+    /// The block's next row to hand out.
+    next_row: usize,
+    /// Rows and errors read ahead, and how many were handed out.
+    items: usize,
+    next_item: usize,
+    /// The errors, by item position.
+    errors: std::collections::VecDeque<(usize, RowError)>,
+}
+
+impl Ahead {
+    fn next(&mut self) -> Option<std::result::Result<CsvRecord, RowError>> {
+        if self.next_item == self.items {
+            return None;
+        }
+        let item = self.next_item;
+        self.next_item += 1;
+        if self.errors.front().is_some_and(|(i, _)| *i == item) {
+            return self.errors.pop_front().map(|(_, e)| Err(e));
+        }
+        let record = CsvRecord::at(self.block.as_ref()?, self.next_row)?;
+        self.next_row += 1;
+        Some(Ok(record))
+    }
+}
+
+/// Reads ahead: up to 256 rows are parsed into one shared buffer (see
+/// [`CsvRecord`]) before the first of them is returned, so do not mix the
+/// iterator with [`CsvRecords::next_row`] or [`CsvRecords::read_record`] on
+/// one reader.
 impl<R: Read> Iterator for CsvRecords<R> {
-    type Item = std::result::Result<AttributeRecord, RowError>;
+    type Item = std::result::Result<CsvRecord, RowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_row().map(|row| row.map(|r| r.to_record()))
+        if let Some(item) = self.ahead.next() {
+            return Some(item);
+        }
+        if self.done {
+            return None;
+        }
+        self.read_ahead();
+        self.ahead.next()
     }
 }
 
@@ -666,7 +747,7 @@ impl<R: Read> std::iter::FusedIterator for CsvRecords<R> {}
 ///
 /// The header row is read first; every mapped column must be in it, otherwise the
 /// whole file is rejected ([`ErrorKind::InvalidInput`]) before any row is read.
-/// Then each data row becomes an [`AttributeRecord`] (user id trimmed, values as
+/// Then each data row becomes a [`CsvRecord`] (user id trimmed, values as
 /// they are, empty cells as empty strings) or a [`RowError`] naming its line and
 /// reason — rows with the wrong number of fields, an empty or invalid user id or
 /// a mapped field that is not UTF-8 are rejected without stopping the file.
@@ -682,8 +763,8 @@ impl<R: Read> std::iter::FusedIterator for CsvRecords<R> {}
 /// let mapping = CsvMapping::new("Email").attribute("Plan", "plan");
 /// let records: Vec<_> = read_csv(csv.as_bytes(), &mapping).unwrap().collect();
 /// let record = records[0].as_ref().unwrap();
-/// assert_eq!(record.user_id, "ada@example.com");
-/// assert_eq!(record.attributes["plan"], "Premium, annual");
+/// assert_eq!(record.user_id(), "ada@example.com");
+/// assert_eq!(record.get("plan"), Some("Premium, annual"));
 /// ```
 pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>> {
     mapping.validate()?;
@@ -741,6 +822,7 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
         ));
     };
     columns.sort_by(|a, b| a.as_name.cmp(&b.as_name));
+    let names: Arc<[Box<str>]> = columns.iter().map(|c| c.as_name.as_str().into()).collect();
 
     let header_len = headers.len();
     let header_trailing_empty =
@@ -755,6 +837,8 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
         headers,
         user_col,
         columns,
+        names,
+        ahead: Ahead::default(),
         header_len,
         header_trailing_empty,
         max_record_bytes: mapping.max_record_bytes,
