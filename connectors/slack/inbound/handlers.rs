@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use super::events::{EventCallback, EventsRequest, SlackEvent};
 use super::payloads::{
-    ChannelType, CommandReply, EventCallback, EventsRequest, Interaction, SlackEvent, SlashCommand,
-    ViewSubmission, WorkspaceRef,
+    ChannelType, CommandReply, Interaction, SlashCommand, ViewSubmission, WorkspaceRef,
 };
 use super::{AppRateLimit, EVENT_ID_PREFIX, EVENT_KIND_PREFIX, SlackEventContext};
 use super::{

@@ -21,6 +21,7 @@ use crate::inbound::{
 use crate::store::Store;
 use crate::{Error, ErrorKind, Result};
 
+mod events;
 mod handlers;
 mod interactivity;
 mod payloads;
@@ -32,10 +33,11 @@ pub use interactivity::{
     BlockAction, OptionsRequest, SlackOption, ViewEventKind, ViewInteraction, ViewResponse,
     options_json,
 };
+pub use events::{EventCallback, EventsRequest, SlackEvent};
 pub use payloads::{
-    ChannelRef, ChannelType, CommandReply, ElementState, EnterpriseRef, EventCallback,
-    EventsRequest, Interaction, InteractionUser, MessageShortcut, Shortcut, ShortcutMessage,
-    SlackEvent, SlashCommand, TeamRef, View, ViewState, ViewSubmission, Visibility, WorkspaceRef,
+    ChannelRef, ChannelType, CommandReply, ElementState, EnterpriseRef, Interaction,
+    InteractionUser, MessageShortcut, Shortcut, ShortcutMessage, SlashCommand, TeamRef, View,
+    ViewState, ViewSubmission, Visibility, WorkspaceRef,
 };
 #[cfg(feature = "axum")]
 pub use router::router;
