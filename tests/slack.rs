@@ -25,3 +25,5 @@ mod rotation;
 mod tenants;
 #[path = "slack/workspaces.rs"]
 mod workspaces;
+#[path = "slack/socket.rs"]
+mod socket;

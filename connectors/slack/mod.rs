@@ -35,7 +35,9 @@ pub use errors::{FailureClass, SlackApiError, classify};
 pub use identity::{SlackIdentity, UsersListPager};
 pub use inbound::{
     AppRateLimit, BlockAction, CAPTURE_CALLBACK_ID, CAPTURE_SUBJECT_BLOCK, CAPTURE_TEXT_BLOCK,
-    ChannelRef, ChannelType, CommandReply, EVENT_ID_PREFIX, EVENT_KIND_PREFIX, ElementState,
+    ChannelRef, ChannelType, CommandReply, DisconnectReason, EVENT_ID_PREFIX, EVENT_KIND_PREFIX,
+    ElementState, EnvelopeKind, MAX_SOCKET_CONNECTIONS, SocketEnvelope, SocketMessage,
+    SocketMode, SocketModeBuilder, SocketModeHandle, SocketModeStats,
     EnterpriseRef, EventCallback, EventsRequest, INSIGHT_EVENT_KIND, Interaction, InteractionUser,
     MessageShortcut, NOT_INSTALLED_TEXT, OptionsRequest, RETRY_NUM_HEADER, SIGNATURE_HEADER,
     Shortcut, ShortcutMessage, SlackEvent, SlackEventContext, SlackInbound, SlackInboundBuilder,

@@ -14,13 +14,13 @@ use super::{AppRateLimit, EVENT_ID_PREFIX, EVENT_KIND_PREFIX, SlackEventContext}
 use super::{
     CAPTURE_CALLBACK_ID, CAPTURE_SUBJECT_BLOCK, CAPTURE_TEXT_BLOCK, CaptureContext, CaptureSource,
     EVENT_MEMORY, EVENT_SCOPE, GENERIC_FAILURE, INSIGHT_EVENT_KIND, MAX_INPUT_CHARS,
-    NOT_INSTALLED_TEXT, RETRY_NUM_HEADER, SUBJECT_ACTION, SlackInbound, TEXT_ACTION, command_key,
+    NOT_INSTALLED_TEXT, SUBJECT_ACTION, SlackInbound, TEXT_ACTION, command_key,
 };
 use crate::event::{Event, Person};
 use crate::identity::LinkOrigin;
 use crate::identity::ResolveContext;
 use crate::inbound::{
-    InboundRequest, InboundResponse, error_response, header, json_response, response,
+    InboundResponse, error_response, json_response, response,
 };
 use crate::slack::SlackUser;
 use crate::slack::config::PLATFORM;
@@ -501,7 +501,9 @@ impl SlackInbound {
         }
     }
 
-    pub(super) async fn events(&self, body: &[u8], request: &InboundRequest) -> InboundResponse {
+    /// An Events API body; `retry` is Slack's redelivery count (the
+    /// `X-Slack-Retry-Num` header, or a Socket Mode envelope's `retry_attempt`).
+    pub(super) async fn events(&self, body: &[u8], retry: Option<&str>) -> InboundResponse {
         let parsed = match EventsRequest::parse(body) {
             Ok(p) => p,
             Err(e) => return error_response(&e),
@@ -576,7 +578,7 @@ impl SlackInbound {
             Ok(false) => {
                 tracing::debug!(
                     event_id = %callback.event_id,
-                    retry = header(request, RETRY_NUM_HEADER).unwrap_or("-"),
+                    retry = retry.unwrap_or("-"),
                     "duplicate Slack event ignored"
                 );
                 return empty_ok();

@@ -27,6 +27,7 @@ mod interactivity;
 mod payloads;
 #[cfg(feature = "axum")]
 mod router;
+mod socket;
 mod verify;
 
 pub use interactivity::{
@@ -41,6 +42,10 @@ pub use payloads::{
 };
 #[cfg(feature = "axum")]
 pub use router::router;
+pub use socket::{
+    DisconnectReason, EnvelopeKind, MAX_SOCKET_CONNECTIONS, SocketEnvelope, SocketMessage,
+    SocketMode, SocketModeBuilder, SocketModeHandle, SocketModeStats,
+};
 pub use verify::verify_signature;
 
 /// The header carrying Slack's request signature (`v0=…`).
@@ -485,7 +490,9 @@ impl SlackInbound {
             Err(e) => return error_response(&e),
         };
         if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            return self.events(body, request).await;
+            return self
+                .events(body, header(request, RETRY_NUM_HEADER))
+                .await;
         }
         if url::form_urlencoded::parse(body).any(|(k, _)| k == "payload") {
             return self.interaction(body).await;
@@ -512,7 +519,10 @@ impl SlackInbound {
     /// `POST` Events API.
     pub async fn handle_event(&self, request: &InboundRequest) -> InboundResponse {
         match self.verify(request) {
-            Ok(body) => self.events(body, request).await,
+            Ok(body) => {
+                self.events(body, header(request, RETRY_NUM_HEADER))
+                    .await
+            }
             Err(e) => error_response(&e),
         }
     }
