@@ -479,8 +479,9 @@ impl Interaction {
         Self::from_json(value)
     }
 
-    /// The raw JSON payload of a form-encoded interaction body, if any.
-    pub(super) fn parse_value(body: &[u8]) -> Option<Value> {
+    /// The raw JSON payload of a form-encoded interaction body (`payload=`),
+    /// if any. Never panics.
+    pub fn parse_value(body: &[u8]) -> Option<Value> {
         let payload = url::form_urlencoded::parse(body)
             .find(|(k, _)| k == "payload")
             .map(|(_, v)| v.into_owned())?;
