@@ -27,3 +27,5 @@ mod tenants;
 mod workspaces;
 #[path = "slack/socket.rs"]
 mod socket;
+#[path = "slack/follow_ups.rs"]
+mod follow_ups;

@@ -13,6 +13,7 @@ mod inbound;
 mod layout;
 mod lifecycle;
 mod oauth;
+mod threads;
 pub(crate) mod token;
 
 pub use api::{
@@ -51,6 +52,7 @@ pub use oauth::{
     DEFAULT_BOT_SCOPES, InstallStart, STATE_COOKIE, STATE_TTL, SlackOAuth, SlackOAuthBuilder,
     TENANT_HEADER, state_cookie,
 };
+pub use threads::{THREAD_LINK_PLATFORM, ThreadFollowUps};
 pub use token::{BotToken, REFRESH_MARGIN, TokenRotation};
 
 #[cfg(feature = "axum")]
