@@ -12,6 +12,7 @@ use super::config::{PLATFORM, SlackConfig};
 use super::connection::{SlackConnectionData, list_workspaces};
 use super::errors::{FailureClass, SlackApiError};
 use super::layout::{MAX_TEXT_CHARS, SlackMessage};
+use super::block_template::{BlockTemplate, BlockTemplates};
 use super::threads::ThreadFollowUps;
 use super::token::{BotToken, TokenRotation, stored_token};
 use crate::Result;
@@ -62,6 +63,7 @@ pub struct SlackDestination {
     dms: Mutex<HashMap<(String, String), String>>,
     teams: tokio::sync::Mutex<HashMap<String, Vec<Option<String>>>>,
     threads: Option<ThreadFollowUps>,
+    block_templates: BlockTemplates,
 }
 
 impl std::fmt::Debug for SlackDestination {
@@ -109,6 +111,7 @@ impl SlackDestination {
             dms: Mutex::new(HashMap::new()),
             teams: tokio::sync::Mutex::new(HashMap::new()),
             threads: None,
+            block_templates: BlockTemplates::new(),
         }
     }
 
@@ -125,6 +128,17 @@ impl SlackDestination {
     #[must_use]
     pub fn with_thread_follow_ups(mut self, threads: ThreadFollowUps) -> Self {
         self.threads = Some(threads);
+        self
+    }
+
+    /// Deliveries of the route named `route` are sent as the blocks
+    /// `template` renders for their event (see [`BlockTemplate`]), with the
+    /// route's rendered text as the notification fallback. A rendering that
+    /// is not valid blocks is a permanent failure naming what is wrong.
+    #[must_use]
+    pub fn with_block_template(mut self, route: impl Into<String>, template: BlockTemplate) -> Self {
+        self.block_templates
+            .insert(route.into(), Arc::new(template));
         self
     }
 
@@ -305,7 +319,23 @@ impl SlackDestination {
         delivery: &Delivery,
     ) -> Result<Receipt, SlackApiError> {
         let (channel, by_name) = self.resolve_channel(creds, delivery).await?;
-        let laid_out = SlackMessage::from_message(&delivery.message);
+        let laid_out = match self.block_templates.get(&delivery.route) {
+            Some(template) => match template.render_event(delivery.event.clone()) {
+                Ok(blocks) => SlackMessage::from_blocks(
+                    SlackMessage::from_message(&delivery.message).text,
+                    &blocks,
+                ),
+                Err(e) => {
+                    return Err(SlackApiError::new(
+                        FailureClass::Permanent,
+                        "chat.postMessage",
+                        None,
+                        format!("{e}: fix the route's block template, then replay"),
+                    ));
+                }
+            },
+            None => SlackMessage::from_message(&delivery.message),
+        };
         let mut post = PostMessage::new(channel, laid_out.text).blocks(laid_out.blocks);
         let thread = match &self.threads {
             Some(t) => t.key(self.config.destination_name(), &post.channel, delivery),

@@ -2,6 +2,7 @@
 #![doc = include_str!("docs.md")]
 
 mod api;
+mod block_template;
 mod blocks;
 mod channels;
 pub(crate) mod config;
@@ -20,6 +21,7 @@ pub use api::{
     AuthIdentity, Conversation, OAuthAccess, Page, PostMessage, PostedMessage, SlackClient,
     SlackProfile, SlackUser,
 };
+pub use block_template::{BlockTemplate, parse_blocks};
 pub use blocks::{
     Block, Button, ButtonStyle, MAX_BUTTON_TEXT_CHARS, MAX_HEADER_CHARS, Text, blocks_json,
 };

@@ -1,4 +1,4 @@
-//! Thread follow-ups against a wiremock Slack: the first message of a key starts the thread, later events of that key reply in it (`thread_ts` from the first answer), across a restart on the same store.
+//! Thread follow-ups and block templates against a wiremock Slack: the first message of a key starts the thread, later events of that key reply in it (`thread_ts` from the first answer) across a restart; templates rendering Block Kit send exactly the validated blocks, or dead-letter with the reason.
 
 use super::common::*;
 
@@ -95,4 +95,74 @@ async fn events_without_the_key_are_posted_as_usual() {
     for b in bodies(&server, "/chat.postMessage").await {
         assert!(b.get("thread_ts").is_none());
     }
+}
+
+const REDEEMED_BLOCKS: &str = r#"[
+  {"type": "header", "text": {"type": "plain_text", "text": "Perk redeemed"}},
+  {"type": "section", "text": {"type": "mrkdwn", "text": "*{{ data.perk }}* for {{ data.name }}"},
+   "accessory": {"type": "button", "action_id": "open_redemption", "value": "{{ data.redemption_id }}",
+                 "text": {"type": "plain_text", "text": "Open"}}},
+  {"type": "context", "elements": [{"type": "mrkdwn", "text": "{{ kind }}"}]}
+]"#;
+
+fn with_blocks(server: &MockServer, template: &str) -> Switchboard {
+    let template = BlockTemplate::new(template).unwrap();
+    Switchboard::builder()
+        .store(MemoryStore::new())
+        .destination(destination(server).with_block_template("redeemed", template))
+        .route(
+            Route::on("redemption.created")
+                .named("redeemed")
+                .to("slack", Target::ChannelId { id: "C123ABC456".into() })
+                .template("{{ data.perk }} redeemed by {{ data.name }}"),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_block_template_sends_exactly_its_blocks_with_user_values_escaped() {
+    let server = MockServer::start().await;
+    post_message().respond_with(posted("C123ABC456")).expect(1).mount(&server).await;
+    let sb = with_blocks(&server, REDEEMED_BLOCKS);
+    sb.publish(event(
+        "e1",
+        "redemption.created",
+        None,
+        json!({ "redemption_id": "r-1", "perk": "Yoga & \"more\"", "name": "<!channel> <https://evil.example|click>" }),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(sb.run_until_idle().await.unwrap().delivered, 1);
+    let body = &bodies(&server, "/chat.postMessage").await[0];
+    assert_eq!(
+        body["text"],
+        "Yoga &amp; \"more\" redeemed by &lt;!channel&gt; &lt;https://evil.example|click&gt;"
+    );
+    assert_eq!(
+        body["blocks"],
+        json!([
+            { "type": "header", "text": { "type": "plain_text", "text": "Perk redeemed", "emoji": true } },
+            {
+                "type": "section",
+                "text": { "type": "mrkdwn", "text": "*Yoga &amp; \"more\"* for &lt;!channel&gt; &lt;https://evil.example|click&gt;", "verbatim": true },
+                "accessory": { "type": "button", "action_id": "open_redemption", "value": "r-1", "text": { "type": "plain_text", "text": "Open", "emoji": true } }
+            },
+            { "type": "context", "elements": [{ "type": "mrkdwn", "text": "redemption.created", "verbatim": true }] }
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_block_template_rendering_unsupported_blocks_is_a_dead_letter_saying_why() {
+    let server = MockServer::start().await;
+    post_message().respond_with(posted("C123ABC456")).expect(0).mount(&server).await;
+    let sb = with_blocks(&server, r#"[{"type": "image", "image_url": "{{ data.url }}", "alt_text": "x"}]"#);
+    sb.publish(event("e1", "redemption.created", None, json!({ "url": "https://x.example/a.png" })))
+        .await
+        .unwrap();
+    assert_eq!(sb.run_until_idle().await.unwrap().dead, 1);
+    let dead = sb.dead_letters(10).await.unwrap();
+    let reason = dead[0].error.reason();
+    assert!(reason.contains("block 0: block type \"image\" is not supported"), "{reason}");
 }
