@@ -640,6 +640,17 @@ impl SlackInbound {
             m.insert(team.clone(), notice);
         }
         if let (Some(sb), Some(who)) = (&self.inner.switchboard, &who) {
+            sb.record_notice(
+                &who.tenant,
+                &self.inner.destination,
+                crate::engine::StatusNotice {
+                    kind: format!("{EVENT_KIND_PREFIX}app_rate_limited"),
+                    since,
+                    detail: format!(
+                        "Slack is dropping this app's Events API events for workspace {team} (more than 30,000 an hour, or too few answered in time); they resume within the hour"
+                    ),
+                },
+            );
             let event = Event::builder(
                 format!("{EVENT_ID_PREFIX}app_rate_limited:{team}:{minute}"),
                 format!("{EVENT_KIND_PREFIX}app_rate_limited"),
