@@ -628,13 +628,21 @@ impl SlackClient {
             .http
             .post(self.url(METHOD))
             .bearer_auth(app_token.expose_secret())
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
         let v = self.send(METHOD, request).await?;
         str_at(&v, &["url"])
             .filter(|u| !u.is_empty())
             .map(str::to_owned)
             .ok_or_else(|| {
-                SlackApiError::new(FailureClass::Temporary, METHOD, None, "the answer has no url")
+                SlackApiError::new(
+                    FailureClass::Temporary,
+                    METHOD,
+                    None,
+                    "the answer has no url",
+                )
             })
     }
 

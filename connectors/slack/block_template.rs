@@ -139,7 +139,9 @@ fn parse_text(v: Option<&Value>) -> std::result::Result<Text, String> {
     match str_field(v, "type") {
         Some("mrkdwn") => Ok(Text::mrkdwn(text)),
         Some("plain_text") => Ok(Text::plain(text)),
-        other => Err(format!("text type {other:?} is neither mrkdwn nor plain_text")),
+        other => Err(format!(
+            "text type {other:?} is neither mrkdwn nor plain_text"
+        )),
     }
 }
 

@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 
 use super::api::{PostMessage, SlackClient};
+use super::block_template::{BlockTemplate, BlockTemplates};
 use super::channels::{ChannelDirectory, Listing, MethodPacer};
 use super::config::{PLATFORM, SlackConfig};
 use super::connection::{SlackConnectionData, list_workspaces};
 use super::errors::{FailureClass, SlackApiError};
 use super::layout::{MAX_TEXT_CHARS, SlackMessage};
-use super::block_template::{BlockTemplate, BlockTemplates};
 use super::threads::ThreadFollowUps;
 use super::token::{BotToken, TokenRotation, stored_token};
 use crate::Result;
@@ -136,7 +136,11 @@ impl SlackDestination {
     /// route's rendered text as the notification fallback. A rendering that
     /// is not valid blocks is a permanent failure naming what is wrong.
     #[must_use]
-    pub fn with_block_template(mut self, route: impl Into<String>, template: BlockTemplate) -> Self {
+    pub fn with_block_template(
+        mut self,
+        route: impl Into<String>,
+        template: BlockTemplate,
+    ) -> Self {
         self.block_templates
             .insert(route.into(), Arc::new(template));
         self

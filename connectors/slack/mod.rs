@@ -39,14 +39,13 @@ pub use identity::{SlackIdentity, UsersListPager};
 pub use inbound::{
     AppRateLimit, BlockAction, CAPTURE_CALLBACK_ID, CAPTURE_SUBJECT_BLOCK, CAPTURE_TEXT_BLOCK,
     ChannelRef, ChannelType, CommandReply, DisconnectReason, EVENT_ID_PREFIX, EVENT_KIND_PREFIX,
-    ElementState, EnvelopeKind, MAX_SOCKET_CONNECTIONS, SocketEnvelope, SocketMessage,
-    SocketMode, SocketModeBuilder, SocketModeHandle, SocketModeStats,
-    EnterpriseRef, EventCallback, EventsRequest, INSIGHT_EVENT_KIND, Interaction, InteractionUser,
-    MessageShortcut, NOT_INSTALLED_TEXT, OptionsRequest, RETRY_NUM_HEADER, SIGNATURE_HEADER,
-    Shortcut, ShortcutMessage, SlackEvent, SlackEventContext, SlackInbound, SlackInboundBuilder,
-    SlackOption, SlashCommand, TIMESTAMP_HEADER, TeamRef, View, ViewEventKind, ViewInteraction,
-    ViewResponse, ViewState, ViewSubmission, Visibility, WorkspaceRef, options_json,
-    verify_signature,
+    ElementState, EnterpriseRef, EnvelopeKind, EventCallback, EventsRequest, INSIGHT_EVENT_KIND,
+    Interaction, InteractionUser, MAX_SOCKET_CONNECTIONS, MessageShortcut, NOT_INSTALLED_TEXT,
+    OptionsRequest, RETRY_NUM_HEADER, SIGNATURE_HEADER, Shortcut, ShortcutMessage, SlackEvent,
+    SlackEventContext, SlackInbound, SlackInboundBuilder, SlackOption, SlashCommand,
+    SocketEnvelope, SocketMessage, SocketMode, SocketModeBuilder, SocketModeHandle,
+    SocketModeStats, TIMESTAMP_HEADER, TeamRef, View, ViewEventKind, ViewInteraction, ViewResponse,
+    ViewState, ViewSubmission, Visibility, WorkspaceRef, options_json, verify_signature,
 };
 pub use layout::{MAX_BLOCKS, MAX_SECTION_CHARS, MAX_TEXT_CHARS, SlackMessage};
 pub use lifecycle::{SlackReceipt, home_view};

@@ -83,7 +83,12 @@ impl ThreadFollowUps {
     }
 
     /// The key of a delivery to `channel` on `destination`, if it has one.
-    pub(super) fn key(&self, destination: &str, channel: &str, delivery: &Delivery) -> Option<String> {
+    pub(super) fn key(
+        &self,
+        destination: &str,
+        channel: &str,
+        delivery: &Delivery,
+    ) -> Option<String> {
         if let Some(routes) = &self.routes {
             if !routes.iter().any(|r| r == &delivery.route) {
                 return None;

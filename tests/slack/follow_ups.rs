@@ -3,17 +3,28 @@
 use super::common::*;
 
 fn redemption(id: &str, kind: &str, redemption: &str) -> Event {
-    event(id, kind, None, json!({ "redemption_id": redemption, "perk": "Yoga" }))
+    event(
+        id,
+        kind,
+        None,
+        json!({ "redemption_id": redemption, "perk": "Yoga" }),
+    )
 }
 
 fn threaded(server: &MockServer, store: &Arc<dyn Store>, broadcast: bool) -> Switchboard {
-    let threads = ThreadFollowUps::by_data("redemption_id", store.clone()).reply_broadcast(broadcast);
+    let threads =
+        ThreadFollowUps::by_data("redemption_id", store.clone()).reply_broadcast(broadcast);
     Switchboard::builder()
         .store_arc(store.clone())
         .destination(destination(server).with_thread_follow_ups(threads))
         .route(
             Route::on("redemption.*")
-                .to("slack", Target::ChannelId { id: "C123ABC456".into() })
+                .to(
+                    "slack",
+                    Target::ChannelId {
+                        id: "C123ABC456".into(),
+                    },
+                )
                 .template("{{ kind }}: {{ data.perk }}"),
         )
         .build()
@@ -40,10 +51,16 @@ async fn follow_ups_of_one_key_reply_in_the_thread_of_its_first_message() {
         .await;
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let sb = threaded(&server, &store, true);
-    sb.publish(redemption("e1", "redemption.created", "r1")).await.unwrap();
+    sb.publish(redemption("e1", "redemption.created", "r1"))
+        .await
+        .unwrap();
     assert_eq!(sb.run_until_idle().await.unwrap().delivered, 1);
-    sb.publish(redemption("e2", "redemption.updated", "r1")).await.unwrap();
-    sb.publish(redemption("e3", "redemption.created", "r2")).await.unwrap();
+    sb.publish(redemption("e2", "redemption.updated", "r1"))
+        .await
+        .unwrap();
+    sb.publish(redemption("e3", "redemption.created", "r2"))
+        .await
+        .unwrap();
     assert_eq!(sb.run_until_idle().await.unwrap().delivered, 2);
 
     let bodies = bodies(&server, "/chat.postMessage").await;
@@ -71,7 +88,10 @@ async fn follow_ups_of_one_key_reply_in_the_thread_of_its_first_message() {
     // A restart (a new switchboard and destination on the same store) keeps the thread.
     drop(sb);
     let again = threaded(&server, &store, false);
-    again.publish(redemption("e4", "redemption.fulfilled", "r1")).await.unwrap();
+    again
+        .publish(redemption("e4", "redemption.fulfilled", "r1"))
+        .await
+        .unwrap();
     assert_eq!(again.run_until_idle().await.unwrap().delivered, 1);
     let last = bodies_last(&server).await;
     assert_eq!(last["text"], "redemption.fulfilled: Yoga");
@@ -86,11 +106,29 @@ async fn bodies_last(server: &MockServer) -> Value {
 #[tokio::test]
 async fn events_without_the_key_are_posted_as_usual() {
     let server = MockServer::start().await;
-    post_message().respond_with(posted("C123ABC456")).expect(2).mount(&server).await;
+    post_message()
+        .respond_with(posted("C123ABC456"))
+        .expect(2)
+        .mount(&server)
+        .await;
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let sb = threaded(&server, &store, false);
-    sb.publish(event("e1", "redemption.created", None, json!({ "perk": "Yoga" }))).await.unwrap();
-    sb.publish(event("e2", "redemption.updated", None, json!({ "perk": "Yoga" }))).await.unwrap();
+    sb.publish(event(
+        "e1",
+        "redemption.created",
+        None,
+        json!({ "perk": "Yoga" }),
+    ))
+    .await
+    .unwrap();
+    sb.publish(event(
+        "e2",
+        "redemption.updated",
+        None,
+        json!({ "perk": "Yoga" }),
+    ))
+    .await
+    .unwrap();
     assert_eq!(sb.run_until_idle().await.unwrap().delivered, 2);
     for b in bodies(&server, "/chat.postMessage").await {
         assert!(b.get("thread_ts").is_none());
@@ -113,7 +151,12 @@ fn with_blocks(server: &MockServer, template: &str) -> Switchboard {
         .route(
             Route::on("redemption.created")
                 .named("redeemed")
-                .to("slack", Target::ChannelId { id: "C123ABC456".into() })
+                .to(
+                    "slack",
+                    Target::ChannelId {
+                        id: "C123ABC456".into(),
+                    },
+                )
                 .template("{{ data.perk }} redeemed by {{ data.name }}"),
         )
         .build()
@@ -123,7 +166,11 @@ fn with_blocks(server: &MockServer, template: &str) -> Switchboard {
 #[tokio::test]
 async fn a_block_template_sends_exactly_its_blocks_with_user_values_escaped() {
     let server = MockServer::start().await;
-    post_message().respond_with(posted("C123ABC456")).expect(1).mount(&server).await;
+    post_message()
+        .respond_with(posted("C123ABC456"))
+        .expect(1)
+        .mount(&server)
+        .await;
     let sb = with_blocks(&server, REDEEMED_BLOCKS);
     sb.publish(event(
         "e1",
@@ -156,13 +203,28 @@ async fn a_block_template_sends_exactly_its_blocks_with_user_values_escaped() {
 #[tokio::test]
 async fn a_block_template_rendering_unsupported_blocks_is_a_dead_letter_saying_why() {
     let server = MockServer::start().await;
-    post_message().respond_with(posted("C123ABC456")).expect(0).mount(&server).await;
-    let sb = with_blocks(&server, r#"[{"type": "image", "image_url": "{{ data.url }}", "alt_text": "x"}]"#);
-    sb.publish(event("e1", "redemption.created", None, json!({ "url": "https://x.example/a.png" })))
-        .await
-        .unwrap();
+    post_message()
+        .respond_with(posted("C123ABC456"))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let sb = with_blocks(
+        &server,
+        r#"[{"type": "image", "image_url": "{{ data.url }}", "alt_text": "x"}]"#,
+    );
+    sb.publish(event(
+        "e1",
+        "redemption.created",
+        None,
+        json!({ "url": "https://x.example/a.png" }),
+    ))
+    .await
+    .unwrap();
     assert_eq!(sb.run_until_idle().await.unwrap().dead, 1);
     let dead = sb.dead_letters(10).await.unwrap();
     let reason = dead[0].error.reason();
-    assert!(reason.contains("block 0: block type \"image\" is not supported"), "{reason}");
+    assert!(
+        reason.contains("block 0: block type \"image\" is not supported"),
+        "{reason}"
+    );
 }

@@ -75,6 +75,8 @@ impl WsServer {
                 tokio::spawn(async move {
                     let path = Arc::new(Mutex::new(String::new()));
                     let seen = path.clone();
+                    // The signature is tungstenite's handshake callback.
+                    #[allow(clippy::result_large_err)]
                     let callback = move |req: &WsRequest, resp: Response| {
                         *seen.lock().unwrap() = req.uri().to_string();
                         Ok(resp)
@@ -322,7 +324,10 @@ async fn the_same_envelope_on_two_connections_is_handled_once() {
     second.send(slash_envelope("env-twice")).await;
     // The second delivery is acknowledged with the same answer, not run again.
     assert_eq!(second.next_json().await, ack);
-    assert_eq!(ack["payload"]["text"], "<@U2CERLKJA>, your balance is *42 EUR*");
+    assert_eq!(
+        ack["payload"]["text"],
+        "<@U2CERLKJA>, your balance is *42 EUR*"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let stats = handle.stats();
     assert_eq!((stats.envelopes, stats.duplicates), (1, 1));

@@ -19,9 +19,7 @@ use super::{
 use crate::event::{Event, Person};
 use crate::identity::LinkOrigin;
 use crate::identity::ResolveContext;
-use crate::inbound::{
-    InboundResponse, error_response, json_response, response,
-};
+use crate::inbound::{InboundResponse, error_response, json_response, response};
 use crate::slack::SlackUser;
 use crate::slack::config::PLATFORM;
 use crate::slack::connection::{SlackConnectionData, authorize};

@@ -30,11 +30,11 @@ mod router;
 mod socket;
 mod verify;
 
+pub use events::{EventCallback, EventsRequest, SlackEvent};
 pub use interactivity::{
     BlockAction, OptionsRequest, SlackOption, ViewEventKind, ViewInteraction, ViewResponse,
     options_json,
 };
-pub use events::{EventCallback, EventsRequest, SlackEvent};
 pub use payloads::{
     ChannelRef, ChannelType, CommandReply, ElementState, EnterpriseRef, Interaction,
     InteractionUser, MessageShortcut, Shortcut, ShortcutMessage, SlashCommand, TeamRef, View,
@@ -490,9 +490,7 @@ impl SlackInbound {
             Err(e) => return error_response(&e),
         };
         if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            return self
-                .events(body, header(request, RETRY_NUM_HEADER))
-                .await;
+            return self.events(body, header(request, RETRY_NUM_HEADER)).await;
         }
         if url::form_urlencoded::parse(body).any(|(k, _)| k == "payload") {
             return self.interaction(body).await;
@@ -519,10 +517,7 @@ impl SlackInbound {
     /// `POST` Events API.
     pub async fn handle_event(&self, request: &InboundRequest) -> InboundResponse {
         match self.verify(request) {
-            Ok(body) => {
-                self.events(body, header(request, RETRY_NUM_HEADER))
-                    .await
-            }
+            Ok(body) => self.events(body, header(request, RETRY_NUM_HEADER)).await,
             Err(e) => error_response(&e),
         }
     }

@@ -274,7 +274,7 @@ enum Step {
     Stop,
     Outgoing(Option<String>),
     Incoming(Option<std::result::Result<Message, tokio_tungstenite::tungstenite::Error>>),
-    Replaced(Result<Ws>),
+    Replaced(Result<Box<Ws>>),
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -380,7 +380,7 @@ impl Inner {
                         Some(f) => f.await,
                         None => std::future::pending().await,
                     }
-                }, if replacement.is_some() => Step::Replaced(new),
+                }, if replacement.is_some() => Step::Replaced(new.map(Box::new)),
             };
             match step {
                 Step::Stop => {
@@ -404,9 +404,16 @@ impl Inner {
                         }
                         Ok(SocketMessage::Disconnect { reason }) => {
                             if reason == DisconnectReason::LinkDisabled {
-                                tracing::error!(slot, "Slack closed Socket Mode: it was turned off in the app's settings");
+                                tracing::error!(
+                                    slot,
+                                    "Slack closed Socket Mode: it was turned off in the app's settings"
+                                );
                             } else {
-                                tracing::debug!(slot, ?reason, "Slack asked to refresh the Socket Mode connection");
+                                tracing::debug!(
+                                    slot,
+                                    ?reason,
+                                    "Slack asked to refresh the Socket Mode connection"
+                                );
                             }
                             if replacement.is_none() {
                                 replacement = Some(Box::pin(self.clone().open()));
@@ -424,7 +431,9 @@ impl Inner {
                         Ok(SocketMessage::Unknown { kind }) => {
                             tracing::debug!(slot, kind = %kind, "unknown Socket Mode message ignored");
                         }
-                        Err(e) => tracing::warn!(slot, error = %e, "bad Socket Mode message ignored"),
+                        Err(e) => {
+                            tracing::warn!(slot, error = %e, "bad Socket Mode message ignored")
+                        }
                     }
                 }
                 Step::Incoming(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => {
@@ -447,7 +456,7 @@ impl Inner {
                 Step::Replaced(Ok(new)) => {
                     replacement = None;
                     let old = (sink, rx);
-                    (sink, stream, tx, rx) = self.swap(slot, new, &mut said_hello, Some(old));
+                    (sink, stream, tx, rx) = self.swap(slot, *new, &mut said_hello, Some(old));
                 }
                 Step::Replaced(Err(e)) => {
                     tracing::warn!(slot, error = %e, "could not open the replacement Socket Mode connection");
