@@ -5,6 +5,8 @@
 mod common;
 #[path = "slack/defects.rs"]
 mod defects;
+#[path = "slack/follow_ups.rs"]
+mod follow_ups;
 #[path = "slack/identity.rs"]
 mod identity;
 #[path = "slack/inbound.rs"]
@@ -21,6 +23,8 @@ mod outbound;
 mod parsers;
 #[path = "slack/rotation.rs"]
 mod rotation;
+#[path = "slack/socket.rs"]
+mod socket;
 #[path = "slack/tenants.rs"]
 mod tenants;
 #[path = "slack/workspaces.rs"]

@@ -616,6 +616,36 @@ impl SlackClient {
         })
     }
 
+    /// `apps.connections.open` (Socket Mode): with the app-level token
+    /// (`xapp-…`, scope `connections:write`) as Bearer, a POST without
+    /// arguments; answers the WebSocket URL to connect to (`url`).
+    pub async fn apps_connections_open(
+        &self,
+        app_token: &SecretString,
+    ) -> Result<String, SlackApiError> {
+        const METHOD: &str = "apps.connections.open";
+        let request = self
+            .http
+            .post(self.url(METHOD))
+            .bearer_auth(app_token.expose_secret())
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        let v = self.send(METHOD, request).await?;
+        str_at(&v, &["url"])
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                SlackApiError::new(
+                    FailureClass::Temporary,
+                    METHOD,
+                    None,
+                    "the answer has no url",
+                )
+            })
+    }
+
     /// Posts a reply to a slash command's or shortcut's `response_url`.
     pub async fn respond(&self, response_url: &str, body: &Value) -> Result<(), SlackApiError> {
         const METHOD: &str = "response_url";

@@ -7,11 +7,13 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 
 use super::api::{PostMessage, SlackClient};
+use super::block_template::{BlockTemplate, BlockTemplates};
 use super::channels::{ChannelDirectory, Listing, MethodPacer};
 use super::config::{PLATFORM, SlackConfig};
 use super::connection::{SlackConnectionData, list_workspaces};
 use super::errors::{FailureClass, SlackApiError};
 use super::layout::{MAX_TEXT_CHARS, SlackMessage};
+use super::threads::ThreadFollowUps;
 use super::token::{BotToken, TokenRotation, stored_token};
 use crate::Result;
 use crate::destination::{Capabilities, Delivery, DeliveryError, Destination, Receipt};
@@ -60,6 +62,8 @@ pub struct SlackDestination {
     pacer: MethodPacer,
     dms: Mutex<HashMap<(String, String), String>>,
     teams: tokio::sync::Mutex<HashMap<String, Vec<Option<String>>>>,
+    threads: Option<ThreadFollowUps>,
+    block_templates: BlockTemplates,
 }
 
 impl std::fmt::Debug for SlackDestination {
@@ -106,6 +110,8 @@ impl SlackDestination {
             pacer: MethodPacer::default(),
             dms: Mutex::new(HashMap::new()),
             teams: tokio::sync::Mutex::new(HashMap::new()),
+            threads: None,
+            block_templates: BlockTemplates::new(),
         }
     }
 
@@ -113,6 +119,30 @@ impl SlackDestination {
     #[must_use]
     pub fn with_rotation(mut self, rotation: Arc<TokenRotation>) -> Self {
         self.rotation = Some(rotation);
+        self
+    }
+
+    /// Posts follow-up events of the same key (e.g. every update of one
+    /// redemption) as replies in the thread of the first message of that
+    /// key, in each channel (see [`ThreadFollowUps`]).
+    #[must_use]
+    pub fn with_thread_follow_ups(mut self, threads: ThreadFollowUps) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Deliveries of the route named `route` are sent as the blocks
+    /// `template` renders for their event (see [`BlockTemplate`]), with the
+    /// route's rendered text as the notification fallback. A rendering that
+    /// is not valid blocks is a permanent failure naming what is wrong.
+    #[must_use]
+    pub fn with_block_template(
+        mut self,
+        route: impl Into<String>,
+        template: BlockTemplate,
+    ) -> Self {
+        self.block_templates
+            .insert(route.into(), Arc::new(template));
         self
     }
 
@@ -293,8 +323,35 @@ impl SlackDestination {
         delivery: &Delivery,
     ) -> Result<Receipt, SlackApiError> {
         let (channel, by_name) = self.resolve_channel(creds, delivery).await?;
-        let laid_out = SlackMessage::from_message(&delivery.message);
+        let laid_out = match self.block_templates.get(&delivery.route) {
+            Some(template) => match template.render_event(delivery.event.clone()) {
+                Ok(blocks) => SlackMessage::from_blocks(
+                    SlackMessage::from_message(&delivery.message).text,
+                    &blocks,
+                ),
+                Err(e) => {
+                    return Err(SlackApiError::new(
+                        FailureClass::Permanent,
+                        "chat.postMessage",
+                        None,
+                        format!("{e}: fix the route's block template, then replay"),
+                    ));
+                }
+            },
+            None => SlackMessage::from_message(&delivery.message),
+        };
         let mut post = PostMessage::new(channel, laid_out.text).blocks(laid_out.blocks);
+        let thread = match &self.threads {
+            Some(t) => t.key(self.config.destination_name(), &post.channel, delivery),
+            None => None,
+        };
+        let mut parent = None;
+        if let (Some(threads), Some(key)) = (&self.threads, &thread) {
+            parent = threads.parent(delivery, key).await?;
+            if let Some(ts) = &parent {
+                post = post.in_thread(ts.clone(), threads.broadcast());
+            }
+        }
         let mut result = self.client.post_message(&creds.token, &post).await;
         if let Err(e) = &result {
             // Blocks Slack will not take: fall back to the plain text, which it
@@ -322,6 +379,11 @@ impl SlackDestination {
             }
         }
         let posted = result?;
+        if let (Some(threads), Some(key), None) = (&self.threads, &thread, &parent) {
+            if !posted.ts.is_empty() {
+                threads.remember(delivery, key, &posted.ts).await;
+            }
+        }
         Ok(Receipt {
             remote_id: Some(posted.ts).filter(|s| !s.is_empty()),
             location: Some(if posted.channel.is_empty() {
@@ -351,7 +413,7 @@ impl Destination for SlackDestination {
         Capabilities {
             dm: true,
             channel: true,
-            threads: false,
+            threads: true,
             max_text: Some(MAX_TEXT_CHARS),
             format: MessageFormat::SlackMrkdwn,
             global_limits: vec![self.config.per_workspace_limit()],

@@ -2,6 +2,7 @@
 #![doc = include_str!("docs.md")]
 
 mod api;
+mod block_template;
 mod blocks;
 mod channels;
 pub(crate) mod config;
@@ -13,12 +14,14 @@ mod inbound;
 mod layout;
 mod lifecycle;
 mod oauth;
+mod threads;
 pub(crate) mod token;
 
 pub use api::{
     AuthIdentity, Conversation, OAuthAccess, Page, PostMessage, PostedMessage, SlackClient,
     SlackProfile, SlackUser,
 };
+pub use block_template::{BlockTemplate, parse_blocks};
 pub use blocks::{
     Block, Button, ButtonStyle, MAX_BUTTON_TEXT_CHARS, MAX_HEADER_CHARS, Text, blocks_json,
 };
@@ -35,13 +38,14 @@ pub use errors::{FailureClass, SlackApiError, classify};
 pub use identity::{SlackIdentity, UsersListPager};
 pub use inbound::{
     AppRateLimit, BlockAction, CAPTURE_CALLBACK_ID, CAPTURE_SUBJECT_BLOCK, CAPTURE_TEXT_BLOCK,
-    ChannelRef, ChannelType, CommandReply, EVENT_ID_PREFIX, EVENT_KIND_PREFIX, ElementState,
-    EnterpriseRef, EventCallback, EventsRequest, INSIGHT_EVENT_KIND, Interaction, InteractionUser,
-    MessageShortcut, NOT_INSTALLED_TEXT, OptionsRequest, RETRY_NUM_HEADER, SIGNATURE_HEADER,
-    Shortcut, ShortcutMessage, SlackEvent, SlackEventContext, SlackInbound, SlackInboundBuilder,
-    SlackOption, SlashCommand, TIMESTAMP_HEADER, TeamRef, View, ViewEventKind, ViewInteraction,
-    ViewResponse, ViewState, ViewSubmission, Visibility, WorkspaceRef, options_json,
-    verify_signature,
+    ChannelRef, ChannelType, CommandReply, DisconnectReason, EVENT_ID_PREFIX, EVENT_KIND_PREFIX,
+    ElementState, EnterpriseRef, EnvelopeKind, EventCallback, EventsRequest, INSIGHT_EVENT_KIND,
+    Interaction, InteractionUser, MAX_SOCKET_CONNECTIONS, MessageShortcut, NOT_INSTALLED_TEXT,
+    OptionsRequest, RETRY_NUM_HEADER, SIGNATURE_HEADER, Shortcut, ShortcutMessage, SlackEvent,
+    SlackEventContext, SlackInbound, SlackInboundBuilder, SlackOption, SlashCommand,
+    SocketEnvelope, SocketMessage, SocketMode, SocketModeBuilder, SocketModeHandle,
+    SocketModeStats, TIMESTAMP_HEADER, TeamRef, View, ViewEventKind, ViewInteraction, ViewResponse,
+    ViewState, ViewSubmission, Visibility, WorkspaceRef, options_json, verify_signature,
 };
 pub use layout::{MAX_BLOCKS, MAX_SECTION_CHARS, MAX_TEXT_CHARS, SlackMessage};
 pub use lifecycle::{SlackReceipt, home_view};
@@ -49,6 +53,7 @@ pub use oauth::{
     DEFAULT_BOT_SCOPES, InstallStart, STATE_COOKIE, STATE_TTL, SlackOAuth, SlackOAuthBuilder,
     TENANT_HEADER, state_cookie,
 };
+pub use threads::{THREAD_LINK_PLATFORM, ThreadFollowUps};
 pub use token::{BotToken, REFRESH_MARGIN, TokenRotation};
 
 #[cfg(feature = "axum")]

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 pub use pace::SharedPacing;
 pub use retry::{RetryDecision, RetryPolicy};
 pub use route::{Route, RouteInfo};
-pub use status::DestinationStatus;
+pub use status::{DestinationStatus, StatusNotice};
 
 use self::connections::ConnectionCache;
 use self::pace::Pacer;
@@ -159,6 +159,7 @@ pub(crate) struct Inner {
     rules: Mutex<HashMap<TenantId, CachedRules>>,
     pub(crate) store_error: Mutex<Option<(DateTime<Utc>, String)>>,
     pub(crate) shared_pacing: Option<Arc<dyn SharedPacing>>,
+    pub(crate) notices: status::Notices,
 }
 
 /// The handle a host keeps: publish events, run workers, inspect and repair.
@@ -430,6 +431,7 @@ impl SwitchboardBuilder {
                 rules: Mutex::new(HashMap::new()),
                 store_error: Mutex::new(None),
                 shared_pacing: self.shared_pacing,
+                notices: status::Notices::default(),
             }),
         })
     }

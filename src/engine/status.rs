@@ -1,6 +1,7 @@
-//! Status per (tenant, destination): connection state, queue depth, parked, dead letters, last success and error.
+//! Status per (tenant, destination): connection state, queue depth, parked, dead letters, last success and error, and platform notices (e.g. Slack's `app_rate_limited`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -37,7 +38,29 @@ pub struct DestinationStatus {
     pub last_error: Option<String>,
     /// When it happened.
     pub last_error_at: Option<DateTime<Utc>>,
+    /// Notices the platform sent about this tenant's integration (e.g.
+    /// Slack's `app_rate_limited`: its Events API events are being dropped),
+    /// the latest of each kind, oldest first.
+    pub notices: Vec<StatusNotice>,
 }
+
+/// A platform's notice about one tenant's integration, recorded with
+/// [`Switchboard::record_notice`] and shown in [`Switchboard::status`]
+/// (kept in memory by this process; it also arrives as an event in the
+/// outbox where the connector publishes one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusNotice {
+    /// A stable kind, e.g. `slack.app_rate_limited`.
+    pub kind: String,
+    /// Since when it applies.
+    pub since: DateTime<Utc>,
+    /// What it means and what to do.
+    pub detail: String,
+}
+
+/// Notices by (tenant, destination).
+#[derive(Debug, Default)]
+pub(crate) struct Notices(Mutex<HashMap<(TenantId, String), Vec<StatusNotice>>>);
 
 impl DestinationStatus {
     fn empty(tenant: TenantId, name: String) -> Self {
@@ -54,6 +77,7 @@ impl DestinationStatus {
             last_success_at: None,
             last_error: None,
             last_error_at: None,
+            notices: Vec::new(),
         }
     }
 }
@@ -100,6 +124,20 @@ impl Switchboard {
                 }
             }
         }
+        let notices = self
+            .inner
+            .notices
+            .0
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        for ((tenant, name), list) in notices {
+            if self.inner.destinations.contains_key(&name) {
+                out.entry((tenant.clone(), name.clone()))
+                    .or_insert_with(|| DestinationStatus::empty(tenant, name))
+                    .notices = list;
+            }
+        }
         for ((tenant, name), row) in out.iter_mut() {
             let Some(entry) = self.inner.destinations.get(name) else {
                 continue;
@@ -113,6 +151,32 @@ impl Switchboard {
             }
         }
         Ok(out.into_values().collect())
+    }
+
+    /// Records a platform notice for `tenant`'s `destination` (replacing an
+    /// earlier one of the same kind); [`Switchboard::status`] shows it.
+    pub fn record_notice(&self, tenant: &TenantId, destination: &str, notice: StatusNotice) {
+        if let Ok(mut m) = self.inner.notices.0.lock() {
+            let list = m
+                .entry((tenant.clone(), destination.to_owned()))
+                .or_default();
+            list.retain(|n| n.kind != notice.kind);
+            list.push(notice);
+            list.sort_by_key(|n| n.since);
+        }
+    }
+
+    /// Clears `tenant`'s notice of `kind` on `destination`; true if there was one.
+    pub fn clear_notice(&self, tenant: &TenantId, destination: &str, kind: &str) -> bool {
+        let Ok(mut m) = self.inner.notices.0.lock() else {
+            return false;
+        };
+        let Some(list) = m.get_mut(&(tenant.clone(), destination.to_owned())) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|n| n.kind != kind);
+        before != list.len()
     }
 
     /// The status rows of one tenant.

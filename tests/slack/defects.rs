@@ -510,6 +510,43 @@ async fn app_rate_limited_is_surfaced() {
     assert_eq!(limits[0].since.timestamp(), 1518467820);
 }
 
+#[tokio::test]
+async fn app_rate_limited_shows_in_the_tenants_status() {
+    let server = MockServer::start().await;
+    let sb = Switchboard::builder()
+        .store_arc(keyed_store())
+        .destination(destination(&server))
+        .build()
+        .unwrap();
+    sb.connect(slack_connection("acme", "T123456", TOKEN))
+        .await
+        .unwrap();
+    let inbound = SlackInbound::builder(secret(SIGNING_SECRET))
+        .switchboard(sb.clone())
+        .build()
+        .unwrap();
+    let before = sb.tenant_status(&tenant("acme")).await.unwrap();
+    assert!(before.iter().all(|s| s.notices.is_empty()));
+    let body = json!({
+        "token": "Jhj5dZrVaK7ZwHHjRyZWjbDl",
+        "type": "app_rate_limited",
+        "team_id": "T123456",
+        "minute_rate_limited": 1518467820,
+        "api_app_id": "A123456"
+    });
+    assert_eq!(inbound.handle(&signed_json(&body)).await.status(), 200);
+    let status = sb.tenant_status(&tenant("acme")).await.unwrap();
+    let slack = status.iter().find(|s| s.name == "slack").unwrap();
+    assert_eq!(slack.notices.len(), 1);
+    assert_eq!(slack.notices[0].kind, "slack.app_rate_limited");
+    assert_eq!(slack.notices[0].since.timestamp(), 1518467820);
+    assert!(slack.notices[0].detail.contains("T123456"));
+    // Only that tenant's row carries it.
+    let others = sb.tenant_status(&TenantId::default_tenant()).await.unwrap();
+    assert!(others.iter().all(|s| s.notices.is_empty()));
+    assert!(sb.clear_notice(&tenant("acme"), "slack", "slack.app_rate_limited"));
+}
+
 // 6 ---------------------------------------------------------------- identity
 
 fn member(id: &str, email: Option<&str>) -> Value {

@@ -6,22 +6,20 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use super::events::{EventCallback, EventsRequest, SlackEvent};
 use super::payloads::{
-    ChannelType, CommandReply, EventCallback, EventsRequest, Interaction, SlackEvent, SlashCommand,
-    ViewSubmission, WorkspaceRef,
+    ChannelType, CommandReply, Interaction, SlashCommand, ViewSubmission, WorkspaceRef,
 };
 use super::{AppRateLimit, EVENT_ID_PREFIX, EVENT_KIND_PREFIX, SlackEventContext};
 use super::{
     CAPTURE_CALLBACK_ID, CAPTURE_SUBJECT_BLOCK, CAPTURE_TEXT_BLOCK, CaptureContext, CaptureSource,
     EVENT_MEMORY, EVENT_SCOPE, GENERIC_FAILURE, INSIGHT_EVENT_KIND, MAX_INPUT_CHARS,
-    NOT_INSTALLED_TEXT, RETRY_NUM_HEADER, SUBJECT_ACTION, SlackInbound, TEXT_ACTION, command_key,
+    NOT_INSTALLED_TEXT, SUBJECT_ACTION, SlackInbound, TEXT_ACTION, command_key,
 };
 use crate::event::{Event, Person};
 use crate::identity::LinkOrigin;
 use crate::identity::ResolveContext;
-use crate::inbound::{
-    InboundRequest, InboundResponse, error_response, header, json_response, response,
-};
+use crate::inbound::{InboundResponse, error_response, json_response, response};
 use crate::slack::SlackUser;
 use crate::slack::config::PLATFORM;
 use crate::slack::connection::{SlackConnectionData, authorize};
@@ -501,7 +499,9 @@ impl SlackInbound {
         }
     }
 
-    pub(super) async fn events(&self, body: &[u8], request: &InboundRequest) -> InboundResponse {
+    /// An Events API body; `retry` is Slack's redelivery count (the
+    /// `X-Slack-Retry-Num` header, or a Socket Mode envelope's `retry_attempt`).
+    pub(super) async fn events(&self, body: &[u8], retry: Option<&str>) -> InboundResponse {
         let parsed = match EventsRequest::parse(body) {
             Ok(p) => p,
             Err(e) => return error_response(&e),
@@ -576,7 +576,7 @@ impl SlackInbound {
             Ok(false) => {
                 tracing::debug!(
                     event_id = %callback.event_id,
-                    retry = header(request, RETRY_NUM_HEADER).unwrap_or("-"),
+                    retry = retry.unwrap_or("-"),
                     "duplicate Slack event ignored"
                 );
                 return empty_ok();
@@ -638,6 +638,17 @@ impl SlackInbound {
             m.insert(team.clone(), notice);
         }
         if let (Some(sb), Some(who)) = (&self.inner.switchboard, &who) {
+            sb.record_notice(
+                &who.tenant,
+                &self.inner.destination,
+                crate::engine::StatusNotice {
+                    kind: format!("{EVENT_KIND_PREFIX}app_rate_limited"),
+                    since,
+                    detail: format!(
+                        "Slack is dropping this app's Events API events for workspace {team} (more than 30,000 an hour, or too few answered in time); they resume within the hour"
+                    ),
+                },
+            );
             let event = Event::builder(
                 format!("{EVENT_ID_PREFIX}app_rate_limited:{team}:{minute}"),
                 format!("{EVENT_KIND_PREFIX}app_rate_limited"),

@@ -199,6 +199,35 @@ pub struct ViewInteraction {
     pub payload: Value,
 }
 
+impl ViewInteraction {
+    /// Parses a `view_submission` or `view_closed` payload (the JSON in
+    /// `payload=`); `None` for any other type. Never panics; missing fields
+    /// are empty. The tenant is the default one and there is no connection
+    /// until the request is authorized.
+    pub fn parse(payload: Value) -> Option<ViewInteraction> {
+        let kind = match payload.get("type").and_then(Value::as_str) {
+            Some("view_submission") => ViewEventKind::Submission,
+            Some("view_closed") => ViewEventKind::Closed,
+            _ => return None,
+        };
+        let workspace = workspace_of(&payload);
+        Some(ViewInteraction {
+            kind,
+            user: typed(&payload, "user"),
+            team_id: workspace.team_id,
+            enterprise_id: workspace.enterprise_id,
+            tenant: TenantId::default_tenant(),
+            connection: None,
+            view: typed(&payload, "view"),
+            is_cleared: payload
+                .get("is_cleared")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            payload,
+        })
+    }
+}
+
 /// The answer to a `view_submission` (Slack's `response_action`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ViewResponse {
@@ -249,6 +278,27 @@ pub struct OptionsRequest {
     pub connection: Option<Arc<Connection>>,
     /// The whole payload.
     pub payload: Value,
+}
+
+impl OptionsRequest {
+    /// Parses a `block_suggestion` payload; `None` for any other type.
+    /// Never panics; missing fields are empty. The tenant is the default
+    /// one until the request is authorized.
+    pub fn parse(payload: Value) -> Option<OptionsRequest> {
+        if payload.get("type").and_then(Value::as_str) != Some("block_suggestion") {
+            return None;
+        }
+        Some(OptionsRequest {
+            action_id: text(&payload, "action_id").unwrap_or_default(),
+            block_id: text(&payload, "block_id").unwrap_or_default(),
+            value: text(&payload, "value").unwrap_or_default(),
+            user: typed(&payload, "user"),
+            team_id: workspace_of(&payload).team_id,
+            tenant: TenantId::default_tenant(),
+            connection: None,
+            payload,
+        })
+    }
 }
 
 /// One option of an external select.
@@ -321,29 +371,15 @@ impl SlackInbound {
                 empty_ok()
             }
             "view_submission" | "view_closed" => {
-                let view: View = typed(&payload, "view");
-                let Some(handler) = self.inner.views.get(&view.callback_id) else {
+                let Some(mut interaction) = ViewInteraction::parse(payload) else {
                     return empty_ok();
                 };
-                let closed = kind == "view_closed";
-                let interaction = ViewInteraction {
-                    kind: if closed {
-                        ViewEventKind::Closed
-                    } else {
-                        ViewEventKind::Submission
-                    },
-                    user: typed(&payload, "user"),
-                    team_id: workspace.team_id.clone(),
-                    enterprise_id: workspace.enterprise_id.clone(),
-                    tenant,
-                    connection,
-                    view,
-                    is_cleared: payload
-                        .get("is_cleared")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                    payload,
+                let Some(handler) = self.inner.views.get(&interaction.view.callback_id) else {
+                    return empty_ok();
                 };
+                let closed = interaction.kind == ViewEventKind::Closed;
+                interaction.tenant = tenant;
+                interaction.connection = connection;
                 let fut = handler(interaction);
                 if closed {
                     tokio::spawn(async move {
@@ -365,16 +401,11 @@ impl SlackInbound {
                 }
             }
             "block_suggestion" => {
-                let request = OptionsRequest {
-                    action_id: text(&payload, "action_id").unwrap_or_default(),
-                    block_id: text(&payload, "block_id").unwrap_or_default(),
-                    value: text(&payload, "value").unwrap_or_default(),
-                    user: typed(&payload, "user"),
-                    team_id: workspace.team_id.clone(),
-                    tenant,
-                    connection,
-                    payload,
+                let Some(mut request) = OptionsRequest::parse(payload) else {
+                    return json_response(http::StatusCode::OK, &options_json(&[]));
                 };
+                request.tenant = tenant;
+                request.connection = connection;
                 let Some(handler) = self.inner.options.get(&request.action_id) else {
                     return json_response(http::StatusCode::OK, &options_json(&[]));
                 };

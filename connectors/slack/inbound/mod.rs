@@ -21,24 +21,31 @@ use crate::inbound::{
 use crate::store::Store;
 use crate::{Error, ErrorKind, Result};
 
+mod events;
 mod handlers;
 mod interactivity;
 mod payloads;
 #[cfg(feature = "axum")]
 mod router;
+mod socket;
 mod verify;
 
+pub use events::{EventCallback, EventsRequest, SlackEvent};
 pub use interactivity::{
     BlockAction, OptionsRequest, SlackOption, ViewEventKind, ViewInteraction, ViewResponse,
     options_json,
 };
 pub use payloads::{
-    ChannelRef, ChannelType, CommandReply, ElementState, EnterpriseRef, EventCallback,
-    EventsRequest, Interaction, InteractionUser, MessageShortcut, Shortcut, ShortcutMessage,
-    SlackEvent, SlashCommand, TeamRef, View, ViewState, ViewSubmission, Visibility, WorkspaceRef,
+    ChannelRef, ChannelType, CommandReply, ElementState, EnterpriseRef, Interaction,
+    InteractionUser, MessageShortcut, Shortcut, ShortcutMessage, SlashCommand, TeamRef, View,
+    ViewState, ViewSubmission, Visibility, WorkspaceRef,
 };
 #[cfg(feature = "axum")]
 pub use router::router;
+pub use socket::{
+    DisconnectReason, EnvelopeKind, MAX_SOCKET_CONNECTIONS, SocketEnvelope, SocketMessage,
+    SocketMode, SocketModeBuilder, SocketModeHandle, SocketModeStats,
+};
 pub use verify::verify_signature;
 
 /// The header carrying Slack's request signature (`v0=…`).
@@ -483,7 +490,7 @@ impl SlackInbound {
             Err(e) => return error_response(&e),
         };
         if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            return self.events(body, request).await;
+            return self.events(body, header(request, RETRY_NUM_HEADER)).await;
         }
         if url::form_urlencoded::parse(body).any(|(k, _)| k == "payload") {
             return self.interaction(body).await;
@@ -510,7 +517,7 @@ impl SlackInbound {
     /// `POST` Events API.
     pub async fn handle_event(&self, request: &InboundRequest) -> InboundResponse {
         match self.verify(request) {
-            Ok(body) => self.events(body, request).await,
+            Ok(body) => self.events(body, header(request, RETRY_NUM_HEADER)).await,
             Err(e) => error_response(&e),
         }
     }
