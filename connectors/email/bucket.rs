@@ -162,14 +162,21 @@ impl EmailBucketSource {
     }
 
     async fn one(&self, meta: &ObjectMeta, emitter: &Emitter) -> Result<Done> {
+        // S3 lists ETags; a store whose listing lacks them is asked per object.
+        let e_tag = match &meta.e_tag {
+            Some(t) => Some(t.clone()),
+            None => match self.objects.head(&meta.location).await {
+                Ok(m) => m.e_tag,
+                Err(object_store::Error::NotFound { .. }) => return Ok(Done::Resumed),
+                Err(e) => return Err(bucket_error("checking", meta.location.as_ref(), e)),
+            },
+        };
         let key = format!(
             "{}|{}",
             meta.location,
-            meta.e_tag.clone().unwrap_or_else(|| format!(
-                "{}@{}",
-                meta.size,
-                meta.last_modified.timestamp_millis()
-            ))
+            e_tag.unwrap_or_else(|| {
+                format!("{}@{}", meta.size, meta.last_modified.timestamp_millis())
+            })
         );
         if let Some(folder) = self.progress.done(&key).await? {
             self.finish(&meta.location, &folder).await?;
