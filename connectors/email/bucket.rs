@@ -178,7 +178,11 @@ impl EmailBucketSource {
                 format!("{}@{}", meta.size, meta.last_modified.timestamp_millis())
             })
         );
-        if let Some(folder) = self.progress.done(&key).await? {
+        if let Some(folder) = self
+            .progress
+            .outcome(&key, &[PROCESSED_FOLDER, REJECTED_FOLDER])
+            .await?
+        {
             self.finish(&meta.location, &folder).await?;
             return Ok(Done::Resumed);
         }
@@ -266,21 +270,5 @@ impl EventSource for EmailBucketSource {
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }
-    }
-}
-
-impl Progress {
-    /// Reads the folder remembered for `key` (`processed` / `rejected`).
-    async fn done(&self, key: &str) -> Result<Option<String>> {
-        for folder in [PROCESSED_FOLDER, REJECTED_FOLDER] {
-            if self.is_marked(&format!("{key}|{folder}")).await? {
-                return Ok(Some(folder.to_owned()));
-            }
-        }
-        Ok(None)
-    }
-
-    async fn mark(&self, key: &str, folder: &str) -> Result<()> {
-        self.set_mark(&format!("{key}|{folder}")).await
     }
 }

@@ -10,6 +10,8 @@ mod capture;
 mod config;
 mod file;
 mod http;
+#[cfg(feature = "email-imap")]
+mod imap;
 mod message;
 mod parse;
 mod progress;
@@ -38,6 +40,10 @@ pub use http::router;
 pub use http::{
     AUTHORIZATION_HEADER, EmailHttpSource, HttpAuth, RECIPIENTS_HEADER, SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+};
+#[cfg(feature = "email-imap")]
+pub use imap::{
+    AfterProcessing, EmailImapSource, IMAP_PORT, IMAPS_PORT, ImapConfig, ImapPoll, ImapSecurity,
 };
 pub use message::{DEFAULT_SUBJECT, UnsubscribeFn, bodies, message_id};
 pub use parse::{

@@ -38,4 +38,19 @@ impl Progress {
             .await?;
         Ok(())
     }
+
+    /// The outcome remembered for `key`, one of `outcomes`.
+    pub(crate) async fn outcome(&self, key: &str, outcomes: &[&str]) -> Result<Option<String>> {
+        for o in outcomes {
+            if self.is_marked(&format!("{key}|{o}")).await? {
+                return Ok(Some((*o).to_owned()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Remembers `outcome` for `key`.
+    pub(crate) async fn mark(&self, key: &str, outcome: &str) -> Result<()> {
+        self.set_mark(&format!("{key}|{outcome}")).await
+    }
 }
