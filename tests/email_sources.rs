@@ -448,3 +448,56 @@ async fn bucket_source_runs_until_shutdown() {
     trigger.trigger();
     task.await.unwrap().unwrap();
 }
+
+/// A registry whose store is down.
+struct DownRegistry;
+
+#[async_trait::async_trait]
+impl switchboard::email::AddressRegistry for DownRegistry {
+    async fn insert(&self, _: &switchboard::email::AddressRecord) -> switchboard::Result<bool> {
+        Err(down())
+    }
+    async fn by_token(
+        &self,
+        _: &str,
+    ) -> switchboard::Result<Option<switchboard::email::AddressRecord>> {
+        Err(down())
+    }
+    async fn current(
+        &self,
+        _: &TenantId,
+        _: &str,
+    ) -> switchboard::Result<Option<switchboard::email::AddressRecord>> {
+        Err(down())
+    }
+    async fn revoke(&self, _: &str, _: chrono::DateTime<chrono::Utc>) -> switchboard::Result<()> {
+        Err(down())
+    }
+}
+
+fn down() -> switchboard::Error {
+    switchboard::Error::new(switchboard::ErrorKind::Store, "database is down").temporary()
+}
+
+#[tokio::test]
+async fn http_store_failure_is_503_so_the_provider_retries() {
+    let w = world().await;
+    let capture = Arc::new(EmailCapture::new(
+        ForwardingAddresses::new(DOMAIN, Arc::new(DownRegistry)).unwrap(),
+        Arc::new(MemoryDirectory::new()),
+        Authenticator::trusting_receiver(RECEIVER),
+    ));
+    let source = EmailHttpSource::new(capture, HttpAuth::SharedSecret(SecretString::from("t")));
+    let _trigger = running(&source, &w.sb).await;
+    let raw = forward(&w.to, "down1");
+    let r = source
+        .handle(
+            &post(&raw)
+                .header("authorization", "Bearer t")
+                .body(Bytes::from(raw.clone()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!String::from_utf8_lossy(r.body()).contains("database"));
+}
