@@ -58,7 +58,7 @@ pub struct BucketPoll {
 /// use std::sync::Arc;
 /// use object_store::aws::AmazonS3Builder;
 /// let bucket = AmazonS3Builder::from_env().with_bucket_name("mail").build()
-///     .map_err(|e| switchboard::Error::config(e.to_string()))?;
+///     .map_err(|e| switchboard::Error::new(switchboard::ErrorKind::Config, e.to_string()))?;
 /// let source = switchboard::email::EmailBucketSource::new(Arc::new(bucket), "inbound", capture, store);
 /// # let _ = source; Ok(()) }
 /// ```

@@ -129,7 +129,7 @@ pub(crate) async fn intake(
 
 /// Raw MIME POSTed by a mail provider, as an [`EventSource`]: register it with
 /// the switchboard's builder (`.source(…)`) and hand its clones to the HTTP
-/// layer ([`EmailHttpSource::handle`], or [`router`] with the `axum` feature).
+/// layer ([`EmailHttpSource::handle`], or `email::router` with the `axum` feature).
 ///
 /// Answers: `202` with `{"outcome":"accepted","event_id":…}` once the item is
 /// durably published (a redelivery answers the same, `duplicate: true`);

@@ -14,6 +14,7 @@ mod http;
 mod imap;
 mod message;
 mod parse;
+#[cfg(any(feature = "s3", feature = "email-imap"))]
 mod progress;
 mod smtp;
 
