@@ -30,6 +30,7 @@ fn dovecot_binary() -> Option<PathBuf> {
 struct Dovecot {
     child: Child,
     port: u16,
+    imaps: Option<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -48,15 +49,24 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn config(dir: &Path, port: u16) -> String {
+fn config(dir: &Path, port: u16, imaps: Option<u16>) -> String {
     let d = dir.display();
+    // With TLS: STARTTLS on `port`, implicit TLS on `imaps`, a certificate the
+    // test's own CA signed.
+    let (ssl, imaps_port) = match imaps {
+        Some(p) => (
+            format!("ssl = required\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem"),
+            p,
+        ),
+        None => ("ssl = no".to_owned(), 0),
+    };
     format!(
         r#"base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = 1
@@ -76,7 +86,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
   }}
 }}
 service anvil {{
@@ -87,6 +98,79 @@ service anvil {{
 }
 
 async fn dovecot() -> Option<Dovecot> {
+    start_dovecot(false).await
+}
+
+/// Makes a CA and a certificate for 127.0.0.1 signed by it in `dir`
+/// (`cert.pem`, `key.pem`, `ca.der`); false when openssl is missing.
+fn make_certificates(dir: &Path) -> bool {
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=switchboard test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]) && run(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"])
+}
+
+async fn start_dovecot(tls: bool) -> Option<Dovecot> {
     let Some(bin) = dovecot_binary() else {
         eprintln!("skipped: dovecot is not installed (apt-get install dovecot-imapd)");
         return None;
@@ -110,8 +194,17 @@ async fn dovecot() -> Option<Dovecot> {
     )
     .unwrap();
     let port = free_port();
+    let imaps = if tls {
+        if !make_certificates(dir.path()) {
+            eprintln!("skipped: openssl could not make the test certificates");
+            return None;
+        }
+        Some(free_port())
+    } else {
+        None
+    };
     let conf = dir.path().join("dovecot.conf");
-    std::fs::write(&conf, config(dir.path(), port)).unwrap();
+    std::fs::write(&conf, config(dir.path(), port, imaps)).unwrap();
     let child = Command::new(bin)
         .arg("-F")
         .arg("-c")
@@ -121,7 +214,12 @@ async fn dovecot() -> Option<Dovecot> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let server = Dovecot { child, port, dir };
+    let server = Dovecot {
+        child,
+        port,
+        imaps,
+        dir,
+    };
     // Wait until it greets.
     for _ in 0..100 {
         if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
@@ -144,6 +242,12 @@ impl Dovecot {
         let mut client = async_imap::Client::new(s);
         client.read_response().await.unwrap();
         client.login(USER, PASSWORD).await.map_err(|e| e.0).unwrap()
+    }
+
+    /// Appends to INBOX of a TLS server (plaintext login is allowed on
+    /// loopback there too: `disable_plaintext_auth = no`).
+    async fn append_tls(&self, raw: &str) {
+        self.append("INBOX", raw).await;
     }
 
     async fn append(&self, mailbox: &str, raw: &str) {
@@ -403,4 +507,51 @@ async fn bad_password_and_plaintext_to_a_remote_host_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), switchboard::ErrorKind::Config);
+}
+
+#[tokio::test]
+async fn tls_and_starttls_with_the_servers_ca_and_refused_without_it() {
+    let Some(server) = start_dovecot(true).await else {
+        return;
+    };
+    let w = world().await;
+    let ca = std::fs::read(server.dir.path().join("ca.der")).unwrap();
+    let imaps = server.imaps.unwrap();
+    let base = |security, port| {
+        ImapConfig::new("127.0.0.1", USER, SecretString::from(PASSWORD))
+            .unwrap()
+            .security(security, port)
+            .timeout(Duration::from_secs(10))
+    };
+    // The test's CA is not a public root: the handshake fails.
+    let e = EmailImapSource::new(
+        base(ImapSecurity::Tls, imaps),
+        Arc::clone(&w.capture),
+        Arc::clone(&w.store),
+    )
+    .poll(&w.sb.emitter())
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), switchboard::ErrorKind::Network, "{e}");
+    assert!(e.to_string().contains("TLS"), "{e}");
+    // Trusting it, implicit TLS and STARTTLS both log in and capture.
+    for (i, (security, port)) in [
+        (ImapSecurity::Tls, imaps),
+        (ImapSecurity::StartTls, server.port),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("tls{i}");
+        let raw = forward(&w.to, &id);
+        server.append_tls(&raw).await;
+        let source = EmailImapSource::new(
+            base(security, port).add_root_certificate(ca.clone()),
+            Arc::clone(&w.capture),
+            Arc::clone(&w.store),
+        );
+        let poll = source.poll(&w.sb.emitter()).await.unwrap();
+        assert_eq!(poll.accepted, 1, "{security:?}");
+        assert!(was_published(&w, &raw).await);
+    }
 }
