@@ -31,7 +31,8 @@ pub struct AddressRecord {
 }
 
 /// Where forwarding addresses are kept. [`MemoryAddressRegistry`] is the
-/// in-process one; a database-backed store implements the same four calls.
+/// in-process one; [`super::StoreAddressRegistry`] keeps them in the
+/// switchboard's store (durable, shared by replicas).
 #[async_trait]
 pub trait AddressRegistry: Send + Sync {
     /// Stores a new record; `false` (and nothing stored) if the token exists.
@@ -231,7 +232,12 @@ impl ForwardingAddresses {
                 revoked_at: None,
             };
             if self.registry.insert(&record).await? {
-                return Ok(self.format(&record.token));
+                // Two replicas issuing at once: both answer with the one that
+                // ended up current.
+                return Ok(match self.registry.current(tenant, person_id).await? {
+                    Some(current) => self.format(&current.token),
+                    None => self.format(&record.token),
+                });
             }
         }
         Err(Error::new(

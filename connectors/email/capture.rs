@@ -183,17 +183,27 @@ impl EmailCapture {
         envelope_recipients: &[String],
         session: Option<&SmtpSession>,
     ) -> Result<CaptureOutcome> {
-        match self.check(raw, envelope_recipients, session).await? {
-            Err(rejection) => Ok(CaptureOutcome::Rejected { rejection }),
-            Ok(event) => {
-                if let Some(sb) = &self.switchboard {
-                    sb.publish(event.clone()).await?;
-                }
-                Ok(CaptureOutcome::Accepted {
-                    event: Box::new(event),
-                })
-            }
+        let outcome = self.evaluate(raw, envelope_recipients, session).await?;
+        if let (CaptureOutcome::Accepted { event }, Some(sb)) = (&outcome, &self.switchboard) {
+            sb.publish(event.as_ref().clone()).await?;
         }
+        Ok(outcome)
+    }
+
+    /// Like [`EmailCapture::process`] but never publishes: the caller (a
+    /// source with its own [`crate::source::Emitter`]) publishes the event.
+    pub async fn evaluate(
+        &self,
+        raw: &[u8],
+        envelope_recipients: &[String],
+        session: Option<&SmtpSession>,
+    ) -> Result<CaptureOutcome> {
+        Ok(match self.check(raw, envelope_recipients, session).await? {
+            Err(rejection) => CaptureOutcome::Rejected { rejection },
+            Ok(event) => CaptureOutcome::Accepted {
+                event: Box::new(event),
+            },
+        })
     }
 
     async fn check(

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::LazyLock;
 
 use chrono::{FixedOffset, TimeZone};
 use mail_parser::{Address, Message, MessageParser, PartType};
@@ -16,6 +17,18 @@ pub const MAX_MESSAGE_BYTES: usize = 25 * 1024 * 1024;
 
 /// How deep nested forwarded messages (`message/rfc822` parts) are followed.
 pub const MAX_FORWARD_DEPTH: usize = 8;
+
+/// The parser, configured once: only the headers [`InboundEmail`] reads (the
+/// MIME headers, `From`, `To`, `Cc`, `Reply-To`, `Bcc`, `Subject`, `Date`,
+/// `Message-ID`) are parsed; every other header (`Received`, `DKIM-Signature`,
+/// `X-…`) is skipped without building a value. DKIM and DMARC verification
+/// reads the raw bytes separately.
+static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
+    MessageParser::new()
+        .with_minimal_headers()
+        .header_id(mail_parser::HeaderName::MessageId)
+        .default_header_ignore()
+});
 
 /// One mailbox of an address header: the decoded display name and the
 /// normalised address (trimmed, lower-cased, validated by
@@ -122,7 +135,7 @@ impl InboundEmail {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Err(Error::new(ErrorKind::InvalidInput, "the email is empty"));
         }
-        let message = MessageParser::default()
+        let message = PARSER
             .parse(raw)
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "the input is not an email"))?;
         if message.headers().is_empty() {
@@ -189,9 +202,11 @@ fn collect(message: &Message<'_>, depth: usize, text: &mut String, out: &mut Inb
             if bodies > 0 && !text.ends_with('\n') {
                 text.push('\n');
             }
-            let body = normalise_newlines(&body);
-            inline_forwards(&body, &mut out.forwarded);
-            text.push_str(&body);
+            // Appended with newlines normalised in place, then scanned there:
+            // no copy of the body of its own.
+            let start = text.len();
+            push_normalised(text, &body);
+            inline_forwards(&text[start..], &mut out.forwarded);
             bodies += 1;
         }
     }
@@ -247,11 +262,24 @@ const MAX_INLINE_FORWARDS: usize = 32;
 /// underscore rule.
 fn is_forward_marker(line: &str) -> bool {
     let t = unquote(line);
-    let lower = t.to_ascii_lowercase();
-    (t.starts_with("-----")
-        && (lower.contains("forwarded message") || lower.contains("original message")))
-        || lower == "begin forwarded message:"
-        || (t.len() >= 16 && t.bytes().all(|b| b == b'_'))
+    // Cheap first-byte test: almost every line of a body is not a marker, and
+    // this runs on every line.
+    match t.as_bytes().first() {
+        Some(b'-') => {
+            t.starts_with("-----")
+                && (contains_ignore_ascii_case(t, "forwarded message")
+                    || contains_ignore_ascii_case(t, "original message"))
+        }
+        Some(b'B' | b'b') => t.eq_ignore_ascii_case("begin forwarded message:"),
+        Some(b'_') => t.len() >= 16 && t.bytes().all(|b| b == b'_'),
+        _ => false,
+    }
+}
+
+/// ASCII case-insensitive substring test, without allocating.
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// A line without its `>` quoting and surrounding blanks.
@@ -305,7 +333,7 @@ fn inline_forwards(body: &str, out: &mut Vec<ForwardedMessage>) {
             continue;
         }
         block.push_str("\r\n");
-        let Some(m) = MessageParser::default().parse(block.as_bytes()) else {
+        let Some(m) = PARSER.parse(block.as_bytes()) else {
             continue;
         };
         let forwarded = ForwardedMessage {
@@ -330,16 +358,36 @@ fn join(list: &[EmailAddress]) -> String {
         .join(", ")
 }
 
-fn normalise_newlines(s: &str) -> Cow<'_, str> {
-    if s.contains('\r') {
-        Cow::Owned(s.replace("\r\n", "\n").replace('\r', "\n"))
-    } else {
-        Cow::Borrowed(s)
+/// Appends `s` to `out` with CRLF and lone CR as LF, in one pass.
+fn push_normalised(out: &mut String, s: &str) {
+    out.reserve(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('\r') {
+        out.push_str(&rest[..i]);
+        out.push('\n');
+        rest = &rest[i + 1..];
+        if let Some(r) = rest.strip_prefix('\n') {
+            rest = r;
+        }
     }
+    out.push_str(rest);
 }
 
 /// Unfolds and trims a decoded header text; control characters become spaces.
 fn clean_header_text(s: &str) -> String {
+    // Most header texts are already clean: one copy, no rebuilding.
+    let mut prev_space = true;
+    let mut clean = true;
+    for c in s.chars() {
+        if c.is_control() || (c.is_whitespace() && (c != ' ' || prev_space)) {
+            clean = false;
+            break;
+        }
+        prev_space = c == ' ';
+    }
+    if clean && !prev_space {
+        return s.to_owned();
+    }
     let cleaned: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
