@@ -2208,3 +2208,102 @@ fn dotted_bucket_names_use_path_style() {
         "an explicit choice wins"
     );
 }
+
+/// Issue 15, defect 1: a run replaces the integration's values (users missing
+/// from the new file lose them), upsert-only merges, and saving the integration
+/// without a column deletes that column's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_replace_the_integrations_values_unless_upsert_only() {
+    let _shared = HEAVY.read().await;
+    for (store_name, store) in stores() {
+        let server = S3Server::start().await;
+        server.put("users.csv", USERS_CSV).await;
+        let mut integration = users_config(&server, "s3://exports/users.csv")
+            .integration("hr", hourly())
+            .unwrap();
+        let scheduler = scheduler_with(
+            Arc::clone(&store),
+            &server.connector(),
+            std::slice::from_ref(&integration),
+            t0(),
+        )
+        .await;
+        let run = scheduler.run_now(&d(), "hr").await.unwrap();
+        assert_eq!(run.outcome, RunOutcome::Success, "{store_name}: {run:?}");
+        assert!(attrs(store.as_ref(), "bob@example.com").await.is_some());
+
+        server
+            .put(
+                "users.csv",
+                "Email,Plan,Support Tickets,Notes\nada@example.com,Gold,4,\n",
+            )
+            .await;
+        let run = scheduler.run_now(&d(), "hr").await.unwrap();
+        assert_eq!(run.outcome, RunOutcome::Success, "{store_name}: {run:?}");
+        assert_eq!(
+            S3RunDetails::from_run(&run).values_removed,
+            4,
+            "{store_name}"
+        );
+        assert_eq!(
+            attrs(store.as_ref(), "bob@example.com").await,
+            None,
+            "{store_name}"
+        );
+        assert_eq!(
+            attrs(store.as_ref(), "cy@example.com").await,
+            None,
+            "{store_name}"
+        );
+        let ada = attrs(store.as_ref(), "ada@example.com").await.unwrap();
+        assert_eq!(
+            ada.get("plan").map(String::as_str),
+            Some("Gold"),
+            "{store_name}"
+        );
+
+        // Upsert-only: a user missing from the file keeps the values.
+        integration.settings["import_mode"] = serde_json::json!("upsert_only");
+        scheduler.put_integration(&integration).await.unwrap();
+        server
+            .put(
+                "users.csv",
+                "Email,Plan,Support Tickets,Notes\nbob@example.com,Basic,1,\n",
+            )
+            .await;
+        let run = scheduler.run_now(&d(), "hr").await.unwrap();
+        assert_eq!(run.outcome, RunOutcome::Success, "{store_name}: {run:?}");
+        assert!(
+            attrs(store.as_ref(), "ada@example.com").await.is_some(),
+            "{store_name}"
+        );
+        assert!(
+            attrs(store.as_ref(), "bob@example.com").await.is_some(),
+            "{store_name}"
+        );
+
+        // An invalid mode is refused when saved.
+        let mut bad = integration.clone();
+        bad.settings["import_mode"] = serde_json::json!("sometimes");
+        assert!(scheduler.put_integration(&bad).await.is_err());
+
+        // Saved without the tickets column: its values go, its name is freed.
+        let mut fewer = server
+            .config("s3://exports/users.csv")
+            .attribute_as("Plan", "plan")
+            .integration("hr", hourly())
+            .unwrap();
+        fewer.settings["import_mode"] = serde_json::json!("upsert_only");
+        scheduler.put_integration(&fewer).await.unwrap();
+        let ada = attrs(store.as_ref(), "ada@example.com").await.unwrap();
+        assert_eq!(ada.keys().collect::<Vec<_>>(), ["plan"], "{store_name}");
+        let names: Vec<String> = store
+            .names(&d())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(names, ["plan"], "{store_name}");
+    }
+}
