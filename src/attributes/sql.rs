@@ -348,6 +348,35 @@ fn collect_names(filter: &Filter, out: &mut Vec<String>) {
 
 /// The `num` column's value for `value`: its sort key if it is a plain
 /// decimal number.
+/// Each user's attributes of a batch, in first-seen order.
+pub(crate) type ByUser<'a> = Vec<(&'a str, std::collections::BTreeMap<&'a str, &'a str>)>;
+
+/// A batch grouped by user in first-seen order (later records win per
+/// attribute), and every attribute name it writes: what the SQL stores insert.
+pub(crate) fn merge_by_user(
+    batch: &[super::AttributeRecord],
+) -> (ByUser<'_>, std::collections::BTreeSet<String>) {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    let mut merged: Vec<(&str, BTreeMap<&str, &str>)> = Vec::with_capacity(batch.len());
+    let mut names = BTreeSet::new();
+    for record in batch {
+        let i = *index.entry(record.user_id.as_str()).or_insert_with(|| {
+            merged.push((record.user_id.as_str(), BTreeMap::new()));
+            merged.len() - 1
+        });
+        if let Some((_, attrs)) = merged.get_mut(i) {
+            for (k, v) in &record.attributes {
+                if !names.contains(k) {
+                    names.insert(k.clone());
+                }
+                attrs.insert(k.as_str(), v.as_str());
+            }
+        }
+    }
+    (merged, names)
+}
+
 pub(crate) fn num_key(value: &str) -> Option<Vec<u8>> {
     Decimal::parse(value).map(|d| d.sort_key())
 }

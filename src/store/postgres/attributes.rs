@@ -1,6 +1,6 @@
 //! `AttributeStore` for `PostgresStore`: one row per (tenant, user, attribute) with a numeric key, names with their owner under the per-tenant cap (checked under a row lock), import generations, segmentation as parameterised SQL.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -31,23 +31,7 @@ struct Grouped {
 }
 
 fn group(batch: &[AttributeRecord]) -> Grouped {
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
-    let mut merged: Vec<(&str, BTreeMap<&str, &str>)> = Vec::with_capacity(batch.len());
-    let mut names = BTreeSet::new();
-    for record in batch {
-        let i = *index.entry(record.user_id.as_str()).or_insert_with(|| {
-            merged.push((record.user_id.as_str(), BTreeMap::new()));
-            merged.len() - 1
-        });
-        if let Some((_, attrs)) = merged.get_mut(i) {
-            for (k, v) in &record.attributes {
-                if !names.contains(k) {
-                    names.insert(k.clone());
-                }
-                attrs.insert(k.as_str(), v.as_str());
-            }
-        }
-    }
+    let (merged, names) = sql::merge_by_user(batch);
     let mut g = Grouped {
         // A user exists while it has an attribute.
         users: merged

@@ -1,6 +1,6 @@
 //! `AttributeStore` for `SqliteStore`: one row per (tenant, user, attribute) with a numeric key, names with their owner under the per-tenant cap, import generations, segmentation as parameterised SQL.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
@@ -21,23 +21,7 @@ type UserValues = (String, Vec<(String, String, Option<Vec<u8>>)>);
 /// Groups a batch by user (first-seen order); later records win per attribute.
 /// Numeric keys are computed here, off the writer thread.
 fn group(batch: &[AttributeRecord]) -> (Vec<UserValues>, BTreeSet<String>) {
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
-    let mut merged: Vec<(&str, BTreeMap<&str, &str>)> = Vec::with_capacity(batch.len());
-    let mut names = BTreeSet::new();
-    for record in batch {
-        let i = *index.entry(record.user_id.as_str()).or_insert_with(|| {
-            merged.push((record.user_id.as_str(), BTreeMap::new()));
-            merged.len() - 1
-        });
-        if let Some((_, attrs)) = merged.get_mut(i) {
-            for (k, v) in &record.attributes {
-                if !names.contains(k) {
-                    names.insert(k.clone());
-                }
-                attrs.insert(k.as_str(), v.as_str());
-            }
-        }
-    }
+    let (merged, names) = sql::merge_by_user(batch);
     let users = merged
         .into_iter()
         .map(|(u, attrs)| {
