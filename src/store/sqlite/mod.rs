@@ -260,26 +260,45 @@ impl SqliteStore {
         self.keyring.as_deref()
     }
 
-    /// Runs `f` on the writer thread, atomically, and waits for the commit.
+    /// Runs `f` atomically and waits for the commit: on the caller's thread if
+    /// the write lock is free at once, else on the writer thread.
     /// `what` names the operation in errors.
     async fn write<R, F>(&self, what: &'static str, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Db<R> + Send + 'static,
     {
-        self.send_job(what, |reply| Box::new(Job::new(what, f, reply)))
-            .await
+        // Short requests run on the caller's thread when the write lock is
+        // free at once (a few dozen microseconds of SQL, no thread hops);
+        // otherwise they queue for the writer thread's group commit.
+        let f = match self.inner.writer.try_lock() {
+            Ok(conn) => match writer::try_inline(&conn, f) {
+                Ok(result) => return result.map_err(|e| with_context(e.into(), what)),
+                Err(f) => f,
+            },
+            Err(_) => f,
+        };
+        self.queue(what, f).await
     }
 
-    /// [`SqliteStore::write`] for requests that take long (big batches). The
-    /// same now that no caller polls for its answer; kept so call sites say
-    /// which of their requests are long.
+    /// [`SqliteStore::write`] for requests that take long (big batches):
+    /// always on the writer thread, never blocking the caller's thread.
     async fn write_long<R, F>(&self, what: &'static str, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Db<R> + Send + 'static,
     {
-        self.write(what, f).await
+        self.queue(what, f).await
+    }
+
+    /// Queues `f` for the writer thread.
+    async fn queue<R, F>(&self, what: &'static str, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Db<R> + Send + 'static,
+    {
+        self.send_job(what, |reply| Box::new(Job::new(what, f, reply)))
+            .await
     }
 
     /// Runs `f` in its own transaction directly on the writer connection, from

@@ -206,6 +206,47 @@ fn rollback(conn: &Connection) {
     }
 }
 
+/// Runs `f` in its own transaction on the caller's thread if the write lock
+/// can be taken at once (the writer thread idle and no other connection
+/// writing): `Err(f)` hands it back otherwise, for the writer thread. A lone
+/// request thus costs no hop to the writer thread and back; concurrent ones
+/// still queue and are committed together.
+pub(super) fn try_inline<R, F>(conn: &Connection, f: F) -> std::result::Result<Db<R>, F>
+where
+    F: FnOnce(&Connection) -> Db<R>,
+{
+    rollback(conn);
+    let began = conn
+        .busy_timeout(std::time::Duration::ZERO)
+        .and_then(|()| exec(conn, "BEGIN IMMEDIATE"));
+    if let Err(e) = conn.busy_timeout(super::BUSY_TIMEOUT) {
+        tracing::error!(error = %e, "SQLite store: could not restore the busy timeout");
+    }
+    if began.is_err() {
+        return Err(f);
+    }
+    let result = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+        Ok(result) => result,
+        Err(_) => Err(DbError::from(Error::new(
+            ErrorKind::Store,
+            "panicked inside a store transaction",
+        ))),
+    };
+    Ok(match result {
+        Ok(r) => match exec(conn, "COMMIT") {
+            Ok(()) => Ok(r),
+            Err(e) => {
+                rollback(conn);
+                Err(DbError::from(e))
+            }
+        },
+        Err(e) => {
+            rollback(conn);
+            Err(e)
+        }
+    })
+}
+
 /// Runs `f` in one `BEGIN IMMEDIATE` transaction on `conn` (outside the writer
 /// thread, holding the connection's lock), committing only if it succeeds.
 pub(super) fn in_transaction<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Db<R>) -> Db<R> {
