@@ -217,13 +217,15 @@ async fn a_recursive_source_imports_files_in_sub_folders_but_never_success_faile
     assert_eq!(plan(flat.as_ref(), "deep@x.io").await, None);
 
     // Recursive: every sub-folder, oldest first, one file per run, moved to
-    // its own folder's success/.
+    // its own folder's success/. Each file holds other users, so the runs add
+    // up (upsert-only); a snapshot run would replace the previous file's.
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let integration = server
+    let mut integration = server
         .config("s3://exports/feed/")
         .recursive(true)
         .integration("deep", hourly())
         .unwrap();
+    integration.settings["import_mode"] = serde_json::json!("upsert_only");
     let scheduler =
         scheduler_with(Arc::clone(&store), &server.connector(), &integration, t0()).await;
     let mut files = Vec::new();
