@@ -90,13 +90,15 @@ struct Row {
     store: Duration,
     wide: Duration,
     total: u64,
+    /// The store's first query (SQLite builds the indexes it drives through).
+    first: Duration,
 }
 
 async fn time_store(
     store: &dyn AttributeStore,
     tenant: &TenantId,
     filter: &Filter,
-) -> (Duration, u64) {
+) -> (Duration, u64, Duration) {
     let mut samples = Vec::with_capacity(ROUNDS);
     let mut total = 0;
     for _ in 0..ROUNDS {
@@ -109,7 +111,8 @@ async fn time_store(
         assert_eq!(page.users.len(), 100);
         total = page.total;
     }
-    (p50(samples), total)
+    let first = samples[0];
+    (p50(samples), total, first)
 }
 
 const FILTERS: [(&str, &str, &str); 2] = [
@@ -184,7 +187,7 @@ async fn sqlite(n: usize, rows: &mut Vec<Row>) {
 
     for (text, page_sql, count_sql) in FILTERS {
         let filter = Filter::parse(text).expect("filter");
-        let (store_p50, total) = time_store(&store, &tenant, &filter).await;
+        let (store_p50, total, first) = time_store(&store, &tenant, &filter).await;
         let mut samples = Vec::with_capacity(ROUNDS);
         let mut wide_total = 0i64;
         for _ in 0..ROUNDS {
@@ -215,6 +218,7 @@ async fn sqlite(n: usize, rows: &mut Vec<Row>) {
             store: store_p50,
             wide: p50(samples),
             total,
+            first,
         });
     }
 }
@@ -288,7 +292,7 @@ async fn postgres(url: &str, n: usize, rows: &mut Vec<Row>) {
     );
     for (text, page_sql, count_sql) in FILTERS {
         let filter = Filter::parse(text).expect("filter");
-        let (store_p50, total) = time_store(&store, &tenant, &filter).await;
+        let (store_p50, total, first) = time_store(&store, &tenant, &filter).await;
         let page_sql = page_sql.replace("?1", "$1");
         let count_sql = count_sql.replace("?1", "$1");
         let page_stmt = client.prepare(&page_sql).await.expect("prepare");
@@ -317,6 +321,7 @@ async fn postgres(url: &str, n: usize, rows: &mut Vec<Row>) {
             store: store_p50,
             wide: p50(samples),
             total,
+            first,
         });
     }
     client
@@ -354,6 +359,14 @@ fn main() {
     println!(
         "|----------|-----------|-----------------------------------|---------|---------------------------------|--------------------|--------------|"
     );
+    for r in &rows {
+        println!(
+            "{} {:?}: first query {:.1} ms",
+            r.backend,
+            r.filter,
+            ms(r.first)
+        );
+    }
     for r in rows {
         println!(
             "| {:<8} | {:>9} | {:<33} | {:>7} | {:>28.2} ms | {:>15.2} ms | {:>11.2}x |",

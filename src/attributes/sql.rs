@@ -1,9 +1,11 @@
-//! A segmentation [`Filter`] as parameterised SQL over the one-row-per-value `attribute_values` table (SQLite and PostgreSQL).
+//! A segmentation [`Filter`] as parameterised SQL over a store's attribute table, in either [`Layout`] (SQLite and PostgreSQL).
 //!
-//! The table holds one row per (tenant, user, attribute) with the text
-//! `value` and `num`, the [`Decimal::sort_key`] of values that are plain
-//! decimal numbers (NULL otherwise), indexed on (tenant, name, value) and
-//! (tenant, name, num). Every condition compares `value` or `num` exactly as
+//! Each value is kept as its text and `num`, the [`Decimal::sort_key`] of
+//! values that are plain decimal numbers (NULL otherwise). PostgreSQL keeps
+//! one row per (tenant, user, attribute) in `attribute_values`, indexed on
+//! (tenant, name, value) and (tenant, name, num); SQLite keeps one row per
+//! (tenant, user, owner) in `attribute_rows`, a pair of columns per attribute
+//! of that owner. Every condition compares the text or `num` exactly as
 //! [`Filter::matches`] compares in Rust; the only condition SQL cannot decide
 //! exactly is `contains` (Unicode case folding), which is narrowed to "has the
 //! attribute" and decided in Rust on the candidates ([`Plan::exact`]).
@@ -73,6 +75,69 @@ impl Builder {
     }
 }
 
+/// Where one attribute's values live: the rows of the layout's table whose
+/// group column (`name` or `owner`) is `group`, in the columns `value` and `num`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Column {
+    /// The group column's value.
+    pub(crate) group: String,
+    /// The text column.
+    pub(crate) value: String,
+    /// The numeric-key column.
+    pub(crate) num: String,
+    /// A row of the group may lack this attribute (`value IS NULL`).
+    pub(crate) nullable: bool,
+}
+
+/// How a store lays attribute values out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Layout<'a> {
+    /// `attribute_values`: one row per (tenant, user, name) with `value`, `num`.
+    Values,
+    /// `attribute_rows`: one row per (tenant, user, owner); the map gives each
+    /// registered name's owner and columns.
+    Rows(&'a std::collections::HashMap<String, Column>),
+}
+
+impl Layout<'_> {
+    fn table(self) -> &'static str {
+        match self {
+            Layout::Values => "attribute_values",
+            Layout::Rows(_) => "attribute_rows",
+        }
+    }
+
+    fn group_column(self) -> &'static str {
+        match self {
+            Layout::Values => "name",
+            Layout::Rows(_) => "owner",
+        }
+    }
+
+    /// Where `name` lives; `None`: no user has it.
+    fn column(self, name: &str) -> Option<Column> {
+        match self {
+            Layout::Values => Some(Column {
+                group: name.to_owned(),
+                value: "value".to_owned(),
+                num: "num".to_owned(),
+                nullable: false,
+            }),
+            Layout::Rows(columns) => columns.get(name).cloned(),
+        }
+    }
+
+    /// The conditions selecting the rows of `alias` that hold `column`.
+    fn row_key(self, b: &mut Builder, column: &Column, alias: &str) -> String {
+        let group = b.text(&column.group);
+        let mut key = format!("{alias}.{} = {group}", self.group_column());
+        if column.nullable {
+            key.push_str(&format!(" AND {alias}.{} IS NOT NULL", column.value));
+        }
+        key
+    }
+}
+
 /// A condition and whether it is exact (else only necessary: candidates are
 /// checked with [`Filter::matches`]).
 struct Cond {
@@ -83,18 +148,19 @@ struct Cond {
 /// The condition on one row `a` of the attribute a leaf names (the row exists
 /// means the user has the attribute), and whether it is exact. `None` for a
 /// leaf that matches no row.
-fn row_condition(b: &mut Builder, leaf: &Filter, a: &str) -> Option<(String, bool)> {
+fn row_condition(b: &mut Builder, leaf: &Filter, a: &str, c: &Column) -> Option<(String, bool)> {
+    let (text_col, num_col) = (format!("{a}.{}", c.value), format!("{a}.{}", c.num));
     let cond = match leaf {
         Filter::Eq { value, .. } => match Decimal::parse(value) {
-            Some(d) => format!("{a}.num = {}", b.bind(Param::Blob(d.sort_key()))),
-            None => format!("{a}.value = {}", b.text(value)),
+            Some(d) => format!("{num_col} = {}", b.bind(Param::Blob(d.sort_key()))),
+            None => format!("{text_col} = {}", b.text(value)),
         },
         Filter::Ne { value, .. } => match Decimal::parse(value) {
             Some(d) => format!(
-                "({a}.num IS NULL OR {a}.num <> {})",
+                "({num_col} IS NULL OR {num_col} <> {})",
                 b.bind(Param::Blob(d.sort_key()))
             ),
-            None => format!("{a}.value <> {}", b.text(value)),
+            None => format!("{text_col} <> {}", b.text(value)),
         },
         Filter::In { values, .. } => {
             let mut nums = Vec::new();
@@ -107,10 +173,10 @@ fn row_condition(b: &mut Builder, leaf: &Filter, a: &str) -> Option<(String, boo
             }
             let mut parts = Vec::new();
             if !nums.is_empty() {
-                parts.push(format!("{a}.num IN ({})", nums.join(", ")));
+                parts.push(format!("{num_col} IN ({})", nums.join(", ")));
             }
             if !texts.is_empty() {
-                parts.push(format!("{a}.value IN ({})", texts.join(", ")));
+                parts.push(format!("{text_col} IN ({})", texts.join(", ")));
             }
             if parts.is_empty() {
                 return None;
@@ -128,8 +194,8 @@ fn row_condition(b: &mut Builder, leaf: &Filter, a: &str) -> Option<(String, boo
             };
             match Decimal::parse(value) {
                 // NULL (not a number) never compares true.
-                Some(d) => format!("{a}.num {op} {}", b.bind(Param::Blob(d.sort_key()))),
-                None => format!("{a}.value {op} {}", b.text(value)),
+                Some(d) => format!("{num_col} {op} {}", b.bind(Param::Blob(d.sort_key()))),
+                None => format!("{text_col} {op} {}", b.text(value)),
             }
         }
         Filter::Exists { .. } => "TRUE".to_owned(),
@@ -151,16 +217,28 @@ fn leaf_attr(leaf: &Filter) -> Option<&str> {
 }
 
 /// The condition that the user `user` (an SQL expression) matches `filter`.
-fn condition(b: &mut Builder, filter: &Filter, user: &str) -> Cond {
+/// Leaves whose attribute lives in the row `d` of the group `inline` (the
+/// driving row) are tested on that row; the others probe by primary key.
+fn condition(
+    b: &mut Builder,
+    layout: Layout<'_>,
+    filter: &Filter,
+    user: &str,
+    inline: Option<&str>,
+) -> Cond {
     match filter {
-        Filter::And(items) => {
+        Filter::And(items) | Filter::Or(items) => {
+            let and = matches!(filter, Filter::And(_));
             if items.is_empty() {
                 return Cond {
-                    sql: "TRUE".to_owned(),
+                    sql: if and { "TRUE" } else { "FALSE" }.to_owned(),
                     exact: true,
                 };
             }
-            let parts: Vec<Cond> = items.iter().map(|f| condition(b, f, user)).collect();
+            let parts: Vec<Cond> = items
+                .iter()
+                .map(|f| condition(b, layout, f, user, inline))
+                .collect();
             Cond {
                 exact: parts.iter().all(|c| c.exact),
                 sql: format!(
@@ -169,33 +247,13 @@ fn condition(b: &mut Builder, filter: &Filter, user: &str) -> Cond {
                         .iter()
                         .map(|c| c.sql.as_str())
                         .collect::<Vec<_>>()
-                        .join(" AND ")
-                ),
-            }
-        }
-        Filter::Or(items) => {
-            if items.is_empty() {
-                return Cond {
-                    sql: "FALSE".to_owned(),
-                    exact: true,
-                };
-            }
-            let parts: Vec<Cond> = items.iter().map(|f| condition(b, f, user)).collect();
-            Cond {
-                exact: parts.iter().all(|c| c.exact),
-                sql: format!(
-                    "({})",
-                    parts
-                        .iter()
-                        .map(|c| c.sql.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" OR ")
+                        .join(if and { " AND " } else { " OR " })
                 ),
             }
         }
         Filter::Not(inner) => {
             let bound = b.params.len();
-            let c = condition(b, inner, user);
+            let c = condition(b, layout, inner, user, inline);
             if c.exact {
                 Cond {
                     sql: format!("NOT {}", c.sql),
@@ -211,16 +269,36 @@ fn condition(b: &mut Builder, filter: &Filter, user: &str) -> Cond {
             }
         }
         leaf => {
-            let Some(attr) = leaf_attr(leaf) else {
+            let column = leaf_attr(leaf).and_then(|attr| layout.column(attr));
+            let Some(column) = column else {
                 return Cond {
                     sql: "FALSE".to_owned(),
                     exact: true,
                 };
             };
-            let tenant = b.tenant();
             let bound = b.params.len();
-            let name = b.text(attr);
-            match row_condition(b, leaf, "a") {
+            if inline == Some(column.group.as_str()) {
+                let presence = column
+                    .nullable
+                    .then(|| format!("d.{} IS NOT NULL AND ", column.value))
+                    .unwrap_or_default();
+                return match row_condition(b, leaf, "d", &column) {
+                    None => {
+                        b.params.truncate(bound);
+                        Cond {
+                            sql: "FALSE".to_owned(),
+                            exact: true,
+                        }
+                    }
+                    Some((cond, exact)) => Cond {
+                        sql: format!("({presence}{cond})"),
+                        exact,
+                    },
+                };
+            }
+            let tenant = b.tenant();
+            let key = layout.row_key(b, &column, "a");
+            match row_condition(b, leaf, "a", &column) {
                 None => {
                     b.params.truncate(bound);
                     Cond {
@@ -230,8 +308,9 @@ fn condition(b: &mut Builder, filter: &Filter, user: &str) -> Cond {
                 }
                 Some((cond, exact)) => Cond {
                     sql: format!(
-                        "EXISTS (SELECT 1 FROM attribute_values a WHERE a.tenant = {tenant} \
-                         AND a.user_id = {user} AND a.name = {name} AND {cond})"
+                        "EXISTS (SELECT 1 FROM {} a WHERE a.tenant = {tenant} \
+                         AND a.user_id = {user} AND {key} AND {cond})",
+                        layout.table()
                     ),
                     exact,
                 },
@@ -252,6 +331,27 @@ fn driver_rank(leaf: &Filter) -> Option<u8> {
     }
 }
 
+/// The columns a driving leaf reads through an index.
+fn driver_columns(leaf: &Filter, column: &Column) -> Vec<String> {
+    let numeric = |v: &str| Decimal::parse(v).is_some();
+    match leaf {
+        Filter::Eq { value, .. } | Filter::Cmp { value, .. } if numeric(value) => {
+            vec![column.num.clone()]
+        }
+        Filter::In { values, .. } => {
+            let mut out = Vec::new();
+            if values.iter().any(|v| numeric(v)) {
+                out.push(column.num.clone());
+            }
+            if values.iter().any(|v| !numeric(v)) {
+                out.push(column.value.clone());
+            }
+            out
+        }
+        _ => vec![column.value.clone()],
+    }
+}
+
 /// A filter planned as SQL: `FROM … WHERE …` selecting each matching user once
 /// as `d.user_id`.
 #[derive(Debug, Clone)]
@@ -266,13 +366,17 @@ pub(crate) struct Plan {
     pub(crate) exact: bool,
     /// The attribute names the filter reads.
     pub(crate) referenced: Vec<String>,
+    /// The columns the driving condition reads through an index (a store that
+    /// builds indexes on demand makes sure they exist).
+    pub(crate) indexed: Vec<String>,
 }
 
 /// Plans `filter` for `tenant`. A top-level conjunct that is a simple
 /// condition drives the query through an index of its attribute's rows; the
-/// other conjuncts are probes by primary key. Otherwise the tenant's users are
-/// scanned once (in user order) and each is probed.
-pub(crate) fn plan(dialect: Dialect, tenant: &str, filter: &Filter) -> Plan {
+/// other conjuncts are tested on the same row when their attribute lives in
+/// it, or probed by primary key. Otherwise the tenant's users are scanned
+/// once (in user order) and each is probed.
+pub(crate) fn plan(dialect: Dialect, layout: Layout<'_>, tenant: &str, filter: &Filter) -> Plan {
     let mut b = Builder::new(dialect, tenant);
     let conjuncts: Vec<&Filter> = match filter {
         Filter::And(items) => items.iter().collect(),
@@ -281,27 +385,31 @@ pub(crate) fn plan(dialect: Dialect, tenant: &str, filter: &Filter) -> Plan {
     let driver = conjuncts
         .iter()
         .enumerate()
-        .filter_map(|(i, f)| driver_rank(f).map(|r| (r, i)))
-        .min()
-        .map(|(_, i)| i);
+        .filter_map(|(i, f)| {
+            let column = leaf_attr(f).and_then(|attr| layout.column(attr))?;
+            driver_rank(f).map(|r| (r, i, column))
+        })
+        .min_by_key(|(r, i, _)| (*r, *i));
     let mut referenced = Vec::new();
     collect_names(filter, &mut referenced);
     referenced.sort();
     referenced.dedup();
+    let table = layout.table();
+    let mut indexed = Vec::new();
     let (from_where, exact) = match driver {
-        Some(i) => {
+        Some((_, i, column)) => {
             let leaf = conjuncts[i];
             let tenant_p = b.tenant();
-            let name = b.text(leaf_attr(leaf).unwrap_or_default());
+            let key = layout.row_key(&mut b, &column, "d");
+            indexed = driver_columns(leaf, &column);
             // A driver always has a condition (`driver_rank` skips empty lists).
-            let (cond, mut exact) =
-                row_condition(&mut b, leaf, "d").unwrap_or_else(|| ("FALSE".to_owned(), true));
-            let mut sql = format!(
-                "FROM attribute_values d WHERE d.tenant = {tenant_p} AND d.name = {name} AND {cond}"
-            );
+            let (cond, mut exact) = row_condition(&mut b, leaf, "d", &column)
+                .unwrap_or_else(|| ("FALSE".to_owned(), true));
+            let mut sql =
+                format!("FROM {table} d WHERE d.tenant = {tenant_p} AND {key} AND {cond}");
             for (j, other) in conjuncts.iter().enumerate() {
                 if j != i {
-                    let c = condition(&mut b, other, "d.user_id");
+                    let c = condition(&mut b, layout, other, "d.user_id", Some(&column.group));
                     exact &= c.exact;
                     sql.push_str(" AND ");
                     sql.push_str(&c.sql);
@@ -311,10 +419,10 @@ pub(crate) fn plan(dialect: Dialect, tenant: &str, filter: &Filter) -> Plan {
         }
         None => {
             let tenant_p = b.tenant();
-            let c = condition(&mut b, filter, "d.user_id");
+            let c = condition(&mut b, layout, filter, "d.user_id", None);
             (
                 format!(
-                    "FROM (SELECT DISTINCT user_id FROM attribute_values WHERE tenant = {tenant_p}) d \
+                    "FROM (SELECT DISTINCT user_id FROM {table} WHERE tenant = {tenant_p}) d \
                      WHERE {}",
                     c.sql
                 ),
@@ -327,6 +435,7 @@ pub(crate) fn plan(dialect: Dialect, tenant: &str, filter: &Filter) -> Plan {
         from_where,
         exact,
         referenced,
+        indexed,
     }
 }
 
@@ -459,7 +568,7 @@ mod tests {
     fn values_are_bound_never_written_into_the_sql() {
         let f = Filter::parse(r#"plan = "Pre'mium; DROP" and tickets > 2 and not x contains "é""#)
             .unwrap_or_else(|e| panic!("{e}"));
-        let p = plan(Dialect::Sqlite, "t'1", &f);
+        let p = plan(Dialect::Sqlite, Layout::Values, "t'1", &f);
         assert!(!p.from_where.contains("Pre'mium"), "{}", p.from_where);
         assert!(!p.from_where.contains("t'1"));
         assert!(!p.exact, "contains is decided in Rust");
@@ -469,7 +578,12 @@ mod tests {
                 .contains(&Param::Text("Pre'mium; DROP".to_owned()))
         );
         assert_eq!(p.referenced, ["plan", "tickets", "x"]);
-        let pg = plan(Dialect::Postgres, "t", &Filter::gt("tickets", "5"));
+        let pg = plan(
+            Dialect::Postgres,
+            Layout::Values,
+            "t",
+            &Filter::gt("tickets", "5"),
+        );
         assert!(pg.exact);
         assert!(pg.from_where.contains("$2") && !pg.from_where.contains('?'));
     }

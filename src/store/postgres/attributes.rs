@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{PostgresStore, db};
 use crate::Result;
-use crate::attributes::sql::{self, Dialect, Param};
+use crate::attributes::sql::{self, Dialect, Layout, Param};
 use crate::attributes::{
     AttributeName, AttributeOwner, AttributePage, AttributeRecord, AttributeStore, Attributes,
     Filter, ImportMode, ImportRun, RemovedAttributes, UpsertStats, check_attribute_cap,
@@ -234,7 +234,7 @@ async fn matching<C: GenericClient + Sync>(
     tenant: &str,
     filter: &Filter,
 ) -> Result<Vec<String>> {
-    let plan = sql::plan(Dialect::Postgres, tenant, filter);
+    let plan = sql::plan(Dialect::Postgres, Layout::Values, tenant, filter);
     if plan.exact {
         let query = format!("SELECT d.user_id {} ORDER BY d.user_id", plan.from_where);
         let rows = client
@@ -431,7 +431,7 @@ impl AttributeStore for PostgresStore {
     ) -> Result<AttributePage> {
         let t = tenant_id.as_str();
         let mut client = self.client().await?;
-        let plan = sql::plan(Dialect::Postgres, t, filter);
+        let plan = sql::plan(Dialect::Postgres, Layout::Values, t, filter);
         if !plan.exact {
             return Ok(sql::page_of(
                 matching(&client, t, filter).await?,

@@ -16,6 +16,7 @@ use crate::secret::Keyring;
 use crate::store::DeliveryState;
 use crate::{Error, ErrorKind, Result};
 
+mod attribute_rows;
 mod attributes;
 mod connections;
 mod links;
@@ -119,6 +120,8 @@ struct Inner {
     /// A second connection for reads (files only).
     reader: Option<Mutex<Connection>>,
     path: Option<PathBuf>,
+    /// The attribute column indexes known to exist (built on first use).
+    attribute_indexes: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Locks a connection. Poisoning is ignored: requests run under
@@ -126,6 +129,11 @@ struct Inner {
 /// transaction it finds open before starting a batch.
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     conn.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Locks a set (poisoning ignored: it only caches what the database holds).
+fn lock_set<T>(set: &Mutex<T>) -> MutexGuard<'_, T> {
+    set.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Inner {
@@ -214,6 +222,7 @@ impl SqliteStore {
                 writer,
                 reader: reader.map(Mutex::new),
                 path,
+                attribute_indexes: Mutex::default(),
             }),
             attribute_cap: DEFAULT_ATTRIBUTE_CAP,
             keyring: None,
@@ -483,5 +492,7 @@ fn tenant(s: String) -> Db<crate::tenant::TenantId> {
     crate::tenant::TenantId::new(s).map_err(|e| corrupt(format!("invalid stored tenant id: {e}")))
 }
 
+#[cfg(test)]
+mod attribute_tests;
 #[cfg(test)]
 mod tests;

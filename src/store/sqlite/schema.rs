@@ -23,6 +23,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Steps(V2_TABLES, v2_keys, V2_INDEXES),
     Migration::Sql(V3),
     Migration::Steps(V4_TABLES, v4_values, V4_INDEXES),
+    Migration::Steps(V5_TABLES, v5_rows, V5_DROP),
 ];
 
 /// The newest schema version this code knows.
@@ -431,6 +432,103 @@ const V4_INDEXES: &str = "
     CREATE INDEX attribute_values_text ON attribute_values (tenant, name, value);
     CREATE INDEX attribute_values_num ON attribute_values (tenant, name, num);
 ";
+
+/// 5, first part: attribute values one row per (tenant, user, owner), with a
+/// column pair per slot of the owner's names (`t<slot>`: the text, `n<slot>`:
+/// the numeric key); `attribute_names.slot` gives each name's slot within its
+/// owner's rows. More slot columns are added when an owner needs them; the
+/// indexes segmentation reads are built on first use.
+const V5_TABLES: &str = "
+    CREATE TABLE attribute_rows (
+        tenant     TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        owner      TEXT NOT NULL,            -- the integration, '' for the API
+        generation INTEGER NOT NULL DEFAULT 0,  -- the import run that last wrote the row (0: the API)
+        t0 TEXT, n0 BLOB,
+        t1 TEXT, n1 BLOB,
+        t2 TEXT, n2 BLOB,
+        t3 TEXT, n3 BLOB,
+        t4 TEXT, n4 BLOB,
+        t5 TEXT, n5 BLOB,
+        t6 TEXT, n6 BLOB,
+        t7 TEXT, n7 BLOB,
+        t8 TEXT, n8 BLOB,
+        t9 TEXT, n9 BLOB,
+        t10 TEXT, n10 BLOB,
+        t11 TEXT, n11 BLOB,
+        t12 TEXT, n12 BLOB,
+        t13 TEXT, n13 BLOB,
+        t14 TEXT, n14 BLOB,
+        t15 TEXT, n15 BLOB,
+        PRIMARY KEY (tenant, user_id, owner)
+    ) WITHOUT ROWID;
+    ALTER TABLE attribute_names ADD COLUMN slot INTEGER NOT NULL DEFAULT -1;
+";
+
+/// 5, last part: the schema-4 table goes.
+const V5_DROP: &str = "
+    DROP TABLE attribute_values;
+";
+
+/// 5, the step in Rust: slots for every registered name (per tenant and
+/// owner, in name order), then every schema-4 value into its owner's row.
+fn v5_rows(tx: &Transaction<'_>) -> Db<()> {
+    let names: Vec<(String, String, String)> = tx
+        .prepare("SELECT tenant, owner, name FROM attribute_names ORDER BY tenant, owner, name")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut slots: HashMap<(String, String), (String, usize)> = HashMap::new();
+    let mut next: HashMap<(String, String), usize> = HashMap::new();
+    let mut set_slot =
+        tx.prepare("UPDATE attribute_names SET slot = ?3 WHERE tenant = ?1 AND name = ?2")?;
+    for (tenant, owner, name) in names {
+        let n = next.entry((tenant.clone(), owner.clone())).or_insert(0);
+        super::attribute_rows::ensure_slot_columns(tx, *n)?;
+        set_slot.execute(params![tenant, name, sql_limit(*n)])?;
+        slots.insert((tenant, name), (owner, *n));
+        *n += 1;
+    }
+    let mut read = tx.prepare(
+        "SELECT tenant, user_id, name, value, generation FROM attribute_values \
+         ORDER BY tenant, user_id",
+    )?;
+    let mut rows = read.query([])?;
+    while let Some(row) = rows.next()? {
+        let tenant: String = row.get(0)?;
+        let user: String = row.get(1)?;
+        let name: String = row.get(2)?;
+        let value: String = row.get(3)?;
+        // The key is recomputed from the text (it is derived data).
+        let num = crate::attributes::sql::num_key(&value);
+        let generation: i64 = row.get(4)?;
+        // A value without a registered name belongs to the API (schema 4 never wrote one).
+        let (owner, slot) = match slots.get(&(tenant.clone(), name.clone())) {
+            Some(s) => s.clone(),
+            None => {
+                let n = next.entry((tenant.clone(), String::new())).or_insert(0);
+                super::attribute_rows::ensure_slot_columns(tx, *n)?;
+                tx.execute(
+                    "INSERT INTO attribute_names (tenant, name, owner, slot) VALUES (?1, ?2, '', ?3)",
+                    params![tenant, name, sql_limit(*n)],
+                )?;
+                let s = (String::new(), *n);
+                slots.insert((tenant.clone(), name.clone()), s.clone());
+                *n += 1;
+                s
+            }
+        };
+        tx.execute(
+            &format!(
+                "INSERT INTO attribute_rows (tenant, user_id, owner, generation, t{slot}, n{slot}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant, user_id, owner) DO UPDATE SET \
+                 generation = max(generation, excluded.generation), t{slot} = excluded.t{slot}, \
+                 n{slot} = excluded.n{slot}"
+            ),
+            params![tenant, user, owner, generation, value, num],
+        )?;
+    }
+    Ok(())
+}
 
 /// 4, the step in Rust: every schema-3 JSON object of attributes becomes one
 /// row per attribute, with its numeric key.

@@ -7,7 +7,6 @@ use rusqlite::params;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::*;
-use crate::attributes::AttributeStore;
 use crate::destination::{DeliveryError, Receipt};
 use crate::event::Event;
 use crate::message::Target;
@@ -617,73 +616,4 @@ fn sqlite_deliver_sql_alone() {
             100.0 * claim_time.as_secs_f64() / total.as_secs_f64()
         );
     }
-}
-
-#[tokio::test]
-async fn migrates_schema_3_attributes_to_one_row_per_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v3.db");
-    {
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        assert!(schema::create_up_to(&mut conn, 3).is_ok());
-        conn.execute(
-            "INSERT INTO attributes (tenant, user_id, attrs, updates) VALUES \
-             ('default', 'u1', '{\"plan\":\"Premium\",\"tickets\":\"9007199254740993\"}', 2), \
-             ('default', 'u2', '{\"plan\":\"Basic\",\"tickets\":\"3.0\"}', 0), \
-             ('acme', 'u1', '{\"plan\":\"Premium\",\"tickets\":\"n/a\"}', 0)",
-            [],
-        )
-        .unwrap();
-        conn.execute(
-            "INSERT INTO attribute_names (tenant, name) VALUES \
-             ('default', 'plan'), ('default', 'tickets'), ('acme', 'plan'), ('acme', 'tickets')",
-            [],
-        )
-        .unwrap();
-    }
-    let store = SqliteStore::open(&path).unwrap();
-    let d = TenantId::default();
-    let acme = TenantId::new("acme").unwrap();
-    let u1 = store.get(&d, "u1").await.unwrap().unwrap();
-    assert_eq!(
-        u1.get("tickets").map(String::as_str),
-        Some("9007199254740993")
-    );
-    let q = |f: &str| crate::attributes::Filter::parse(f).unwrap();
-    assert_eq!(
-        store
-            .query(&d, &q("tickets > 9007199254740992"))
-            .await
-            .unwrap(),
-        ["u1"]
-    );
-    assert_eq!(store.query(&d, &q("tickets = 3")).await.unwrap(), ["u2"]);
-    assert_eq!(
-        store.query(&acme, &q("plan = Premium")).await.unwrap(),
-        ["u1"]
-    );
-    assert!(
-        store
-            .query(&acme, &q("tickets >= 0"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let names = store.names(&d).await.unwrap();
-    assert_eq!(names.len(), 2);
-    assert!(
-        names
-            .iter()
-            .all(|n| n.owner == crate::attributes::AttributeOwner::Api)
-    );
-    // An integration adopts a migrated name.
-    store
-        .begin_import(
-            &d,
-            "crm",
-            crate::attributes::ImportMode::Snapshot,
-            &["plan".to_owned()],
-        )
-        .await
-        .unwrap();
 }
