@@ -76,15 +76,18 @@ impl Builder {
 }
 
 /// Where one attribute's values live: the rows of the layout's table whose
-/// group column (`name` or `owner`) is `group`, in the columns `value` and `num`.
+/// group column (`name` or `owner`) is `group`, read by the expressions
+/// `value` and `num` (`{a}` stands for the row's alias).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Column {
     /// The group column's value.
     pub(crate) group: String,
-    /// The text column.
+    /// The text, e.g. `{a}.value`.
     pub(crate) value: String,
-    /// The numeric-key column.
+    /// The numeric key, e.g. `{a}.num`.
     pub(crate) num: String,
+    /// The names of the indexes reading `value` and `num`.
+    pub(crate) indexes: [String; 2],
     /// A row of the group may lack this attribute (`value IS NULL`).
     pub(crate) nullable: bool,
 }
@@ -119,8 +122,9 @@ impl Layout<'_> {
         match self {
             Layout::Values => Some(Column {
                 group: name.to_owned(),
-                value: "value".to_owned(),
-                num: "num".to_owned(),
+                value: "{a}.value".to_owned(),
+                num: "{a}.num".to_owned(),
+                indexes: ["value".to_owned(), "num".to_owned()],
                 nullable: false,
             }),
             Layout::Rows(columns) => columns.get(name).cloned(),
@@ -132,7 +136,10 @@ impl Layout<'_> {
         let group = b.text(&column.group);
         let mut key = format!("{alias}.{} = {group}", self.group_column());
         if column.nullable {
-            key.push_str(&format!(" AND {alias}.{} IS NOT NULL", column.value));
+            key.push_str(&format!(
+                " AND {} IS NOT NULL",
+                column.value.replace("{a}", alias)
+            ));
         }
         key
     }
@@ -149,7 +156,7 @@ struct Cond {
 /// means the user has the attribute), and whether it is exact. `None` for a
 /// leaf that matches no row.
 fn row_condition(b: &mut Builder, leaf: &Filter, a: &str, c: &Column) -> Option<(String, bool)> {
-    let (text_col, num_col) = (format!("{a}.{}", c.value), format!("{a}.{}", c.num));
+    let (text_col, num_col) = (c.value.replace("{a}", a), c.num.replace("{a}", a));
     let cond = match leaf {
         Filter::Eq { value, .. } => match Decimal::parse(value) {
             Some(d) => format!("{num_col} = {}", b.bind(Param::Blob(d.sort_key()))),
@@ -280,7 +287,7 @@ fn condition(
             if inline == Some(column.group.as_str()) {
                 let presence = column
                     .nullable
-                    .then(|| format!("d.{} IS NOT NULL AND ", column.value))
+                    .then(|| format!("{} IS NOT NULL AND ", column.value.replace("{a}", "d")))
                     .unwrap_or_default();
                 return match row_condition(b, leaf, "d", &column) {
                     None => {
@@ -336,19 +343,19 @@ fn driver_columns(leaf: &Filter, column: &Column) -> Vec<String> {
     let numeric = |v: &str| Decimal::parse(v).is_some();
     match leaf {
         Filter::Eq { value, .. } | Filter::Cmp { value, .. } if numeric(value) => {
-            vec![column.num.clone()]
+            vec![column.indexes[1].clone()]
         }
         Filter::In { values, .. } => {
             let mut out = Vec::new();
             if values.iter().any(|v| numeric(v)) {
-                out.push(column.num.clone());
+                out.push(column.indexes[1].clone());
             }
             if values.iter().any(|v| !numeric(v)) {
-                out.push(column.value.clone());
+                out.push(column.indexes[0].clone());
             }
             out
         }
-        _ => vec![column.value.clone()],
+        _ => vec![column.indexes[0].clone()],
     }
 }
 

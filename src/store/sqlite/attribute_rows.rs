@@ -1,9 +1,10 @@
-//! SQLite attribute rows: one row per (tenant, user, owner) with a column pair (`t<slot>` text, `n<slot>` numeric key) per name of the owner; names and their slots, writes, generations and removals.
+//! SQLite attribute rows: one row per (tenant, user, owner) with the owner's values packed by slot (`packed`); names and their slots, writes, generations and removals.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rusqlite::{Connection, ToSql, params, params_from_iter};
 
+use super::packed;
 use super::{Db, changed, sql_limit};
 use crate::attributes::sql::Column;
 use crate::attributes::{
@@ -11,8 +12,8 @@ use crate::attributes::{
     check_import_cap, check_owners,
 };
 
-/// One user's values of a batch: (name, text, numeric key).
-pub(super) type UserValues = (String, Vec<(String, String, Option<Vec<u8>>)>);
+/// One user's values of a batch: (name, text).
+pub(super) type UserValues = (String, Vec<(String, String)>);
 
 /// One registered name: its owner (as stored) and its slot in the owner's rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,14 +23,14 @@ pub(super) struct Registered {
     pub(super) slot: usize,
 }
 
-/// The text column of `slot`.
-pub(super) fn text_col(slot: usize) -> String {
-    format!("t{slot}")
+/// The SQL reading the text in `slot` of the row `alias`.
+pub(super) fn text_expr(slot: usize, alias: &str) -> String {
+    format!("sb_text({alias}vals, {slot})")
 }
 
-/// The numeric-key column of `slot`.
-pub(super) fn num_col(slot: usize) -> String {
-    format!("n{slot}")
+/// The SQL reading the numeric key in `slot` of the row `alias`.
+fn num_expr(slot: usize, alias: &str) -> String {
+    format!("sb_num({alias}vals, {slot})")
 }
 
 /// Every registered name of `tenant`, by name.
@@ -62,8 +63,9 @@ pub(super) fn columns(regs: &[Registered]) -> HashMap<String, Column> {
                 r.name.clone(),
                 Column {
                     group: r.owner.clone(),
-                    value: text_col(r.slot),
-                    num: num_col(r.slot),
+                    value: text_expr(r.slot, "{a}."),
+                    num: num_expr(r.slot, "{a}."),
+                    indexes: [format!("t{}", r.slot), format!("n{}", r.slot)],
                     nullable: true,
                 },
             )
@@ -76,26 +78,6 @@ fn slots_of<'a>(regs: &'a [Registered], owner: &'a str) -> impl Iterator<Item = 
     regs.iter()
         .filter(move |r| r.owner == owner)
         .map(|r| r.slot)
-}
-
-/// Adds slot columns up to `slot` if the table lacks them (cheap in SQLite:
-/// existing rows are not rewritten).
-pub(super) fn ensure_slot_columns(conn: &Connection, slot: usize) -> Db<()> {
-    let present: BTreeSet<String> = conn
-        .prepare_cached("SELECT name FROM pragma_table_info('attribute_rows')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for i in 0..=slot {
-        if !present.contains(&text_col(i)) {
-            conn.execute_batch(&format!(
-                "ALTER TABLE attribute_rows ADD COLUMN {} TEXT; \
-                 ALTER TABLE attribute_rows ADD COLUMN {} BLOB;",
-                text_col(i),
-                num_col(i)
-            ))?;
-        }
-    }
-    Ok(())
 }
 
 /// Registers `name` for `owner` in its lowest free slot (no-op when it is
@@ -112,7 +94,6 @@ fn register(
     }
     let used: BTreeSet<usize> = slots_of(regs, owner).collect();
     let slot = (0..).find(|s| !used.contains(s)).unwrap_or(0);
-    ensure_slot_columns(conn, slot)?;
     conn.prepare_cached(
         "INSERT INTO attribute_names (tenant, name, owner, slot) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (tenant, name) DO UPDATE SET owner = excluded.owner, slot = excluded.slot",
@@ -127,26 +108,22 @@ fn register(
     Ok(slot)
 }
 
-/// Deletes the rows of `owner` that hold none of its names' values.
-fn delete_empty_rows(conn: &Connection, tenant: &str, owner: &str, regs: &[Registered]) -> Db<()> {
-    let empty: Vec<String> = slots_of(regs, owner)
-        .map(|s| format!(" AND {} IS NULL", text_col(s)))
-        .collect();
-    conn.prepare_cached(&format!(
-        "DELETE FROM attribute_rows WHERE tenant = ?1 AND owner = ?2{}",
-        empty.concat()
-    ))?
+/// Deletes the rows of `owner` that hold no value.
+fn delete_empty_rows(conn: &Connection, tenant: &str, owner: &str) -> Db<()> {
+    conn.prepare_cached(
+        "DELETE FROM attribute_rows WHERE tenant = ?1 AND owner = ?2 AND length(vals) = 0",
+    )?
     .execute(params![tenant, owner])?;
     Ok(())
 }
 
 /// Clears one slot of `owner`'s rows; the number of values removed.
 fn clear_slot(conn: &Connection, tenant: &str, owner: &str, slot: usize) -> Db<u64> {
-    let (t, n) = (text_col(slot), num_col(slot));
+    let present = text_expr(slot, "");
     let cleared = conn
         .prepare_cached(&format!(
-            "UPDATE attribute_rows SET {t} = NULL, {n} = NULL \
-             WHERE tenant = ?1 AND owner = ?2 AND {t} IS NOT NULL"
+            "UPDATE attribute_rows SET vals = sb_drop(vals, {slot}) \
+             WHERE tenant = ?1 AND owner = ?2 AND {present} IS NOT NULL"
         ))?
         .execute(params![tenant, owner])?;
     Ok(changed(cleared))
@@ -166,23 +143,19 @@ fn adopt(
     };
     regs.retain(|r| r.name != name);
     let to = register(conn, tenant, name, integration, regs)?;
-    let (ft, fnum, tt, tn) = (
-        text_col(from.slot),
-        num_col(from.slot),
-        text_col(to),
-        num_col(to),
-    );
+    let (f, present) = (from.slot, text_expr(from.slot, ""));
     conn.execute(
         &format!(
-            "INSERT INTO attribute_rows (tenant, user_id, owner, generation, {tt}, {tn}) \
-             SELECT tenant, user_id, ?2, 0, {ft}, {fnum} FROM attribute_rows \
-             WHERE tenant = ?1 AND owner = ?3 AND {ft} IS NOT NULL \
-             ON CONFLICT (tenant, user_id, owner) DO UPDATE SET {tt} = excluded.{tt}, {tn} = excluded.{tn}"
+            "INSERT INTO attribute_rows (tenant, user_id, owner, generation, vals) \
+             SELECT tenant, user_id, ?2, 0, sb_pick(vals, {f}, {to}) FROM attribute_rows \
+             WHERE tenant = ?1 AND owner = ?3 AND {present} IS NOT NULL \
+             ON CONFLICT (tenant, user_id, owner) DO UPDATE SET \
+             vals = sb_merge(attribute_rows.vals, excluded.vals)"
         ),
         params![tenant, integration, from.owner],
     )?;
     clear_slot(conn, tenant, &from.owner, from.slot)?;
-    delete_empty_rows(conn, tenant, &from.owner, regs)?;
+    delete_empty_rows(conn, tenant, &from.owner)?;
     Ok(())
 }
 
@@ -196,55 +169,34 @@ pub(super) enum Merge {
     Replace,
 }
 
-/// The upsert of `rows` rows of one user and `slots` value pairs each.
-fn upsert_sql(slots: &[usize], rows: usize, merge: Merge) -> String {
-    let width = 1 + 2 * slots.len();
-    let mut cols = String::new();
-    for s in slots {
-        cols.push_str(&format!(", {}, {}", text_col(*s), num_col(*s)));
-    }
+/// The upsert of `rows` rows (a user and its packed values each; `?4` lists
+/// the slots a [`Merge::Replace`] write replaces).
+fn upsert_sql(rows: usize, merge: Merge) -> String {
     let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let p = 4 + r * width;
-            let mut v = format!("(?1, ?{p}, ?2, ?3");
-            for i in 0..2 * slots.len() {
-                v.push_str(&format!(", ?{}", p + 1 + i));
-            }
-            v.push(')');
-            v
-        })
+        .map(|r| format!("(?1, ?{}, ?2, ?3, ?{})", 5 + 2 * r, 6 + 2 * r))
         .collect();
-    let keep_old = match merge {
-        Merge::Keep => "excluded.{t} IS NULL".to_owned(),
+    let vals = match merge {
+        Merge::Keep => "sb_merge(attribute_rows.vals, excluded.vals)",
         Merge::Replace => {
-            "excluded.{t} IS NULL AND attribute_rows.generation = excluded.generation".to_owned()
+            "CASE WHEN attribute_rows.generation = excluded.generation \
+             THEN sb_merge(attribute_rows.vals, excluded.vals) \
+             ELSE sb_replace(attribute_rows.vals, excluded.vals, ?4) END"
         }
     };
-    let mut set = vec!["generation = excluded.generation".to_owned()];
-    for s in slots {
-        let (t, n) = (text_col(*s), num_col(*s));
-        let cond = keep_old.replace("{t}", &t);
-        set.push(format!(
-            "{t} = CASE WHEN {cond} THEN attribute_rows.{t} ELSE excluded.{t} END"
-        ));
-        set.push(format!(
-            "{n} = CASE WHEN {cond} THEN attribute_rows.{n} ELSE excluded.{n} END"
-        ));
-    }
     format!(
-        "INSERT INTO attribute_rows (tenant, user_id, owner, generation{cols}) VALUES {} \
-         ON CONFLICT (tenant, user_id, owner) DO UPDATE SET {}",
-        values.join(", "),
-        set.join(", ")
+        "INSERT INTO attribute_rows (tenant, user_id, owner, generation, vals) VALUES {} \
+         ON CONFLICT (tenant, user_id, owner) DO UPDATE SET generation = excluded.generation, \
+         created = 0, vals = {vals} RETURNING created, user_id",
+        values.join(", ")
     )
 }
 
-/// Bound parameters per statement (SQLite allows 32,766).
-const MAX_PARAMS: usize = 30_000;
+/// Rows per upsert statement.
+const ROWS_PER_STATEMENT: usize = 100;
 
 /// Writes grouped values of `writer` stamped `generation`, after the
 /// ownership and cap checks (in the write transaction). `slot_names` are the
-/// names whose columns a [`Merge::Replace`] write sets (every name of the run).
+/// names whose values a [`Merge::Replace`] write replaces (every name of the run).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_values(
     conn: &Connection,
@@ -279,64 +231,83 @@ pub(super) fn write_values(
         new_attribute_names: new_names.len(),
         ..UpsertStats::default()
     };
-    // The columns written, in slot order, and each name's position among them.
-    let mut written: Vec<(usize, &str)> = regs
+    // The slots written: each name's, and every slot of the run for a snapshot.
+    let slot_of: HashMap<&str, usize> = regs
         .iter()
-        .filter(|r| {
-            r.owner == owner
-                && (names.contains(&r.name)
-                    || (merge == Merge::Replace && slot_names.contains(&r.name)))
+        .filter(|r| r.owner == owner)
+        .map(|r| (r.name.as_str(), r.slot))
+        .collect();
+    let replaced: Vec<usize> = slot_names
+        .iter()
+        .filter_map(|n| slot_of.get(n.as_str()).copied())
+        .collect();
+    let replaced = packed::encode_slots(&replaced);
+    // Each user's values packed in slot order; a user without values writes nothing.
+    let mut entries: Vec<(usize, &str)> = Vec::new();
+    let packed_users: Vec<(&str, Vec<u8>)> = users
+        .iter()
+        .filter_map(|(user, attrs)| {
+            entries.clear();
+            entries.extend(
+                attrs
+                    .iter()
+                    .filter_map(|(n, t)| slot_of.get(n.as_str()).map(|s| (*s, t.as_str()))),
+            );
+            if entries.is_empty() {
+                return None;
+            }
+            entries.sort_unstable_by_key(|(s, _)| *s);
+            let mut vals = Vec::with_capacity(entries.iter().map(|(_, t)| t.len() + 3).sum());
+            for (s, t) in &entries {
+                packed::push(&mut vals, *s, t);
+            }
+            Some((user.as_str(), vals))
         })
-        .map(|r| (r.slot, r.name.as_str()))
         .collect();
-    written.sort_unstable();
-    let slots: Vec<usize> = written.iter().map(|(s, _)| *s).collect();
-    let position: HashMap<&str, usize> = written
-        .iter()
-        .enumerate()
-        .map(|(i, (_, n))| (*n, i))
-        .collect();
-    let mut exists = conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM attribute_rows WHERE tenant = ?1 AND user_id = ?2)",
-    )?;
-    // A user exists while it has an attribute; a user without values writes nothing.
-    let users: Vec<&UserValues> = users.iter().filter(|(_, v)| !v.is_empty()).collect();
-    for (user, _) in &users {
-        if exists.query_row(params![tenant, user], |r| r.get::<_, bool>(0))? {
-            stats.users_updated += 1;
+    // A user new to this owner's rows may have another owner's.
+    let other_owners = regs.iter().any(|r| r.owner != owner);
+    let mut inserted: Vec<String> = Vec::new();
+    let full_sql = upsert_sql(ROWS_PER_STATEMENT, merge);
+    for chunk in packed_users.chunks(ROWS_PER_STATEMENT) {
+        let mut stmt = if chunk.len() == ROWS_PER_STATEMENT {
+            conn.prepare_cached(&full_sql)?
         } else {
-            stats.users_created += 1;
-        }
-    }
-    if slots.is_empty() {
-        return Ok(stats);
-    }
-    let width = 1 + 2 * slots.len();
-    let per_statement = (MAX_PARAMS / width).clamp(1, 64);
-    let null: Option<&str> = None;
-    let null_key: Option<&[u8]> = None;
-    for chunk in users.chunks(per_statement) {
-        let sql = upsert_sql(&slots, chunk.len(), merge);
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(3 + width * chunk.len());
+            conn.prepare_cached(&upsert_sql(chunk.len(), merge))?
+        };
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(4 + 2 * chunk.len());
         values.push(&tenant);
         values.push(&owner);
         values.push(&generation);
-        for (user, attrs) in chunk {
+        values.push(&replaced);
+        for (user, vals) in chunk {
             values.push(user);
-            let start = values.len();
-            for _ in 0..slots.len() {
-                values.push(&null);
-                values.push(&null_key);
-            }
-            for (name, text, key) in attrs {
-                if let Some(i) = position.get(name.as_str()) {
-                    values[start + 2 * i] = text as &dyn ToSql;
-                    values[start + 2 * i + 1] = key as &dyn ToSql;
+            values.push(vals);
+        }
+        let mut rows = stmt.query(params_from_iter(values))?;
+        while let Some(row) = rows.next()? {
+            if row.get::<_, i64>(0)? == 1 {
+                if other_owners {
+                    inserted.push(row.get(1)?);
+                } else {
+                    stats.users_created += 1;
                 }
+            } else {
+                stats.users_updated += 1;
             }
         }
-        stmt.execute(params_from_iter(values))?;
+    }
+    if !inserted.is_empty() {
+        let mut elsewhere = conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM attribute_rows \
+             WHERE tenant = ?1 AND user_id = ?2 AND owner <> ?3)",
+        )?;
+        for user in &inserted {
+            if elsewhere.query_row(params![tenant, user, owner], |r| r.get::<_, bool>(0))? {
+                stats.users_updated += 1;
+            } else {
+                stats.users_created += 1;
+            }
+        }
     }
     Ok(stats)
 }
@@ -382,7 +353,7 @@ pub(super) fn drop_name(conn: &Connection, tenant: &str, name: &str) -> Db<u64> 
     conn.prepare_cached("DELETE FROM attribute_names WHERE tenant = ?1 AND name = ?2")?
         .execute(params![tenant, name])?;
     regs.retain(|r| r.name != name);
-    delete_empty_rows(conn, tenant, &reg.owner, &regs)?;
+    delete_empty_rows(conn, tenant, &reg.owner)?;
     Ok(values)
 }
 
@@ -411,19 +382,10 @@ pub(super) fn release(
 pub(super) fn finish(conn: &Connection, tenant: &str, run: &ImportRun) -> Db<RemovedAttributes> {
     let mut removed = release(conn, tenant, &run.integration, &run.names)?;
     if run.mode == ImportMode::Snapshot {
-        let regs = registered(conn, tenant)?;
-        let count: Vec<String> = slots_of(&regs, &run.integration)
-            .map(|s| format!("({} IS NOT NULL)", text_col(s)))
-            .collect();
-        let count = if count.is_empty() {
-            "0".to_owned()
-        } else {
-            count.join(" + ")
-        };
-        let mut stale = conn.prepare_cached(&format!(
+        let mut stale = conn.prepare_cached(
             "DELETE FROM attribute_rows WHERE tenant = ?1 AND owner = ?2 AND generation < ?3 \
-             RETURNING {count}"
-        ))?;
+             RETURNING sb_count(vals)",
+        )?;
         let rows = stale.query_map(params![tenant, run.integration, run.generation], |r| {
             r.get::<_, i64>(0)
         })?;
@@ -434,6 +396,19 @@ pub(super) fn finish(conn: &Connection, tenant: &str, run: &ImportRun) -> Db<Rem
     Ok(removed)
 }
 
+/// The (name, text) pairs of one packed row of `owner`.
+pub(super) fn decode<'a>(
+    regs: &'a [Registered],
+    owner: &'a str,
+    vals: &'a [u8],
+) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    packed::entries(vals).filter_map(move |(slot, text)| {
+        regs.iter()
+            .find(|r| r.slot == slot && r.owner == owner)
+            .map(|r| (r.name.as_str(), text))
+    })
+}
+
 /// One user's values as (name, text), every owner's.
 pub(super) fn user_values(
     conn: &Connection,
@@ -441,17 +416,15 @@ pub(super) fn user_values(
     user: &str,
 ) -> Db<Vec<(String, String)>> {
     let regs = registered(conn, tenant)?;
-    let mut stmt =
-        conn.prepare_cached("SELECT * FROM attribute_rows WHERE tenant = ?1 AND user_id = ?2")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT owner, vals FROM attribute_rows WHERE tenant = ?1 AND user_id = ?2",
+    )?;
     let mut rows = stmt.query(params![tenant, user])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let owner: String = row.get("owner")?;
-        for reg in regs.iter().filter(|r| r.owner == owner) {
-            if let Some(text) = row.get::<_, Option<String>>(text_col(reg.slot).as_str())? {
-                out.push((reg.name.clone(), text));
-            }
-        }
+        let owner: String = row.get(0)?;
+        let vals: Vec<u8> = row.get(1)?;
+        out.extend(decode(&regs, &owner, &vals).map(|(n, t)| (n.to_owned(), t.to_owned())));
     }
     Ok(out)
 }
@@ -470,37 +443,36 @@ pub(super) fn delete_value(conn: &Connection, tenant: &str, user: &str, name: &s
     let Some(reg) = regs.iter().find(|r| r.name == name) else {
         return Ok(false);
     };
-    let (t, n) = (text_col(reg.slot), num_col(reg.slot));
+    let (slot, present) = (reg.slot, text_expr(reg.slot, ""));
     let cleared = conn
         .prepare_cached(&format!(
-            "UPDATE attribute_rows SET {t} = NULL, {n} = NULL \
-             WHERE tenant = ?1 AND user_id = ?2 AND owner = ?3 AND {t} IS NOT NULL"
+            "UPDATE attribute_rows SET vals = sb_drop(vals, {slot}) \
+             WHERE tenant = ?1 AND user_id = ?2 AND owner = ?3 AND {present} IS NOT NULL"
         ))?
         .execute(params![tenant, user, reg.owner])?;
     if cleared > 0 {
-        let empty: Vec<String> = slots_of(&regs, &reg.owner)
-            .map(|s| format!(" AND {} IS NULL", text_col(s)))
-            .collect();
-        conn.prepare_cached(&format!(
-            "DELETE FROM attribute_rows WHERE tenant = ?1 AND user_id = ?2 AND owner = ?3{}",
-            empty.concat()
-        ))?
+        conn.prepare_cached(
+            "DELETE FROM attribute_rows WHERE tenant = ?1 AND user_id = ?2 AND owner = ?3 \
+             AND length(vals) = 0",
+        )?
         .execute(params![tenant, user, reg.owner])?;
     }
     Ok(cleared > 0)
 }
 
 /// The statement that builds the index segmentation reads on `column`
-/// (`t<slot>` or `n<slot>`), or `None` for a name that is not a slot column.
+/// (`t<slot>`: the text, `n<slot>`: the numeric key), or `None` for another name.
 pub(super) fn index_sql(column: &str) -> Option<String> {
-    let digits = column
-        .strip_prefix('t')
-        .or_else(|| column.strip_prefix('n'))?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
+    let (kind, digits) = column.split_at_checked(1)?;
+    let slot: usize = digits.parse().ok()?;
+    let expr = match kind {
+        "t" => text_expr(slot, ""),
+        "n" => num_expr(slot, ""),
+        _ => return None,
+    };
+    let present = text_expr(slot, "");
     Some(format!(
         "CREATE INDEX IF NOT EXISTS attribute_rows_{column} ON attribute_rows \
-         (tenant, owner, {column}) WHERE {column} IS NOT NULL"
+         (tenant, owner, {expr}) WHERE {present} IS NOT NULL"
     ))
 }

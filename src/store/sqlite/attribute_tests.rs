@@ -168,7 +168,7 @@ async fn the_first_filter_on_an_attribute_builds_its_index_and_the_plan_reads_it
     store.upsert(&d, &batch).await.unwrap();
     let indexes = |store: &SqliteStore| -> Vec<String> {
         let conn = store.inner.read();
-        conn.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'attribute_rows' ORDER BY name")
+        conn.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'attribute_rows' AND name LIKE 'attribute_rows_%' ORDER BY name")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()

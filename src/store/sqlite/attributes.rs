@@ -16,7 +16,6 @@ use crate::attributes::{
 use crate::tenant::TenantId;
 
 /// Groups a batch by user (first-seen order); later records win per attribute.
-/// Numeric keys are computed here, off the writer thread.
 fn group(batch: &[AttributeRecord]) -> (Vec<UserValues>, BTreeSet<String>) {
     let (merged, names) = sql::merge_by_user(batch);
     let users = merged
@@ -24,7 +23,7 @@ fn group(batch: &[AttributeRecord]) -> (Vec<UserValues>, BTreeSet<String>) {
         .map(|(u, attrs)| {
             let values = attrs
                 .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned(), sql::num_key(v)))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
             (u.to_owned(), values)
         })
@@ -55,17 +54,8 @@ fn matching(conn: &Connection, tenant: &str, filter: &Filter) -> Db<Vec<String>>
         let rows = stmt.query_map(params_from_iter(to_sql(&plan.builder.params)), |r| r.get(0))?;
         return Ok(rows.collect::<rusqlite::Result<_>>()?);
     }
-    // The referenced names that exist, and the columns holding them.
-    let read: Vec<&rows::Registered> = regs
-        .iter()
-        .filter(|r| plan.referenced.contains(&r.name))
-        .collect();
-    let mut select = String::from("c.user_id, a.owner");
-    for r in &read {
-        select.push_str(&format!(", a.{}", rows::text_col(r.slot)));
-    }
     let query = format!(
-        "SELECT {select} FROM (SELECT d.user_id AS user_id {}) c \
+        "SELECT c.user_id, a.owner, a.vals FROM (SELECT d.user_id AS user_id {}) c \
          LEFT JOIN attribute_rows a ON a.tenant = ?1 AND a.user_id = c.user_id ORDER BY c.user_id",
         plan.from_where
     );
@@ -75,14 +65,14 @@ fn matching(conn: &Connection, tenant: &str, filter: &Filter) -> Db<Vec<String>>
     while let Some(row) = result.next()? {
         let user: String = row.get(0)?;
         let owner: Option<String> = row.get(1)?;
+        let vals: Option<Vec<u8>> = row.get(2)?;
         let mut any = false;
-        for (i, r) in read.iter().enumerate() {
-            if owner.as_deref() != Some(r.owner.as_str()) {
-                continue;
-            }
-            if let Some(v) = row.get::<_, Option<String>>(2 + i)? {
-                triples.push((user.clone(), Some(r.name.clone()), Some(v)));
-                any = true;
+        if let (Some(owner), Some(vals)) = (owner, vals) {
+            for (name, text) in rows::decode(&regs, &owner, &vals) {
+                if plan.referenced.iter().any(|r| r == name) {
+                    triples.push((user.clone(), Some(name.to_owned()), Some(text.to_owned())));
+                    any = true;
+                }
             }
         }
         if !any {
@@ -187,8 +177,11 @@ impl AttributeStore for SqliteStore {
                 Merge::Keep,
                 &[],
             )
+            // The batch is freed by the caller's thread, which allocated it.
+            .map(|stats| (stats, users))
         })
         .await
+        .map(|(stats, _users)| stats)
     }
 
     async fn begin_import(
@@ -249,8 +242,11 @@ impl AttributeStore for SqliteStore {
                 merge,
                 &slot_names,
             )
+            // The batch is freed by the caller's thread, which allocated it.
+            .map(|stats| (stats, users))
         })
         .await
+        .map(|(stats, _users)| stats)
     }
 
     async fn finish_import(&self, tenant: &TenantId, run: &ImportRun) -> Result<RemovedAttributes> {

@@ -22,6 +22,7 @@ mod connections;
 mod links;
 mod outbox;
 mod outbox_rows;
+mod packed;
 mod query;
 mod runs;
 mod schema;

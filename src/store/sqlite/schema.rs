@@ -433,35 +433,21 @@ const V4_INDEXES: &str = "
     CREATE INDEX attribute_values_num ON attribute_values (tenant, name, num);
 ";
 
-/// 5, first part: attribute values one row per (tenant, user, owner), with a
-/// column pair per slot of the owner's names (`t<slot>`: the text, `n<slot>`:
-/// the numeric key); `attribute_names.slot` gives each name's slot within its
-/// owner's rows. More slot columns are added when an owner needs them; the
-/// indexes segmentation reads are built on first use.
+/// 5, first part: attribute values one row per (tenant, user, owner), the
+/// values packed in one blob by slot (see `packed`); `attribute_names.slot`
+/// gives each name's slot within its owner's rows. The indexes segmentation
+/// reads are expression indexes built on first use.
 const V5_TABLES: &str = "
     CREATE TABLE attribute_rows (
+        id         INTEGER PRIMARY KEY,
         tenant     TEXT NOT NULL,
         user_id    TEXT NOT NULL,
         owner      TEXT NOT NULL,            -- the integration, '' for the API
         generation INTEGER NOT NULL DEFAULT 0,  -- the import run that last wrote the row (0: the API)
-        t0 TEXT, n0 BLOB,
-        t1 TEXT, n1 BLOB,
-        t2 TEXT, n2 BLOB,
-        t3 TEXT, n3 BLOB,
-        t4 TEXT, n4 BLOB,
-        t5 TEXT, n5 BLOB,
-        t6 TEXT, n6 BLOB,
-        t7 TEXT, n7 BLOB,
-        t8 TEXT, n8 BLOB,
-        t9 TEXT, n9 BLOB,
-        t10 TEXT, n10 BLOB,
-        t11 TEXT, n11 BLOB,
-        t12 TEXT, n12 BLOB,
-        t13 TEXT, n13 BLOB,
-        t14 TEXT, n14 BLOB,
-        t15 TEXT, n15 BLOB,
-        PRIMARY KEY (tenant, user_id, owner)
-    ) WITHOUT ROWID;
+        created    INTEGER NOT NULL DEFAULT 1,  -- 1 when the last write inserted the row (read by RETURNING)
+        vals       BLOB NOT NULL,            -- slot -> text, packed
+        UNIQUE (tenant, user_id, owner)
+    );
     ALTER TABLE attribute_names ADD COLUMN slot INTEGER NOT NULL DEFAULT -1;
 ";
 
@@ -483,7 +469,6 @@ fn v5_rows(tx: &Transaction<'_>) -> Db<()> {
         tx.prepare("UPDATE attribute_names SET slot = ?3 WHERE tenant = ?1 AND name = ?2")?;
     for (tenant, owner, name) in names {
         let n = next.entry((tenant.clone(), owner.clone())).or_insert(0);
-        super::attribute_rows::ensure_slot_columns(tx, *n)?;
         set_slot.execute(params![tenant, name, sql_limit(*n)])?;
         slots.insert((tenant, name), (owner, *n));
         *n += 1;
@@ -492,21 +477,23 @@ fn v5_rows(tx: &Transaction<'_>) -> Db<()> {
         "SELECT tenant, user_id, name, value, generation FROM attribute_values \
          ORDER BY tenant, user_id",
     )?;
+    let mut insert = tx.prepare(
+        "INSERT INTO attribute_rows (tenant, user_id, owner, generation, vals) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant, user_id, owner) DO UPDATE SET \
+         generation = max(generation, excluded.generation), vals = sb_merge(vals, excluded.vals)",
+    )?;
     let mut rows = read.query([])?;
     while let Some(row) = rows.next()? {
         let tenant: String = row.get(0)?;
         let user: String = row.get(1)?;
         let name: String = row.get(2)?;
         let value: String = row.get(3)?;
-        // The key is recomputed from the text (it is derived data).
-        let num = crate::attributes::sql::num_key(&value);
         let generation: i64 = row.get(4)?;
         // A value without a registered name belongs to the API (schema 4 never wrote one).
         let (owner, slot) = match slots.get(&(tenant.clone(), name.clone())) {
             Some(s) => s.clone(),
             None => {
                 let n = next.entry((tenant.clone(), String::new())).or_insert(0);
-                super::attribute_rows::ensure_slot_columns(tx, *n)?;
                 tx.execute(
                     "INSERT INTO attribute_names (tenant, name, owner, slot) VALUES (?1, ?2, '', ?3)",
                     params![tenant, name, sql_limit(*n)],
@@ -517,15 +504,9 @@ fn v5_rows(tx: &Transaction<'_>) -> Db<()> {
                 s
             }
         };
-        tx.execute(
-            &format!(
-                "INSERT INTO attribute_rows (tenant, user_id, owner, generation, t{slot}, n{slot}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant, user_id, owner) DO UPDATE SET \
-                 generation = max(generation, excluded.generation), t{slot} = excluded.t{slot}, \
-                 n{slot} = excluded.n{slot}"
-            ),
-            params![tenant, user, owner, generation, value, num],
-        )?;
+        let mut vals = Vec::new();
+        super::packed::push(&mut vals, slot, &value);
+        insert.execute(params![tenant, user, owner, generation, vals])?;
     }
     Ok(())
 }
@@ -595,6 +576,7 @@ fn v2_keys(tx: &Transaction<'_>) -> Db<()> {
 /// Connection settings (every open).
 pub(super) fn configure(conn: &Connection, writer: bool) -> Db<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    super::packed::register(conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     if writer {
         // Returns the resulting mode ("memory" for in-memory databases).
