@@ -82,6 +82,13 @@ fn child(csv: &Path, db: &Path) {
     let summary = import(&store);
     let seconds = start.elapsed().as_secs_f64();
     let import_rss = vm_hwm_mb().unwrap_or(0.0);
+    if std::env::var_os("SWITCHBOARD_PEER_IMPORT_ONLY").is_some() {
+        println!(
+            "{}",
+            serde_json::json!({"rows": summary.rows_imported, "seconds": seconds, "peak_rss_mb": import_rss})
+        );
+        return;
+    }
     let filter =
         switchboard::Filter::parse(r#"plan = "Premium" and support_tickets > 2"#).expect("filter");
     let started = Instant::now();

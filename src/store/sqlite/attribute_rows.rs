@@ -12,8 +12,83 @@ use crate::attributes::{
     check_import_cap, check_owners,
 };
 
-/// One user's values of a batch: (name, text).
-pub(super) type UserValues = (String, Vec<(String, String)>);
+/// A batch of writes copied into one buffer for the writer thread: each user
+/// once (later records of a user win per attribute), its values in order.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    /// Every user id, name and value, back to back.
+    text: String,
+    /// Per user: its id's range in `text` and its range in `values`.
+    users: Vec<(Span, std::ops::Range<usize>)>,
+    /// Per value: the name's and the text's ranges in `text`.
+    values: Vec<(Span, Span)>,
+    /// Every name written.
+    pub(super) names: BTreeSet<String>,
+}
+
+/// A byte range of [`Batch::text`].
+type Span = (u32, u32);
+
+impl Batch {
+    /// Copies `batch`; `None` if it does not fit the 4 GiB of a span.
+    pub(super) fn new(batch: &[crate::attributes::AttributeRecord]) -> Option<Batch> {
+        let mut seen = std::collections::HashSet::with_capacity(batch.len());
+        if !batch.iter().all(|r| seen.insert(r.user_id.as_str())) {
+            // A user twice: merge first (rare).
+            let (merged, _) = crate::attributes::sql::merge_by_user(batch);
+            let records: Vec<crate::attributes::AttributeRecord> = merged
+                .into_iter()
+                .map(|(u, attrs)| crate::attributes::AttributeRecord {
+                    user_id: u.to_owned(),
+                    attributes: attrs
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                })
+                .collect();
+            return Batch::new(&records);
+        }
+        let mut out = Batch::default();
+        let bytes: usize = batch
+            .iter()
+            .map(|r| {
+                r.user_id.len()
+                    + r.attributes
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        u32::try_from(bytes).ok()?;
+        out.text.reserve_exact(bytes);
+        out.users.reserve_exact(batch.len());
+        let push = |text: &mut String, s: &str| {
+            let start = text.len() as u32;
+            text.push_str(s);
+            (start, text.len() as u32)
+        };
+        for r in batch {
+            let user = push(&mut out.text, &r.user_id);
+            let first = out.values.len();
+            for (k, v) in &r.attributes {
+                if !out.names.contains(k) {
+                    out.names.insert(k.clone());
+                }
+                let name = push(&mut out.text, k);
+                let value = push(&mut out.text, v);
+                out.values.push((name, value));
+            }
+            out.users.push((user, first..out.values.len()));
+        }
+        Some(out)
+    }
+
+    fn str(&self, (start, end): Span) -> &str {
+        self.text
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+}
 
 /// One registered name: its owner (as stored) and its slot in the owner's rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,22 +278,22 @@ pub(super) fn write_values(
     tenant: &str,
     writer: &AttributeOwner,
     generation: i64,
-    users: &[UserValues],
-    names: &BTreeSet<String>,
+    batch: &Batch,
     cap: usize,
     merge: Merge,
     slot_names: &[String],
 ) -> Db<UpsertStats> {
+    let names = &batch.names;
     let mut regs = registered(conn, tenant)?;
     let owners = owners(&regs);
     check_owners(&owners, writer, names.iter().map(String::as_str))?;
     let registered_names: BTreeSet<String> = owners.keys().cloned().collect();
-    let batch = crate::attributes::AttributeRecord {
+    let probe = crate::attributes::AttributeRecord {
         user_id: String::new(),
         attributes: names.iter().map(|n| (n.clone(), String::new())).collect(),
     };
     // Fails before anything is written.
-    let new_names = check_attribute_cap(&registered_names, [&batch], cap)?;
+    let new_names = check_attribute_cap(&registered_names, [&probe], cap)?;
     let owner = writer.as_stored();
     for name in names {
         if owners.get(name).is_some_and(|o| o != writer) {
@@ -232,37 +307,46 @@ pub(super) fn write_values(
         ..UpsertStats::default()
     };
     // The slots written: each name's, and every slot of the run for a snapshot.
-    let slot_of: HashMap<&str, usize> = regs
+    let mut slot_of: Vec<(&str, usize)> = regs
         .iter()
         .filter(|r| r.owner == owner)
         .map(|r| (r.name.as_str(), r.slot))
         .collect();
-    let replaced: Vec<usize> = slot_names
-        .iter()
-        .filter_map(|n| slot_of.get(n.as_str()).copied())
-        .collect();
+    slot_of.sort_unstable();
+    let find = |name: &str| {
+        slot_of
+            .binary_search_by(|(n, _)| (*n).cmp(name))
+            .ok()
+            .and_then(|i| slot_of.get(i))
+            .map(|(_, s)| *s)
+    };
+    let replaced: Vec<usize> = slot_names.iter().filter_map(|n| find(n)).collect();
     let replaced = packed::encode_slots(&replaced);
-    // Each user's values packed in slot order; a user without values writes nothing.
+    // Each user's values packed in slot order, back to back in one buffer; a
+    // user without values writes nothing.
+    let mut blobs: Vec<u8> = Vec::with_capacity(batch.text.len() + 4 * batch.values.len());
+    let mut spans: Vec<(&str, std::ops::Range<usize>)> = Vec::with_capacity(batch.users.len());
     let mut entries: Vec<(usize, &str)> = Vec::new();
-    let packed_users: Vec<(&str, Vec<u8>)> = users
+    for (user, values) in &batch.users {
+        entries.clear();
+        for (name, text) in batch.values.get(values.clone()).unwrap_or_default() {
+            if let Some(slot) = find(batch.str(*name)) {
+                entries.push((slot, batch.str(*text)));
+            }
+        }
+        if entries.is_empty() {
+            continue;
+        }
+        entries.sort_unstable_by_key(|(s, _)| *s);
+        let start = blobs.len();
+        for (s, t) in &entries {
+            packed::push(&mut blobs, *s, t);
+        }
+        spans.push((batch.str(*user), start..blobs.len()));
+    }
+    let packed_users: Vec<(&str, &[u8])> = spans
         .iter()
-        .filter_map(|(user, attrs)| {
-            entries.clear();
-            entries.extend(
-                attrs
-                    .iter()
-                    .filter_map(|(n, t)| slot_of.get(n.as_str()).map(|s| (*s, t.as_str()))),
-            );
-            if entries.is_empty() {
-                return None;
-            }
-            entries.sort_unstable_by_key(|(s, _)| *s);
-            let mut vals = Vec::with_capacity(entries.iter().map(|(_, t)| t.len() + 3).sum());
-            for (s, t) in &entries {
-                packed::push(&mut vals, *s, t);
-            }
-            Some((user.as_str(), vals))
-        })
+        .map(|(u, r)| (*u, blobs.get(r.clone()).unwrap_or_default()))
         .collect();
     // A user new to this owner's rows may have another owner's.
     let other_owners = regs.iter().any(|r| r.owner != owner);

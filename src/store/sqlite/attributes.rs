@@ -1,11 +1,9 @@
 //! `AttributeStore` for `SqliteStore`: values in one row per (tenant, user, owner) (see `attribute_rows`), segmentation as parameterised SQL over indexes built on first use.
 
-use std::collections::BTreeSet;
-
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 
-use super::attribute_rows::{self as rows, Merge, UserValues};
+use super::attribute_rows::{self as rows, Batch, Merge};
 use super::{Db, SqliteStore};
 use crate::Result;
 use crate::attributes::sql::{self, Dialect, Layout, Param};
@@ -15,20 +13,13 @@ use crate::attributes::{
 };
 use crate::tenant::TenantId;
 
-/// Groups a batch by user (first-seen order); later records win per attribute.
-fn group(batch: &[AttributeRecord]) -> (Vec<UserValues>, BTreeSet<String>) {
-    let (merged, names) = sql::merge_by_user(batch);
-    let users = merged
-        .into_iter()
-        .map(|(u, attrs)| {
-            let values = attrs
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-            (u.to_owned(), values)
-        })
-        .collect();
-    (users, names)
+/// Copies a batch for the writer thread.
+fn group(batch: &[AttributeRecord]) -> Result<Batch> {
+    Batch::new(batch).ok_or_else(|| {
+        crate::Error::invalid_input(
+            "an attribute batch over 4 GiB of text: write it in smaller batches",
+        )
+    })
 }
 
 fn to_sql(params: &[Param]) -> Vec<&dyn ToSql> {
@@ -162,7 +153,7 @@ impl SqliteStore {
 #[async_trait]
 impl AttributeStore for SqliteStore {
     async fn upsert(&self, tenant: &TenantId, batch: &[AttributeRecord]) -> Result<UpsertStats> {
-        let (users, names) = group(batch);
+        let users = group(batch)?;
         let cap = self.attribute_cap;
         let tenant = tenant.as_str().to_owned();
         self.write_long("upsert", move |conn| {
@@ -172,7 +163,6 @@ impl AttributeStore for SqliteStore {
                 &AttributeOwner::Api,
                 0,
                 &users,
-                &names,
                 cap,
                 Merge::Keep,
                 &[],
@@ -214,8 +204,8 @@ impl AttributeStore for SqliteStore {
         run: &ImportRun,
         batch: &[AttributeRecord],
     ) -> Result<UpsertStats> {
-        let (users, names) = group(batch);
-        if let Some(extra) = names.iter().find(|n| !run.names.contains(n)) {
+        let users = group(batch)?;
+        if let Some(extra) = users.names.iter().find(|n| !run.names.contains(n)) {
             return Err(crate::Error::invalid_input(format!(
                 "the attribute {extra:?} is not among the names the import run of {:?} maps",
                 run.integration
@@ -237,7 +227,6 @@ impl AttributeStore for SqliteStore {
                 &writer,
                 generation,
                 &users,
-                &names,
                 cap,
                 merge,
                 &slot_names,
