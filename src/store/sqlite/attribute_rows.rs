@@ -67,13 +67,21 @@ impl Batch {
             text.push_str(s);
             (start, text.len() as u32)
         };
+        // Records of a batch mostly carry the same names: compare with the last.
+        let mut last: Vec<&str> = Vec::new();
         for r in batch {
+            if !r.attributes.keys().map(String::as_str).eq(last.iter().copied()) {
+                last.clear();
+                for k in r.attributes.keys() {
+                    last.push(k);
+                    if !out.names.contains(k) {
+                        out.names.insert(k.clone());
+                    }
+                }
+            }
             let user = push(&mut out.text, &r.user_id);
             let first = out.values.len();
             for (k, v) in &r.attributes {
-                if !out.names.contains(k) {
-                    out.names.insert(k.clone());
-                }
                 let name = push(&mut out.text, k);
                 let value = push(&mut out.text, v);
                 out.values.push((name, value));
