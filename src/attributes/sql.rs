@@ -232,6 +232,7 @@ fn condition(
     filter: &Filter,
     user: &str,
     inline: Option<&str>,
+    under_not: bool,
 ) -> Cond {
     match filter {
         Filter::And(items) | Filter::Or(items) => {
@@ -244,7 +245,7 @@ fn condition(
             }
             let parts: Vec<Cond> = items
                 .iter()
-                .map(|f| condition(b, layout, f, user, inline))
+                .map(|f| condition(b, layout, f, user, inline, under_not))
                 .collect();
             Cond {
                 exact: parts.iter().all(|c| c.exact),
@@ -260,7 +261,7 @@ fn condition(
         }
         Filter::Not(inner) => {
             let bound = b.params.len();
-            let c = condition(b, layout, inner, user, inline);
+            let c = condition(b, layout, inner, user, inline, true);
             if c.exact {
                 Cond {
                     sql: format!("NOT {}", c.sql),
@@ -285,8 +286,13 @@ fn condition(
             };
             let bound = b.params.len();
             if inline == Some(column.group.as_str()) {
-                let presence = column
-                    .nullable
+                // A comparison is not true on a missing value (NULL) by
+                // itself; under a negation, NULL must become false.
+                let compares = matches!(
+                    leaf,
+                    Filter::Eq { .. } | Filter::In { .. } | Filter::Cmp { .. }
+                );
+                let presence = (column.nullable && (under_not || !compares))
                     .then(|| format!("{} IS NOT NULL AND ", column.value.replace("{a}", "d")))
                     .unwrap_or_default();
                 return match row_condition(b, leaf, "d", &column) {
@@ -298,7 +304,11 @@ fn condition(
                         }
                     }
                     Some((cond, exact)) => Cond {
-                        sql: format!("({presence}{cond})"),
+                        sql: if under_not {
+                            format!("COALESCE(({presence}{cond}), FALSE)")
+                        } else {
+                            format!("({presence}{cond})")
+                        },
                         exact,
                     },
                 };
@@ -373,8 +383,9 @@ pub(crate) struct Plan {
     pub(crate) exact: bool,
     /// The attribute names the filter reads.
     pub(crate) referenced: Vec<String>,
-    /// The columns the driving condition reads through an index (a store that
-    /// builds indexes on demand makes sure they exist).
+    /// The indexes the plan reads (a store that builds indexes on demand
+    /// makes sure they exist): the driving condition's, with the same row's
+    /// comparisons joined by `_` (`t0_n5`: text of slot 0, then number of 5).
     pub(crate) indexed: Vec<String>,
 }
 
@@ -409,6 +420,26 @@ pub(crate) fn plan(dialect: Dialect, layout: Layout<'_>, tenant: &str, filter: &
             let tenant_p = b.tenant();
             let key = layout.row_key(&mut b, &column, "d");
             indexed = driver_columns(leaf, &column);
+            // One index serves the driver and the comparisons on the same row
+            // (up to three columns), so that counting reads the index alone.
+            if let [driver_index] = indexed.as_slice() {
+                let mut composite = vec![driver_index.clone()];
+                for (j, other) in conjuncts.iter().enumerate() {
+                    let same_row = leaf_attr(other)
+                        .and_then(|attr| layout.column(attr))
+                        .filter(|c| c.group == column.group);
+                    if let (true, Some(c)) = (j != i && composite.len() < 3, same_row) {
+                        if let (Filter::Eq { .. } | Filter::Cmp { .. }, [one]) =
+                            (other, driver_columns(other, &c).as_slice())
+                        {
+                            if !composite.contains(one) {
+                                composite.push(one.clone());
+                            }
+                        }
+                    }
+                }
+                indexed = vec![composite.join("_")];
+            }
             // A driver always has a condition (`driver_rank` skips empty lists).
             let (cond, mut exact) = row_condition(&mut b, leaf, "d", &column)
                 .unwrap_or_else(|| ("FALSE".to_owned(), true));
@@ -416,7 +447,14 @@ pub(crate) fn plan(dialect: Dialect, layout: Layout<'_>, tenant: &str, filter: &
                 format!("FROM {table} d WHERE d.tenant = {tenant_p} AND {key} AND {cond}");
             for (j, other) in conjuncts.iter().enumerate() {
                 if j != i {
-                    let c = condition(&mut b, layout, other, "d.user_id", Some(&column.group));
+                    let c = condition(
+                        &mut b,
+                        layout,
+                        other,
+                        "d.user_id",
+                        Some(&column.group),
+                        false,
+                    );
                     exact &= c.exact;
                     sql.push_str(" AND ");
                     sql.push_str(&c.sql);
@@ -426,7 +464,7 @@ pub(crate) fn plan(dialect: Dialect, layout: Layout<'_>, tenant: &str, filter: &
         }
         None => {
             let tenant_p = b.tenant();
-            let c = condition(&mut b, layout, filter, "d.user_id", None);
+            let c = condition(&mut b, layout, filter, "d.user_id", None, false);
             (
                 format!(
                     "FROM (SELECT DISTINCT user_id FROM {table} WHERE tenant = {tenant_p}) d \

@@ -70,7 +70,12 @@ impl Batch {
         // Records of a batch mostly carry the same names: compare with the last.
         let mut last: Vec<&str> = Vec::new();
         for r in batch {
-            if !r.attributes.keys().map(String::as_str).eq(last.iter().copied()) {
+            if !r
+                .attributes
+                .keys()
+                .map(String::as_str)
+                .eq(last.iter().copied())
+            {
                 last.clear();
                 for k in r.attributes.keys() {
                     last.push(k);
@@ -552,19 +557,27 @@ pub(super) fn delete_value(conn: &Connection, tenant: &str, user: &str, name: &s
     Ok(cleared > 0)
 }
 
-/// The statement that builds the index segmentation reads on `column`
-/// (`t<slot>`: the text, `n<slot>`: the numeric key), or `None` for another name.
-pub(super) fn index_sql(column: &str) -> Option<String> {
-    let (kind, digits) = column.split_at_checked(1)?;
-    let slot: usize = digits.parse().ok()?;
-    let expr = match kind {
-        "t" => text_expr(slot, ""),
-        "n" => num_expr(slot, ""),
-        _ => return None,
-    };
-    let present = text_expr(slot, "");
+/// The statement that builds the index segmentation reads named `spec`:
+/// `t<slot>` (the text) or `n<slot>` (the numeric key), or several joined by
+/// `_` (a composite index, partial on the first slot's presence); `None` for
+/// another name.
+pub(super) fn index_sql(spec: &str) -> Option<String> {
+    let mut exprs = Vec::new();
+    let mut first = None;
+    for part in spec.split('_') {
+        let (kind, digits) = part.split_at_checked(1)?;
+        let slot: usize = digits.parse().ok()?;
+        first.get_or_insert(slot);
+        exprs.push(match kind {
+            "t" => text_expr(slot, ""),
+            "n" => num_expr(slot, ""),
+            _ => return None,
+        });
+    }
+    let present = text_expr(first?, "");
     Some(format!(
-        "CREATE INDEX IF NOT EXISTS attribute_rows_{column} ON attribute_rows \
-         (tenant, owner, {expr}) WHERE {present} IS NOT NULL"
+        "CREATE INDEX IF NOT EXISTS attribute_rows_{spec} ON attribute_rows \
+         (tenant, owner, {}) WHERE {present} IS NOT NULL",
+        exprs.join(", ")
     ))
 }

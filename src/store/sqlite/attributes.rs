@@ -139,10 +139,13 @@ impl SqliteStore {
             let Some(ddl) = rows::index_sql(&column) else {
                 continue;
             };
-            self.write_long(
-                "index attributes",
-                move |conn| Ok(conn.execute_batch(&ddl)?),
-            )
+            // Statistics from a sample let the planner choose between the new
+            // index and the user order (a page of a common value).
+            self.write_long("index attributes", move |conn| {
+                Ok(conn.execute_batch(&format!(
+                    "{ddl}; PRAGMA analysis_limit = 1000; ANALYZE attribute_rows;"
+                ))?)
+            })
             .await?;
             super::lock_set(&self.inner.attribute_indexes).insert(column);
         }
