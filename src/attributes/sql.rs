@@ -4,8 +4,9 @@
 //! values that are plain decimal numbers (NULL otherwise). PostgreSQL keeps
 //! one row per (tenant, user, attribute) in `attribute_values`, indexed on
 //! (tenant, name, value) and (tenant, name, num); SQLite keeps one row per
-//! (tenant, user, owner) in `attribute_rows`, a pair of columns per attribute
-//! of that owner. Every condition compares the text or `num` exactly as
+//! (tenant, user, owner) in `attribute_rows`, the owner's values packed in
+//! one blob read through `sb_text`/`sb_num` (expression indexes built on
+//! demand, see [`Plan::indexed`]). Every condition compares the text or `num` exactly as
 //! [`Filter::matches`] compares in Rust; the only condition SQL cannot decide
 //! exactly is `contains` (Unicode case folding), which is narrowed to "has the
 //! attribute" and decided in Rust on the candidates ([`Plan::exact`]).
