@@ -293,9 +293,11 @@ fn condition(
                     leaf,
                     Filter::Eq { .. } | Filter::In { .. } | Filter::Cmp { .. }
                 );
-                let presence = (column.nullable && (under_not || !compares))
-                    .then(|| format!("{} IS NOT NULL AND ", column.value.replace("{a}", "d")))
-                    .unwrap_or_default();
+                let presence = if column.nullable && (under_not || !compares) {
+                    format!("{} IS NOT NULL AND ", column.value.replace("{a}", "d"))
+                } else {
+                    String::new()
+                };
                 return match row_condition(b, leaf, "d", &column) {
                     None => {
                         b.params.truncate(bound);

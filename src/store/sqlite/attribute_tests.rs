@@ -247,15 +247,16 @@ async fn an_owner_with_more_names_than_the_initial_columns_gets_more_slots() {
         .upsert(&d, &[record("u2", &[("zz", "x")])])
         .await
         .unwrap();
-    let conn = store.inner.read();
-    let regs = attribute_rows::registered(&conn, "default")
-        .ok()
-        .expect("registered");
+    let regs = {
+        let conn = store.inner.read();
+        attribute_rows::registered(&conn, "default")
+            .ok()
+            .expect("registered")
+    };
     assert_eq!(
         regs.iter().find(|r| r.name == "zz").map(|r| r.slot),
         Some(5)
     );
-    drop(conn);
     assert_eq!(store.get(&d, "u2").await.unwrap().unwrap().len(), 1);
     assert_eq!(store.get(&d, "u1").await.unwrap().unwrap().len(), 39);
 }
