@@ -6,7 +6,7 @@ use csv::ByteRecord;
 use serde::{Deserialize, Serialize};
 
 use super::mapping::DEFAULT_MAX_RECORD_BYTES;
-use super::reader::{csv_reader, header_names, next_record};
+use super::source::{csv_reader, header_names, next_record};
 use crate::attributes::input::TextEncoding;
 use crate::{Error, Result};
 
