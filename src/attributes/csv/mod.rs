@@ -2,6 +2,7 @@
 
 mod discover;
 mod error;
+mod fields;
 mod import;
 mod mapping;
 mod reader;

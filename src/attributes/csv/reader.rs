@@ -4,15 +4,13 @@ use std::fmt;
 use std::io::Read;
 use std::sync::Arc;
 
-use csv::ByteRecord;
-
 use super::error::{RowError, RowErrorReason};
+use super::fields::Fields;
 use super::mapping::{CsvMapping, MAX_USER_ID_BYTES, UserIdFormat};
 use super::record::{BLOCK_BYTES, BLOCK_ROWS, Block, CsvRecord, MAX_RECORD_TEXT};
-use super::row::{CsvRow, MappedColumn};
-use super::source::{Limited, RecordEnd, csv_reader, header_names, next_record};
+use super::row::{CsvRow, MappedColumn, trim};
+use super::source::{RecordEnd, Source, csv_reader, header_names, next_record};
 use crate::attributes::AttributeRecord;
-use crate::attributes::input::Input;
 use crate::{Error, ErrorKind, Result};
 
 fn find_column(headers: &[String], wanted: &str) -> Option<usize> {
@@ -27,15 +25,15 @@ fn find_column(headers: &[String], wanted: &str) -> Option<usize> {
 
 /// The streaming iterator returned by [`read_csv`]: one item per data row.
 ///
-/// Memory use is constant: one reused [`ByteRecord`], a 64 KiB read buffer and
+/// Memory use is constant: one reused record buffer, a 64 KiB read buffer and
 /// the record being built, whatever the file's size.
 pub struct CsvRecords<R> {
-    reader: csv::Reader<Limited<Input<R>>>,
+    reader: Source<R>,
     /// The current row's normalised user id (with a [`UserIdFormat`]).
     normalized_id: String,
     user_id_format: UserIdFormat,
     null_values: Vec<String>,
-    record: ByteRecord,
+    record: Fields,
     headers: Vec<String>,
     user_col: usize,
     user_header: String,
@@ -115,7 +113,7 @@ impl<R: Read> CsvRecords<R> {
             Err(e) => {
                 self.done = true;
                 // Release a possibly large buffer.
-                self.record = ByteRecord::new();
+                self.record = Fields::default();
                 Some(Err(e))
             }
         }
@@ -199,7 +197,7 @@ impl<R: Read> CsvRecords<R> {
             });
         };
         let user_id = match self.user_id_format {
-            UserIdFormat::AsIs => user_id.trim(),
+            UserIdFormat::AsIs => trim(user_id),
             _ if user_id.trim().is_empty() => "",
             _ => self.normalized_id.as_str(),
         };
@@ -285,16 +283,18 @@ impl<R: Read> CsvRecords<R> {
     /// Reads up to [`BLOCK_ROWS`] rows (or 64 KiB of values) ahead into one
     /// block, queueing them and the row errors between them in file order.
     fn read_ahead(&mut self) {
-        let mut block = Block::new(&self.names, BLOCK_ROWS, BLOCK_BYTES + BLOCK_BYTES / 4);
-        // Per row read: in the block (`None`), or rejected.
-        let mut order: Vec<Option<RowError>> = Vec::new();
+        let mut block = self.ahead.take_block(&self.names);
+        // The row errors, by item position (rows and errors in file order).
+        let mut errors = std::mem::take(&mut self.ahead.errors);
+        errors.clear();
+        let mut items = 0usize;
         let limit = self.max_record_bytes;
         while !block.is_full() {
             let Some(row) = self.next_row() else {
                 break;
             };
             match row {
-                Ok(row) if row.append_to(&mut block) => order.push(None),
+                Ok(row) if row.append_to(&mut block) => {}
                 Ok(row) => {
                     let error = RowError {
                         line: row.line(),
@@ -304,31 +304,34 @@ impl<R: Read> CsvRecords<R> {
                         },
                     };
                     self.done = true;
-                    order.push(Some(error));
+                    errors.push_back((items, error));
+                    items += 1;
                     break;
                 }
                 Err(e) => {
                     let fatal = e.is_fatal();
-                    order.push(Some(e));
+                    errors.push_back((items, e));
                     if fatal {
+                        items += 1;
                         break;
                     }
                 }
             }
+            items += 1;
         }
         self.ahead = Ahead {
             block: Some(Arc::new(block)),
             next_row: 0,
-            items: order.len(),
+            items,
             next_item: 0,
-            errors: order
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, e)| Some((i, e?)))
-                .collect(),
+            errors,
         };
     }
 }
+
+/// The text capacity of a file's first block (it grows as needed): small files
+/// allocate little.
+const FIRST_BLOCK_BYTES: usize = 8 * 1024;
 
 /// The rows of one read-ahead block and the row errors between them.
 #[derive(Debug, Default)]
@@ -344,6 +347,21 @@ struct Ahead {
 }
 
 impl Ahead {
+    /// An empty block for the next rows: the previous one, cleared, if no record
+    /// of it is alive any more (the usual streaming loop), else a new one sized
+    /// like the previous block's text.
+    fn take_block(&mut self, names: &Arc<[Box<str>]>) -> Block {
+        let text = match self.block.take().map(Arc::try_unwrap) {
+            Some(Ok(mut block)) => {
+                block.clear();
+                return block;
+            }
+            Some(Err(shared)) => shared.text_len() + shared.text_len() / 4,
+            None => FIRST_BLOCK_BYTES,
+        };
+        Block::new(names, BLOCK_ROWS, text.min(BLOCK_BYTES + BLOCK_BYTES / 4))
+    }
+
     fn next(&mut self) -> Option<std::result::Result<CsvRecord, RowError>> {
         if self.next_item == self.items {
             return None;
@@ -411,7 +429,7 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
         mapping.max_record_bytes,
         mapping.encoding,
     );
-    let mut record = ByteRecord::new();
+    let mut record = Fields::default();
     let header = next_record(&mut reader, &mut record, mapping.max_record_bytes, None)
         .map_err(|e| Error::invalid_input(format!("cannot read the CSV header: {e}")))?;
     if header.is_none() {

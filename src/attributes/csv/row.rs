@@ -3,8 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use csv::ByteRecord;
-
+use super::fields::Fields;
 use super::record::{Block, CsvRecord};
 use super::source::RecordEnd;
 use crate::attributes::AttributeRecord;
@@ -24,7 +23,7 @@ pub struct CsvRow<'a> {
     pub(super) user_id: &'a str,
     /// The whole record as text, if it is all valid UTF-8.
     pub(super) whole: Option<&'a str>,
-    pub(super) record: &'a ByteRecord,
+    pub(super) record: &'a Fields,
     pub(super) columns: &'a [MappedColumn],
     pub(super) names: &'a Arc<[Box<str>]>,
     pub(super) null_values: &'a [String],
@@ -69,7 +68,7 @@ impl<'a> CsvRow<'a> {
 
     /// Column `c`'s value, trimmed; `None` for a configured null value.
     fn value(&self, c: &MappedColumn) -> Option<&'a str> {
-        let value = self.field(c.index).unwrap_or_default().trim();
+        let value = trim(self.field(c.index).unwrap_or_default());
         if !self.null_values.is_empty()
             && self
                 .null_values
@@ -162,6 +161,49 @@ impl<'a> CsvRow<'a> {
                 .attributes()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+        }
+    }
+}
+
+/// `text.trim()`, without looking for Unicode white space in the common cell
+/// that starts and ends with a visible ASCII character.
+pub(super) fn trim(text: &str) -> &str {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(&first), Some(&last)) if visible_ascii(first) && visible_ascii(last) => text,
+        _ => text.trim(),
+    }
+}
+
+/// An ASCII character that is neither white space nor a control character.
+fn visible_ascii(b: u8) -> bool {
+    b > b' ' && b < 0x7f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trim;
+
+    #[test]
+    fn trim_matches_str_trim() {
+        for text in [
+            "",
+            " ",
+            "a",
+            "abc",
+            " abc",
+            "abc ",
+            "\tabc\r\n",
+            "\u{b}abc",
+            "abc\u{c}",
+            "\u{a0}abc",
+            "abc\u{85}",
+            "\u{2003}abc\u{3000}",
+            "é",
+            "a b",
+            "\u{7f}abc",
+            "abc\u{1}",
+        ] {
+            assert_eq!(trim(text), text.trim(), "{text:?}");
         }
     }
 }
