@@ -110,11 +110,49 @@ fn next_row_pass(data: &[u8], mapping: &CsvMapping) -> usize {
     bytes
 }
 
+/// The fixed cost of one small file (what a fuzzer's input or a discovery step
+/// pays): `read_csv` to the end, `discover_csv`, and building the `csv` crate's
+/// reader alone, in µs per input.
+fn small_inputs() {
+    const INPUTS: u32 = 20_000;
+    let input = b"id,a,b,c\nu1,basic,3,x\nu2,pro,,y\n,missing,1,z\nu4,NULL,2\n";
+    let mapping = CsvMapping::new("id")
+        .attribute("a", "a")
+        .attribute("b", "b")
+        .null_values(["NULL"]);
+    let time = |name: &str, f: &mut dyn FnMut() -> usize| {
+        let t = std::time::Instant::now();
+        let mut n = 0;
+        for _ in 0..INPUTS {
+            n += black_box(f());
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / f64::from(INPUTS);
+        println!("{name}: {per:.2} µs per input ({n} items)");
+    };
+    time("read_csv, every item", &mut || {
+        read_csv(&input[..], &mapping).map_or(0, |rows| rows.count())
+    });
+    time("discover_csv, 5 rows", &mut || {
+        switchboard::attributes::discover_csv(&input[..], 5).map_or(0, |s| s.rows.len())
+    });
+    time("csv crate: ReaderBuilder::from_reader", &mut || {
+        let reader = csv::ReaderBuilder::new()
+            .buffer_capacity(64 * 1024)
+            .from_reader(&input[..]);
+        black_box(reader).has_headers() as usize
+    });
+}
+
 fn bench(c: &mut Criterion) {
+    if std::env::var("SWITCHBOARD_CSV_PASSES").is_ok_and(|p| p == "small") {
+        small_inputs();
+        return;
+    }
     let data = generate(ROWS);
     let mapping = mapping();
 
-    // `SWITCHBOARD_CSV_PASSES=baseline|read_csv|read_record|next_row`: one pass, for profilers.
+    // `SWITCHBOARD_CSV_PASSES=baseline|read_csv|read_record|next_row`: one pass, for profilers;
+    // `small`: the fixed cost per small input.
     // `SWITCHBOARD_CSV_PASSES=compare`: alternate the passes 7 times and print the
     // best of each, ratios that hold up better than criterion's on a busy machine.
     if let Ok(which) = std::env::var("SWITCHBOARD_CSV_PASSES") {

@@ -975,3 +975,49 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn records_kept_alive_keep_their_values_while_the_iterator_reuses_buffers() {
+    // Enough rows for several read-ahead blocks, with errors between them.
+    let mut csv = String::from("Email,Plan,Seats\n");
+    for i in 0..2_000 {
+        if i % 97 == 0 {
+            csv.push_str(",no user,1\n");
+        } else {
+            csv.push_str(&format!("u{i}@x.io, plan {i} ,{}\n", i % 7));
+        }
+    }
+    let mapping = CsvMapping::new("Email")
+        .attribute("Plan", "plan")
+        .attribute("Seats", "seats");
+    // The borrowed rows, copied one by one, do not go through the blocks.
+    let mut borrowed = read_csv(csv.as_bytes(), &mapping).expect("header is valid");
+    let mut expected = Vec::new();
+    while let Some(row) = borrowed.next_row() {
+        expected.push(row.map(|row| row.to_record()));
+    }
+    // Stream, dropping most records at once (their block is reused) and keeping every 300th.
+    let mut kept = Vec::new();
+    let mut streamed = Vec::new();
+    for (i, row) in read_csv(csv.as_bytes(), &mapping)
+        .expect("header is valid")
+        .enumerate()
+    {
+        streamed.push(row.clone().map(AttributeRecord::from));
+        if i % 300 == 0 {
+            kept.push((i, row));
+        }
+    }
+    assert_eq!(streamed, expected);
+    assert_eq!(expected.len(), 2_000);
+    for (i, row) in kept {
+        match (row, &expected[i]) {
+            (Ok(record), Ok(want)) => {
+                assert_eq!(&AttributeRecord::from(&record), want);
+                assert_eq!(record.line(), i as u64 + 2);
+            }
+            (Err(e), Err(want)) => assert_eq!(&e, want),
+            (got, want) => panic!("row {i}: {got:?} vs {want:?}"),
+        }
+    }
+}

@@ -31,8 +31,9 @@ const DETECT: usize = 64 * 1024;
 
 /// Reads at least `want` bytes (or all there is) into a buffer.
 fn read_at_least<R: Read>(inner: &mut R, want: usize) -> io::Result<Vec<u8>> {
-    // One ordinary-sized read usually brings it all (and no more reads than needed).
-    let mut buf = vec![0u8; want.max(64 * 1024)];
+    // One ordinary-sized read (a `BufReader`'s 8 KiB) usually brings it all, and
+    // no more reads than needed; a small file costs no large zeroed buffer.
+    let mut buf = vec![0u8; want.max(8 * 1024)];
     let mut got = 0;
     while got < want {
         match inner.read(&mut buf[got..]) {

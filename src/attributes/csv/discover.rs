@@ -2,11 +2,11 @@
 
 use std::io::Read;
 
-use csv::ByteRecord;
 use serde::{Deserialize, Serialize};
 
+use super::fields::Fields;
 use super::mapping::DEFAULT_MAX_RECORD_BYTES;
-use super::reader::{csv_reader, header_names, next_record};
+use super::source::{Source, csv_reader, header_names, next_record};
 use crate::attributes::input::TextEncoding;
 use crate::{Error, Result};
 
@@ -48,8 +48,8 @@ pub fn discover_csv_encoded(
     encoding: TextEncoding,
 ) -> Result<CsvSample> {
     let mut reader = csv_reader(input, delimiter, DEFAULT_MAX_RECORD_BYTES, encoding);
-    let mut record = ByteRecord::new();
-    let read = |reader: &mut csv::Reader<_>, record: &mut ByteRecord| {
+    let mut record = Fields::default();
+    let read = |reader: &mut Source<_>, record: &mut Fields| {
         next_record(reader, record, DEFAULT_MAX_RECORD_BYTES, None)
             .map_err(|e| Error::invalid_input(format!("cannot read the CSV file: {e}")))
     };

@@ -1,225 +1,17 @@
-//! The streaming CSV record reader: [`read_csv`], [`CsvRecords`], [`CsvRow`] and per-row errors.
+//! The streaming CSV record reader: [`read_csv`] and its iterator [`CsvRecords`] (borrowed rows, reused or owned records).
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::Read;
 use std::sync::Arc;
 
-use csv::ByteRecord;
-
 use super::error::{RowError, RowErrorReason};
-use super::mapping::{BUFFER_CAPACITY, CsvMapping, MAX_USER_ID_BYTES, UserIdFormat};
+use super::fields::Fields;
+use super::mapping::{CsvMapping, MAX_USER_ID_BYTES, UserIdFormat};
 use super::record::{BLOCK_BYTES, BLOCK_ROWS, Block, CsvRecord, MAX_RECORD_TEXT};
+use super::row::{CsvRow, MappedColumn, trim};
+use super::source::{RecordEnd, Source, csv_reader, header_names, next_record};
 use crate::attributes::AttributeRecord;
-use crate::attributes::input::{Input, TextEncoding};
 use crate::{Error, ErrorKind, Result};
-
-/// Wraps the input to keep one record's size bounded: reading fails once more
-/// than `limit` bytes were read since the current record started. It also keeps
-/// the latest chunk read, to tell how a record ended (see [`RecordEnd`]), and
-/// drops a leading UTF-8 BOM (the csv crate strips one only when its first read
-/// returns more than the BOM).
-pub(super) struct Limited<R> {
-    inner: R,
-    /// Whether the start of the input was checked for a BOM.
-    started: bool,
-    consumed: u64,
-    record_start: u64,
-    limit: u64,
-    tripped: bool,
-    /// The latest non-empty chunk handed to the reader's buffer, and its offset.
-    chunk: Vec<u8>,
-    chunk_start: u64,
-}
-
-impl<R> Limited<R> {
-    /// The input byte at `offset`, if it is in the latest chunk.
-    fn byte_at(&self, offset: u64) -> Option<u8> {
-        let i = usize::try_from(offset.checked_sub(self.chunk_start)?).ok()?;
-        self.chunk.get(i).copied()
-    }
-}
-
-impl<R: Read> Limited<R> {
-    /// The first read: at least the first 3 bytes (or all there is), without a BOM.
-    fn read_start(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        const BOM: &[u8] = b"\xef\xbb\xbf";
-        if buf.len() < BOM.len() {
-            return self.inner.read(buf);
-        }
-        let mut got = 0;
-        while got < BOM.len() {
-            match self.inner.read(&mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if buf[..got].starts_with(BOM) {
-            buf.copy_within(BOM.len()..got, 0);
-            got -= BOM.len();
-            if got == 0 {
-                // Only the BOM so far: hand out what follows it.
-                return self.inner.read(buf);
-            }
-        }
-        Ok(got)
-    }
-}
-
-impl<R: Read> Read for Limited<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.consumed.saturating_sub(self.record_start) > self.limit {
-            self.tripped = true;
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "record too long",
-            ));
-        }
-        let n = if self.started {
-            self.inner.read(buf)?
-        } else {
-            self.started = true;
-            self.read_start(buf)?
-        };
-        if n > 0 {
-            self.chunk.clear();
-            self.chunk.extend_from_slice(&buf[..n]);
-            self.chunk_start = self.consumed;
-        }
-        self.consumed += n as u64;
-        Ok(n)
-    }
-}
-
-pub(super) fn csv_reader<R: Read>(
-    input: R,
-    delimiter: u8,
-    max_record_bytes: usize,
-    encoding: TextEncoding,
-) -> csv::Reader<Limited<Input<R>>> {
-    let limited = Limited {
-        inner: Input::new(input, encoding),
-        started: false,
-        consumed: 0,
-        record_start: 0,
-        // The reader's buffer reads ahead of the record being parsed.
-        limit: (max_record_bytes + BUFFER_CAPACITY) as u64,
-        tripped: false,
-        chunk: Vec::with_capacity(BUFFER_CAPACITY),
-        chunk_start: 0,
-    };
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(delimiter)
-        .buffer_capacity(BUFFER_CAPACITY)
-        .from_reader(limited)
-}
-
-/// Where a record ended, from which the line it started on follows.
-///
-/// The reader counts every `\n` it consumes. A record ending in `\n` (LF files)
-/// has consumed it; one ending in `\r` (CRLF files) has not yet — the `\n` is
-/// consumed with any blank lines before the next record. So the record started
-/// on `line - newlines inside the record - (1 if it ended in \n)`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct RecordEnd {
-    /// The reader's line count after the record.
-    line: u64,
-    /// Whether the record's terminator was a consumed `\n`.
-    newline: bool,
-}
-
-impl RecordEnd {
-    /// The 1-based line `record` (the record that ended here) started on.
-    fn start_line(self, record: &ByteRecord) -> u64 {
-        let text = record.as_slice();
-        // Line breaks inside a record are rare (quoted values only): find one first.
-        let inner = if text.contains(&b'\n') {
-            text.iter().filter(|&&b| b == b'\n').count() as u64
-        } else {
-            0
-        };
-        self.line
-            .saturating_sub(inner)
-            .saturating_sub(u64::from(self.newline))
-            .max(1)
-    }
-}
-
-/// Reads the next record that is not blank (every field empty or spaces). Marks the
-/// record start for the size cap. Errors are turned into fatal row errors.
-pub(super) fn next_record<R: Read>(
-    reader: &mut csv::Reader<Limited<R>>,
-    record: &mut ByteRecord,
-    max_record_bytes: usize,
-    blank_check_column: Option<usize>,
-) -> std::result::Result<Option<RecordEnd>, RowError> {
-    loop {
-        let start = reader.position().clone();
-        let limited = reader.get_mut();
-        limited.record_start = start.byte();
-        // A `\n` still to be consumed belongs to the previous (CRLF) line.
-        let pending_newline = limited.byte_at(start.byte()) == Some(b'\n');
-        match reader.read_byte_record(record) {
-            Ok(false) => return Ok(None),
-            Ok(true) => {
-                // Cheap path: a non-blank user id means the record is not blank.
-                let maybe_blank = match blank_check_column.and_then(|c| record.get(c)) {
-                    Some(field) => field.iter().all(u8::is_ascii_whitespace),
-                    None => true,
-                };
-                if maybe_blank && record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
-                    continue;
-                }
-                let end = reader.position();
-                let newline = end
-                    .byte()
-                    .checked_sub(1)
-                    .and_then(|last| reader.get_ref().byte_at(last))
-                    == Some(b'\n');
-                return Ok(Some(RecordEnd {
-                    line: end.line(),
-                    newline,
-                }));
-            }
-            Err(e) => {
-                let line = start.line() + u64::from(pending_newline);
-                let reason = if reader.get_ref().tripped {
-                    RowErrorReason::TooLong {
-                        limit: max_record_bytes,
-                    }
-                } else {
-                    RowErrorReason::Read {
-                        message: e.to_string(),
-                    }
-                };
-                return Err(RowError {
-                    line,
-                    user_id: None,
-                    reason,
-                });
-            }
-        }
-    }
-}
-
-pub(super) fn header_names(record: &ByteRecord) -> Vec<String> {
-    record
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let name = String::from_utf8_lossy(f);
-            // csv-core strips a BOM only when it arrives in one read; be sure.
-            if i == 0 {
-                name.trim_start_matches('\u{feff}').to_owned()
-            } else {
-                name.into_owned()
-            }
-        })
-        .collect()
-}
 
 fn find_column(headers: &[String], wanted: &str) -> Option<usize> {
     if let Some(i) = headers.iter().position(|h| h == wanted) {
@@ -231,25 +23,17 @@ fn find_column(headers: &[String], wanted: &str) -> Option<usize> {
         .position(|h| h.trim().to_lowercase() == wanted)
 }
 
-/// One mapped column: its index in the record, its header and its attribute name.
-#[derive(Debug)]
-struct MappedColumn {
-    index: usize,
-    header: String,
-    as_name: String,
-}
-
 /// The streaming iterator returned by [`read_csv`]: one item per data row.
 ///
-/// Memory use is constant: one reused [`ByteRecord`], a 64 KiB read buffer and
+/// Memory use is constant: one reused record buffer, a 64 KiB read buffer and
 /// the record being built, whatever the file's size.
 pub struct CsvRecords<R> {
-    reader: csv::Reader<Limited<Input<R>>>,
+    reader: Source<R>,
     /// The current row's normalised user id (with a [`UserIdFormat`]).
     normalized_id: String,
     user_id_format: UserIdFormat,
     null_values: Vec<String>,
-    record: ByteRecord,
+    record: Fields,
     headers: Vec<String>,
     user_col: usize,
     user_header: String,
@@ -329,7 +113,7 @@ impl<R: Read> CsvRecords<R> {
             Err(e) => {
                 self.done = true;
                 // Release a possibly large buffer.
-                self.record = ByteRecord::new();
+                self.record = Fields::default();
                 Some(Err(e))
             }
         }
@@ -413,7 +197,7 @@ impl<R: Read> CsvRecords<R> {
             });
         };
         let user_id = match self.user_id_format {
-            UserIdFormat::AsIs => user_id.trim(),
+            UserIdFormat::AsIs => trim(user_id),
             _ if user_id.trim().is_empty() => "",
             _ => self.normalized_id.as_str(),
         };
@@ -461,155 +245,6 @@ fn shown_id(raw: &str) -> String {
     raw[..end].to_owned()
 }
 
-/// One valid data row, borrowed from the reader (see [`CsvRecords::next_row`]).
-#[derive(Clone, Copy)]
-pub struct CsvRow<'a> {
-    end: RecordEnd,
-    user_id: &'a str,
-    /// The whole record as text, if it is all valid UTF-8.
-    whole: Option<&'a str>,
-    record: &'a ByteRecord,
-    columns: &'a [MappedColumn],
-    names: &'a Arc<[Box<str>]>,
-    null_values: &'a [String],
-}
-
-impl fmt::Debug for CsvRow<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CsvRow")
-            .field("line", &self.line())
-            .field("user_id", &self.user_id)
-            .field("attributes", &self.attributes().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-impl<'a> CsvRow<'a> {
-    fn field(&self, index: usize) -> Option<&'a str> {
-        match self.whole {
-            Some(text) => text.get(self.record.range(index)?),
-            None => std::str::from_utf8(self.record.get(index)?).ok(),
-        }
-    }
-
-    /// The 1-based line the row starts on.
-    pub fn line(&self) -> u64 {
-        self.end.start_line(self.record)
-    }
-
-    /// The user id, trimmed.
-    pub fn user_id(&self) -> &'a str {
-        self.user_id
-    }
-
-    /// The mapped attributes as `(name, value)`, sorted by name; values are
-    /// trimmed, and cells holding a configured null value are left out.
-    pub fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
-        let row = *self;
-        self.columns
-            .iter()
-            .filter_map(move |c| Some((c.as_name.as_str(), row.value(c)?)))
-    }
-
-    /// Column `c`'s value, trimmed; `None` for a configured null value.
-    fn value(&self, c: &MappedColumn) -> Option<&'a str> {
-        let value = self.field(c.index).unwrap_or_default().trim();
-        if !self.null_values.is_empty()
-            && self
-                .null_values
-                .iter()
-                .any(|n| n.len() == value.len() && n.eq_ignore_ascii_case(value))
-        {
-            return None;
-        }
-        Some(value)
-    }
-
-    /// An owned copy of the row as a [`CsvRecord`] (a block of its own; the
-    /// iterator shares one block between many rows). `None` only if the row's
-    /// text exceeds 2 GiB.
-    pub fn to_csv_record(&self) -> Option<CsvRecord> {
-        let capacity = self.user_id.len()
-            + self
-                .columns
-                .iter()
-                .map(|c| self.record.range(c.index).map_or(0, |r| r.len()))
-                .sum::<usize>();
-        let mut block = Block::new(self.names, 1, capacity);
-        if !self.append_to(&mut block) {
-            return None;
-        }
-        CsvRecord::at(&Arc::new(block), 0)
-    }
-
-    /// Appends the row to `block`; `false` if the block's text would pass 2 GiB.
-    fn append_to(&self, block: &mut Block) -> bool {
-        let row = *self;
-        block.push(
-            self.line(),
-            self.user_id,
-            self.columns.iter().map(move |c| row.value(c)),
-        )
-    }
-
-    /// Overwrites `record` with this row, reusing its strings: values of
-    /// attributes it already holds are copied into their existing buffers, so
-    /// once `record` has seen a row with every mapped attribute, refilling it
-    /// allocates nothing. The result equals [`CsvRow::to_record`].
-    pub fn fill_record(&self, record: &mut AttributeRecord) {
-        record.user_id.clear();
-        record.user_id.push_str(self.user_id);
-        let map = &mut record.attributes;
-        // Fast path: the record holds exactly this row's names (both in name
-        // order), so the values are overwritten in place without a lookup.
-        let mut row = self.attributes();
-        let mut same_names = true;
-        for (name, slot) in map.iter_mut() {
-            match row.next() {
-                Some((row_name, value)) if row_name == name => {
-                    slot.clear();
-                    slot.push_str(value);
-                }
-                _ => {
-                    same_names = false;
-                    break;
-                }
-            }
-        }
-        if same_names && row.next().is_none() {
-            return;
-        }
-        let mut present = 0usize;
-        for (name, value) in self.attributes() {
-            present += 1;
-            match map.get_mut(name) {
-                Some(slot) => {
-                    slot.clear();
-                    slot.push_str(value);
-                }
-                None => {
-                    map.insert(name.to_owned(), value.to_owned());
-                }
-            }
-        }
-        if map.len() > present {
-            // Names left over from an earlier row (a null cell here, or another mapping).
-            map.retain(|k, _| self.attributes().any(|(name, _)| name == k));
-        }
-    }
-
-    /// An owned copy of the row as a map ([`CsvRow::to_csv_record`] is cheaper).
-    pub fn to_record(&self) -> AttributeRecord {
-        AttributeRecord {
-            user_id: self.user_id.to_owned(),
-            attributes: self
-                .attributes()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        }
-    }
-}
-
 impl<R: Read> CsvRecords<R> {
     /// Reads the next row into `record`, reusing its buffers (the owned
     /// counterpart of the `csv` crate's `read_byte_record`): `None` at the end,
@@ -648,16 +283,18 @@ impl<R: Read> CsvRecords<R> {
     /// Reads up to [`BLOCK_ROWS`] rows (or 64 KiB of values) ahead into one
     /// block, queueing them and the row errors between them in file order.
     fn read_ahead(&mut self) {
-        let mut block = Block::new(&self.names, BLOCK_ROWS, BLOCK_BYTES + BLOCK_BYTES / 4);
-        // Per row read: in the block (`None`), or rejected.
-        let mut order: Vec<Option<RowError>> = Vec::new();
+        let mut block = self.ahead.take_block(&self.names);
+        // The row errors, by item position (rows and errors in file order).
+        let mut errors = std::mem::take(&mut self.ahead.errors);
+        errors.clear();
+        let mut items = 0usize;
         let limit = self.max_record_bytes;
         while !block.is_full() {
             let Some(row) = self.next_row() else {
                 break;
             };
             match row {
-                Ok(row) if row.append_to(&mut block) => order.push(None),
+                Ok(row) if row.append_to(&mut block) => {}
                 Ok(row) => {
                     let error = RowError {
                         line: row.line(),
@@ -667,31 +304,34 @@ impl<R: Read> CsvRecords<R> {
                         },
                     };
                     self.done = true;
-                    order.push(Some(error));
+                    errors.push_back((items, error));
+                    items += 1;
                     break;
                 }
                 Err(e) => {
                     let fatal = e.is_fatal();
-                    order.push(Some(e));
+                    errors.push_back((items, e));
                     if fatal {
+                        items += 1;
                         break;
                     }
                 }
             }
+            items += 1;
         }
         self.ahead = Ahead {
             block: Some(Arc::new(block)),
             next_row: 0,
-            items: order.len(),
+            items,
             next_item: 0,
-            errors: order
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, e)| Some((i, e?)))
-                .collect(),
+            errors,
         };
     }
 }
+
+/// The text capacity of a file's first block (it grows as needed): small files
+/// allocate little.
+const FIRST_BLOCK_BYTES: usize = 8 * 1024;
 
 /// The rows of one read-ahead block and the row errors between them.
 #[derive(Debug, Default)]
@@ -707,6 +347,21 @@ struct Ahead {
 }
 
 impl Ahead {
+    /// An empty block for the next rows: the previous one, cleared, if no record
+    /// of it is alive any more (the usual streaming loop), else a new one sized
+    /// like the previous block's text.
+    fn take_block(&mut self, names: &Arc<[Box<str>]>) -> Block {
+        let text = match self.block.take().map(Arc::try_unwrap) {
+            Some(Ok(mut block)) => {
+                block.clear();
+                return block;
+            }
+            Some(Err(shared)) => shared.text_len() + shared.text_len() / 4,
+            None => FIRST_BLOCK_BYTES,
+        };
+        Block::new(names, BLOCK_ROWS, text.min(BLOCK_BYTES + BLOCK_BYTES / 4))
+    }
+
     fn next(&mut self) -> Option<std::result::Result<CsvRecord, RowError>> {
         if self.next_item == self.items {
             return None;
@@ -774,7 +429,7 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
         mapping.max_record_bytes,
         mapping.encoding,
     );
-    let mut record = ByteRecord::new();
+    let mut record = Fields::default();
     let header = next_record(&mut reader, &mut record, mapping.max_record_bytes, None)
         .map_err(|e| Error::invalid_input(format!("cannot read the CSV header: {e}")))?;
     if header.is_none() {

@@ -44,6 +44,18 @@ impl Block {
         }
     }
 
+    /// Empties the block, keeping its buffers.
+    pub(super) fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        self.lines.clear();
+    }
+
+    /// The bytes of text the block holds.
+    pub(super) fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
     /// True once the block holds enough to be handed out.
     pub(super) fn is_full(&self) -> bool {
         self.lines.len() >= BLOCK_ROWS || self.text.len() >= BLOCK_BYTES
