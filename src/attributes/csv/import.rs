@@ -69,6 +69,8 @@ pub struct ImportCollector {
     max_tracked_ids: usize,
     hashes: Vec<u64>,
     properties: BTreeSet<String>,
+    /// The names of the last record (records of a file mostly carry the same).
+    last_names: Vec<String>,
 }
 
 impl Default for ImportCollector {
@@ -98,6 +100,7 @@ impl ImportCollector {
             max_tracked_ids: Self::DEFAULT_MAX_TRACKED_IDS,
             hashes: Vec::new(),
             properties: BTreeSet::new(),
+            last_names: Vec::new(),
         }
     }
 
@@ -139,9 +142,13 @@ impl ImportCollector {
                 } else {
                     self.summary.duplicates_exact = false;
                 }
-                for name in record.attributes.keys() {
-                    if !self.properties.contains(name) {
-                        self.properties.insert(name.clone());
+                if !record.attributes.keys().eq(self.last_names.iter()) {
+                    self.last_names.clear();
+                    for name in record.attributes.keys() {
+                        self.last_names.push(name.clone());
+                        if !self.properties.contains(name) {
+                            self.properties.insert(name.clone());
+                        }
                     }
                 }
                 if self.batch.capacity() == 0 {
