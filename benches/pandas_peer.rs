@@ -73,7 +73,10 @@ fn child(csv: &Path, db: &Path) {
                 read_csv(file, &mapping()).expect("header"),
                 store,
                 &tenant,
-                ImportCollector::new(),
+                ImportCollector::new().batch_size(env_usize(
+                    "SWITCHBOARD_PEER_BATCH",
+                    ImportCollector::DEFAULT_BATCH_SIZE,
+                )),
             ))
             .expect("import")
     };

@@ -81,7 +81,7 @@ impl Default for ImportCollector {
 
 impl ImportCollector {
     /// The default number of records per batch.
-    pub const DEFAULT_BATCH_SIZE: usize = 5_000;
+    pub const DEFAULT_BATCH_SIZE: usize = 2_000;
     /// The default number of row errors kept.
     pub const DEFAULT_MAX_ROW_ERRORS: usize = 20;
     /// The default number of distinct user ids tracked for duplicate counting.

@@ -16,12 +16,14 @@ use crate::attributes::{
 /// once (later records of a user win per attribute), its values in order.
 #[derive(Debug, Default)]
 pub(super) struct Batch {
-    /// Every user id, name and value, back to back.
+    /// Every user id and value, back to back.
     text: String,
     /// Per user: its id's range in `text` and its range in `values`.
     users: Vec<(Span, std::ops::Range<usize>)>,
-    /// Per value: the name's and the text's ranges in `text`.
-    values: Vec<(Span, Span)>,
+    /// Per value: the name (an index into `name_list`) and the text's range.
+    values: Vec<(u32, Span)>,
+    /// The distinct names, in order of appearance.
+    name_list: Vec<String>,
     /// Every name written.
     pub(super) names: BTreeSet<String>,
 }
@@ -51,13 +53,7 @@ impl Batch {
         let mut out = Batch::default();
         let bytes: usize = batch
             .iter()
-            .map(|r| {
-                r.user_id.len()
-                    + r.attributes
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len())
-                        .sum::<usize>()
-            })
+            .map(|r| r.user_id.len() + r.attributes.iter().map(|(_, v)| v.len()).sum::<usize>())
             .sum();
         u32::try_from(bytes).ok()?;
         out.text.reserve_exact(bytes);
@@ -68,28 +64,32 @@ impl Batch {
             (start, text.len() as u32)
         };
         // Records of a batch mostly carry the same names: compare with the last.
-        let mut last: Vec<&str> = Vec::new();
+        let mut last: Vec<u32> = Vec::new();
         for r in batch {
-            if !r
-                .attributes
-                .keys()
-                .map(String::as_str)
-                .eq(last.iter().copied())
-            {
+            let same = r.attributes.len() == last.len()
+                && r.attributes
+                    .keys()
+                    .zip(&last)
+                    .all(|(k, i)| out.name_list.get(*i as usize).is_some_and(|n| n == k));
+            if !same {
                 last.clear();
                 for k in r.attributes.keys() {
-                    last.push(k);
-                    if !out.names.contains(k) {
-                        out.names.insert(k.clone());
-                    }
+                    let i = match out.name_list.iter().position(|n| n == k) {
+                        Some(i) => i,
+                        None => {
+                            out.name_list.push(k.clone());
+                            out.names.insert(k.clone());
+                            out.name_list.len() - 1
+                        }
+                    };
+                    last.push(u32::try_from(i).ok()?);
                 }
             }
             let user = push(&mut out.text, &r.user_id);
             let first = out.values.len();
-            for (k, v) in &r.attributes {
-                let name = push(&mut out.text, k);
+            for (v, i) in r.attributes.values().zip(&last) {
                 let value = push(&mut out.text, v);
-                out.values.push((name, value));
+                out.values.push((*i, value));
             }
             out.users.push((user, first..out.values.len()));
         }
@@ -334,6 +334,7 @@ pub(super) fn write_values(
             .map(|(_, s)| *s)
     };
     let replaced: Vec<usize> = slot_names.iter().filter_map(|n| find(n)).collect();
+    let slot_by_name: Vec<Option<usize>> = batch.name_list.iter().map(|n| find(n)).collect();
     let replaced = packed::encode_slots(&replaced);
     // Each user's values packed in slot order, back to back in one buffer; a
     // user without values writes nothing.
@@ -343,7 +344,8 @@ pub(super) fn write_values(
     for (user, values) in &batch.users {
         entries.clear();
         for (name, text) in batch.values.get(values.clone()).unwrap_or_default() {
-            if let Some(slot) = find(batch.str(*name)) {
+            if let Some(Some(slot)) = slot_by_name.get(*name as usize) {
+                let slot = *slot;
                 entries.push((slot, batch.str(*text)));
             }
         }
