@@ -153,6 +153,17 @@ struct Cond {
     exact: bool,
 }
 
+impl Cond {
+    /// A leaf no row matches: its parameters (bound after `bound`) are dropped.
+    fn never(b: &mut Builder, bound: usize) -> Cond {
+        b.params.truncate(bound);
+        Cond {
+            sql: "FALSE".to_owned(),
+            exact: true,
+        }
+    }
+}
+
 /// The condition on one row `a` of the attribute a leaf names (the row exists
 /// means the user has the attribute), and whether it is exact. `None` for a
 /// leaf that matches no row.
@@ -299,13 +310,7 @@ fn condition(
                     String::new()
                 };
                 return match row_condition(b, leaf, "d", &column) {
-                    None => {
-                        b.params.truncate(bound);
-                        Cond {
-                            sql: "FALSE".to_owned(),
-                            exact: true,
-                        }
-                    }
+                    None => Cond::never(b, bound),
                     Some((cond, exact)) => Cond {
                         sql: if under_not {
                             format!("COALESCE(({presence}{cond}), FALSE)")
@@ -319,13 +324,7 @@ fn condition(
             let tenant = b.tenant();
             let key = layout.row_key(b, &column, "a");
             match row_condition(b, leaf, "a", &column) {
-                None => {
-                    b.params.truncate(bound);
-                    Cond {
-                        sql: "FALSE".to_owned(),
-                        exact: true,
-                    }
-                }
+                None => Cond::never(b, bound),
                 Some((cond, exact)) => Cond {
                     sql: format!(
                         "EXISTS (SELECT 1 FROM {} a WHERE a.tenant = {tenant} \

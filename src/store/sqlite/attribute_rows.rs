@@ -53,7 +53,7 @@ impl Batch {
         let mut out = Batch::default();
         let bytes: usize = batch
             .iter()
-            .map(|r| r.user_id.len() + r.attributes.iter().map(|(_, v)| v.len()).sum::<usize>())
+            .map(|r| r.user_id.len() + r.attributes.values().map(String::len).sum::<usize>())
             .sum();
         u32::try_from(bytes).ok()?;
         out.text.reserve_exact(bytes);
