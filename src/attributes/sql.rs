@@ -391,6 +391,25 @@ pub(crate) struct Plan {
     pub(crate) indexed: Vec<String>,
 }
 
+impl Plan {
+    /// The query of one page: the matching users after `after`, in user order,
+    /// `limit + 1` of them (the extra one tells whether a next page exists),
+    /// and its parameters.
+    pub(crate) fn page_query(&self, after: Option<&str>, limit: usize) -> (String, Builder) {
+        let mut b = self.builder.clone();
+        let after_sql = match after {
+            Some(a) => format!(" AND d.user_id > {}", b.bind(Param::Text(a.to_owned()))),
+            None => String::new(),
+        };
+        let lim = b.bind(Param::Int(i64::try_from(limit + 1).unwrap_or(i64::MAX)));
+        let query = format!(
+            "SELECT d.user_id {}{after_sql} ORDER BY d.user_id LIMIT {lim}",
+            self.from_where
+        );
+        (query, b)
+    }
+}
+
 /// Plans `filter` for `tenant`. A top-level conjunct that is a simple
 /// condition drives the query through an index of its attribute's rows; the
 /// other conjuncts are tested on the same row when their attribute lives in

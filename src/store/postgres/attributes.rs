@@ -456,16 +456,7 @@ impl AttributeStore for PostgresStore {
             .map_err(db("query page"))?
             .get(0);
         let limit = sql::page_limit(limit);
-        let mut b = plan.builder.clone();
-        let after_sql = match after {
-            Some(a) => format!(" AND d.user_id > {}", b.bind(Param::Text(a.to_owned()))),
-            None => String::new(),
-        };
-        let lim = b.bind(Param::Int(i64::try_from(limit + 1).unwrap_or(i64::MAX)));
-        let query = format!(
-            "SELECT d.user_id {}{after_sql} ORDER BY d.user_id LIMIT {lim}",
-            plan.from_where
-        );
+        let (query, b) = plan.page_query(after, limit);
         let users: Vec<String> = tx
             .query(&query, &to_sql(&b.params))
             .await

@@ -600,18 +600,24 @@ pub(super) fn migrate(conn: &mut Connection) -> Db<()> {
              switchboard understands ({VERSION})"
         )));
     }
-    for (i, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+    apply(&tx, current, VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Applies the migrations from version `from` to version `to` in `tx`.
+fn apply(tx: &Transaction<'_>, from: usize, to: usize) -> Db<()> {
+    for (i, migration) in MIGRATIONS.iter().enumerate().take(to).skip(from) {
         match migration {
             Migration::Sql(sql) => tx.execute_batch(sql)?,
             Migration::Steps(before, step, after) => {
                 tx.execute_batch(before)?;
-                step(&tx)?;
+                step(tx)?;
                 tx.execute_batch(after)?;
             }
         }
         tx.pragma_update(None, "user_version", sql_limit(i + 1))?;
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -619,17 +625,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Db<()> {
 #[cfg(test)]
 pub(super) fn create_up_to(conn: &mut Connection, version: usize) -> Db<()> {
     let tx = conn.transaction()?;
-    for (i, migration) in MIGRATIONS.iter().enumerate().take(version) {
-        match migration {
-            Migration::Sql(sql) => tx.execute_batch(sql)?,
-            Migration::Steps(before, step, after) => {
-                tx.execute_batch(before)?;
-                step(&tx)?;
-                tx.execute_batch(after)?;
-            }
-        }
-        tx.pragma_update(None, "user_version", sql_limit(i + 1))?;
-    }
+    apply(&tx, 0, version)?;
     tx.commit()?;
     Ok(())
 }
