@@ -928,6 +928,79 @@ proptest! {
     }
 }
 
+/// The rows of `csv` as `CsvRecords::next_row` borrows them, copied to maps
+/// one by one (no read-ahead block).
+fn rows_borrowed(csv: &[u8], mapping: &CsvMapping) -> Vec<Result<AttributeRecord, RowError>> {
+    let mut rows = read_csv(csv, mapping).expect("header is valid");
+    let mut out = Vec::new();
+    while let Some(row) = rows.next_row() {
+        out.push(row.map(|row| {
+            let owned = row.to_csv_record().expect("small row");
+            assert_eq!(owned.line(), row.line());
+            AttributeRecord::from(owned)
+        }));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// However many columns are mapped (whole rows are copied when most
+    /// are, values one by one otherwise), with padded, non-ASCII and null
+    /// cells, invalid UTF-8 in a column that is not imported and user ids
+    /// kept or normalised, the iterator's records, the borrowed rows' own
+    /// copies and `read_record` agree.
+    #[test]
+    fn owned_records_agree_however_rows_are_copied(
+        cells in proptest::collection::vec(
+            proptest::collection::vec(prop_oneof!["[ a-zé\t]{0,5}", Just(" NULL".to_owned())], 6),
+            0..40,
+        ),
+        mapped in 1u8..64,
+        normalise in any::<bool>(),
+        invalid in proptest::collection::vec(any::<bool>(), 40),
+    ) {
+        let mut csv = b"Email,C0,C1,C2,C3,C4,C5\n".to_vec();
+        for (i, row) in cells.iter().enumerate() {
+            csv.extend_from_slice(format!(" U{i}@X.io ").as_bytes());
+            for (c, cell) in row.iter().enumerate() {
+                csv.push(b',');
+                // Column 5 is never mapped; some of its cells are not UTF-8.
+                if c == 5 && invalid[i] {
+                    csv.extend_from_slice(b"\xff\xfe");
+                } else {
+                    csv.extend_from_slice(cell.as_bytes());
+                }
+            }
+            csv.push(b'\n');
+        }
+        let mut mapping = CsvMapping::new("Email").null_values(["NULL"]);
+        for c in (0..5).filter(|c| mapped & (1 << c) != 0) {
+            mapping = mapping.attribute(format!("C{c}"), format!("a{c}"));
+        }
+        if normalise {
+            mapping = mapping.user_id_format(switchboard::attributes::UserIdFormat::Email);
+        }
+        let owned = rows(&csv, &mapping);
+        prop_assert_eq!(owned.len(), cells.len());
+        for (i, row) in owned.iter().enumerate() {
+            let row = row.as_ref().expect("every row is valid");
+            let id = if normalise { format!("u{i}@x.io") } else { format!("U{i}@X.io") };
+            prop_assert_eq!(&row.user_id, &id);
+            for c in (0..5).filter(|c| mapped & (1 << c) != 0) {
+                let cell = cells[i][c].trim();
+                prop_assert_eq!(
+                    row.attributes.get(&format!("a{c}")).map(String::as_str),
+                    (cell != "NULL").then_some(cell)
+                );
+            }
+        }
+        prop_assert_eq!(&rows_borrowed(&csv, &mapping), &owned);
+        prop_assert_eq!(&rows_reusing(&csv, &mapping), &owned);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 

@@ -20,6 +20,11 @@ impl Fields {
         self.len
     }
 
+    /// Where each field ends in [`Fields::as_slice`].
+    pub(super) fn ends(&self) -> &[usize] {
+        self.ends.get(..self.len).unwrap_or_default()
+    }
+
     /// Where field `i` is in [`Fields::as_slice`]; `None` past the end.
     pub(super) fn range(&self, i: usize) -> Option<Range<usize>> {
         if i >= self.len {

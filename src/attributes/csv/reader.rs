@@ -7,8 +7,8 @@ use std::sync::Arc;
 use super::error::{RowError, RowErrorReason};
 use super::fields::Fields;
 use super::mapping::{CsvMapping, MAX_USER_ID_BYTES, UserIdFormat};
-use super::record::{BLOCK_BYTES, BLOCK_ROWS, Block, CsvRecord, MAX_RECORD_TEXT};
-use super::row::{CsvRow, MappedColumn, trim};
+use super::record::{BLOCK_BYTES, BLOCK_ROWS, Block, CsvRecord, MAX_RECORD_TEXT, Shape};
+use super::row::{CsvRow, MappedColumn, trim, trim_span};
 use super::source::{RecordEnd, Source, csv_reader, header_names, next_record};
 use crate::attributes::AttributeRecord;
 use crate::{Error, ErrorKind, Result};
@@ -32,19 +32,20 @@ pub struct CsvRecords<R> {
     /// The current row's normalised user id (with a [`UserIdFormat`]).
     normalized_id: String,
     user_id_format: UserIdFormat,
-    null_values: Vec<String>,
     record: Fields,
     headers: Vec<String>,
     user_col: usize,
     user_header: String,
     /// Sorted by attribute name, so records are built from sorted input.
     columns: Vec<MappedColumn>,
-    /// The columns' attribute names, shared by every [`CsvRecord`].
-    names: Arc<[Box<str>]>,
+    /// The columns' attribute names and the null values, shared by every [`CsvRecord`].
+    shape: Arc<Shape>,
     /// Rows the iterator read ahead.
     ahead: Ahead,
     header_len: usize,
     header_trailing_empty: bool,
+    /// Whether owned records copy whole rows (see [`CsvRow`]).
+    copy_whole: bool,
     max_record_bytes: usize,
     done: bool,
 }
@@ -186,20 +187,26 @@ impl<R: Read> CsvRecords<R> {
             end,
             user_id: "",
             whole: std::str::from_utf8(self.record.as_slice()).ok(),
+            user_span: None,
+            copy_whole: self.copy_whole,
             record: &self.record,
             columns: &self.columns,
-            names: &self.names,
-            null_values: &self.null_values,
+            shape: &self.shape,
         };
         let Some(user_id) = row.field(self.user_col) else {
             return reject(RowErrorReason::InvalidUtf8 {
                 column: self.user_header.clone(),
             });
         };
-        let user_id = match self.user_id_format {
-            UserIdFormat::AsIs => trim(user_id),
-            _ if user_id.trim().is_empty() => "",
-            _ => self.normalized_id.as_str(),
+        let (user_id, user_span) = match (&self.user_id_format, row.whole) {
+            (UserIdFormat::AsIs, Some(whole)) => {
+                let range = self.record.range(self.user_col).unwrap_or_default();
+                let span = trim_span(whole, range.start, range.end);
+                (whole.get(span.0..span.1).unwrap_or_default(), Some(span))
+            }
+            (UserIdFormat::AsIs, None) => (trim(user_id), None),
+            _ if user_id.trim().is_empty() => ("", None),
+            _ => (self.normalized_id.as_str(), None),
         };
         if user_id.is_empty() {
             return reject(RowErrorReason::EmptyUserId {
@@ -231,6 +238,7 @@ impl<R: Read> CsvRecords<R> {
             }
         }
         row.user_id = user_id;
+        row.user_span = user_span;
         Ok(row)
     }
 }
@@ -283,7 +291,7 @@ impl<R: Read> CsvRecords<R> {
     /// Reads up to [`BLOCK_ROWS`] rows (or 64 KiB of values) ahead into one
     /// block, queueing them and the row errors between them in file order.
     fn read_ahead(&mut self) {
-        let mut block = self.ahead.take_block(&self.names);
+        let mut block = self.ahead.take_block(&self.shape, self.header_len);
         // The row errors, by item position (rows and errors in file order).
         let mut errors = std::mem::take(&mut self.ahead.errors);
         errors.clear();
@@ -350,7 +358,7 @@ impl Ahead {
     /// An empty block for the next rows: the previous one, cleared, if no record
     /// of it is alive any more (the usual streaming loop), else a new one sized
     /// like the previous block's text.
-    fn take_block(&mut self, names: &Arc<[Box<str>]>) -> Block {
+    fn take_block(&mut self, shape: &Arc<Shape>, fields: usize) -> Block {
         let text = match self.block.take().map(Arc::try_unwrap) {
             Some(Ok(mut block)) => {
                 block.clear();
@@ -359,7 +367,12 @@ impl Ahead {
             Some(Err(shared)) => shared.text_len() + shared.text_len() / 4,
             None => FIRST_BLOCK_BYTES,
         };
-        Block::new(names, BLOCK_ROWS, text.min(BLOCK_BYTES + BLOCK_BYTES / 4))
+        Block::new(
+            shape,
+            BLOCK_ROWS,
+            fields,
+            text.min(BLOCK_BYTES + BLOCK_BYTES / 4),
+        )
     }
 
     fn next(&mut self) -> Option<std::result::Result<CsvRecord, RowError>> {
@@ -477,25 +490,32 @@ pub fn read_csv<R: Read>(input: R, mapping: &CsvMapping) -> Result<CsvRecords<R>
         ));
     };
     columns.sort_by(|a, b| a.as_name.cmp(&b.as_name));
-    let names: Arc<[Box<str>]> = columns.iter().map(|c| c.as_name.as_str().into()).collect();
+    let shape = Arc::new(Shape {
+        names: columns.iter().map(|c| c.as_name.as_str().into()).collect(),
+        columns: columns.iter().map(|c| c.index).collect(),
+        null_values: mapping.null_values.clone().into(),
+    });
 
     let header_len = headers.len();
+    let columns_len = columns.len();
     let header_trailing_empty =
         header_len > 1 && headers.last().is_some_and(|h| h.trim().is_empty());
     Ok(CsvRecords {
         reader,
         normalized_id: String::new(),
         user_id_format: mapping.user_id_format.clone(),
-        null_values: mapping.null_values.clone(),
         record,
         user_header: headers[user_col].clone(),
         headers,
         user_col,
         columns,
-        names,
+        shape,
         ahead: Ahead::default(),
         header_len,
         header_trailing_empty,
+        // Copying a whole row in one piece beats copying its values one by
+        // one unless most of its columns are not imported.
+        copy_whole: 2 * (columns_len + 1) >= header_len,
         max_record_bytes: mapping.max_record_bytes,
         done: false,
     })

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::fields::Fields;
-use super::record::{Block, CsvRecord};
+use super::record::{Block, CsvRecord, Shape};
 use super::source::RecordEnd;
 use crate::attributes::AttributeRecord;
 
@@ -23,10 +23,14 @@ pub struct CsvRow<'a> {
     pub(super) user_id: &'a str,
     /// The whole record as text, if it is all valid UTF-8.
     pub(super) whole: Option<&'a str>,
+    /// Where the user id is in `whole`, unless it was normalised.
+    pub(super) user_span: Option<(usize, usize)>,
+    /// Whether owned copies take the whole record (most of its columns are
+    /// mapped) rather than value by value.
+    pub(super) copy_whole: bool,
     pub(super) record: &'a Fields,
     pub(super) columns: &'a [MappedColumn],
-    pub(super) names: &'a Arc<[Box<str>]>,
-    pub(super) null_values: &'a [String],
+    pub(super) shape: &'a Arc<Shape>,
 }
 
 impl fmt::Debug for CsvRow<'_> {
@@ -69,28 +73,23 @@ impl<'a> CsvRow<'a> {
     /// Column `c`'s value, trimmed; `None` for a configured null value.
     fn value(&self, c: &MappedColumn) -> Option<&'a str> {
         let value = trim(self.field(c.index).unwrap_or_default());
-        if !self.null_values.is_empty()
-            && self
-                .null_values
-                .iter()
-                .any(|n| n.len() == value.len() && n.eq_ignore_ascii_case(value))
-        {
-            return None;
-        }
-        Some(value)
+        (!self.shape.is_null(value)).then_some(value)
     }
 
     /// An owned copy of the row as a [`CsvRecord`] (a block of its own; the
     /// iterator shares one block between many rows). `None` only if the row's
     /// text exceeds 2 GiB.
     pub fn to_csv_record(&self) -> Option<CsvRecord> {
-        let capacity = self.user_id.len()
-            + self
+        let values = match self.whole {
+            Some(whole) if self.copy_whole => whole.len(),
+            _ => self
                 .columns
                 .iter()
                 .map(|c| self.record.range(c.index).map_or(0, |r| r.len()))
-                .sum::<usize>();
-        let mut block = Block::new(self.names, 1, capacity);
+                .sum::<usize>(),
+        };
+        let capacity = self.user_id.len() + values;
+        let mut block = Block::new(self.shape, 1, self.record.len(), capacity);
         if !self.append_to(&mut block) {
             return None;
         }
@@ -100,11 +99,21 @@ impl<'a> CsvRow<'a> {
     /// Appends the row to `block`; `false` if the block's text would pass 2 GiB.
     pub(super) fn append_to(&self, block: &mut Block) -> bool {
         let row = *self;
-        block.push(
-            self.line(),
-            self.user_id,
-            self.columns.iter().map(move |c| row.value(c)),
-        )
+        match self.whole {
+            Some(whole) if self.copy_whole => block.push_record(
+                self.line(),
+                self.user_span.ok_or(self.user_id),
+                whole,
+                self.record.ends(),
+            ),
+            _ => block.push_values(
+                self.line(),
+                self.user_id,
+                self.columns
+                    .iter()
+                    .map(move |c| trim(row.field(c.index).unwrap_or_default())),
+            ),
+        }
     }
 
     /// Overwrites `record` with this row, reusing its strings: values of
@@ -174,6 +183,27 @@ pub(super) fn trim(text: &str) -> &str {
     }
 }
 
+/// Where `text[start..end]`, trimmed as [`trim`] trims it, is in `text`.
+pub(super) fn trim_span(text: &str, start: usize, end: usize) -> (usize, usize) {
+    let bytes = text.as_bytes();
+    match (
+        bytes.get(start),
+        end.checked_sub(1).and_then(|last| bytes.get(last)),
+    ) {
+        (Some(&first), Some(&last))
+            if start < end && visible_ascii(first) && visible_ascii(last) =>
+        {
+            (start, end)
+        }
+        _ => {
+            let cell = text.get(start..end).unwrap_or_default();
+            let lead = cell.len() - cell.trim_start().len();
+            let start = start + lead.min(cell.len());
+            (start, start + cell.trim().len())
+        }
+    }
+}
+
 /// An ASCII character that is neither white space nor a control character.
 fn visible_ascii(b: u8) -> bool {
     b > b' ' && b < 0x7f
@@ -181,7 +211,7 @@ fn visible_ascii(b: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::trim;
+    use super::{trim, trim_span};
 
     #[test]
     fn trim_matches_str_trim() {
@@ -204,6 +234,9 @@ mod tests {
             "abc\u{1}",
         ] {
             assert_eq!(trim(text), text.trim(), "{text:?}");
+            let record = format!("x,{text},y");
+            let (start, end) = trim_span(&record, 2, 2 + text.len());
+            assert_eq!(&record[start..end], text.trim(), "{text:?}");
         }
     }
 }
