@@ -27,23 +27,22 @@
 //! A tenant listed without a `slack_token` has its deliveries parked as "not
 //! connected" until it connects.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
-use switchboard::secret::Keyring;
 use switchboard::slack::{
     BotToken, SlackConfig, SlackDestination, SlackIdentity, connection_from_token,
 };
 use switchboard::store::RouteRule;
 use switchboard::{
-    ConsoleDestination, Event, MessageFormat, Person, Route, SqliteStore, Store, Switchboard,
-    Target, TenantId,
+    ConsoleDestination, MessageFormat, Route, SqliteStore, Store, Switchboard, Target,
 };
+
+#[path = "common/perks.rs"]
+mod perks;
+use perks::non_empty;
 
 const USAGE: &str =
     "usage: perks [--input FILE] [--channel NAME] [--store sqlite://PATH|postgres://URL]";
@@ -89,56 +88,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(parsed)
 }
 
-#[derive(Deserialize)]
-struct Input {
-    #[serde(default)]
-    tenants: Vec<InputTenant>,
-    #[serde(default)]
-    people: Vec<InputPerson>,
-    #[serde(default)]
-    events: Vec<InputEvent>,
-}
-
-#[derive(Deserialize)]
-struct InputTenant {
-    id: TenantId,
-    #[serde(default)]
-    slack_token: Option<String>,
-    #[serde(default)]
-    channel: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct InputPerson {
-    id: String,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    tenant: TenantId,
-}
-
-#[derive(Deserialize)]
-struct InputEvent {
-    id: String,
-    kind: String,
-    #[serde(default)]
-    subject: Option<String>,
-    #[serde(default)]
-    data: serde_json::Value,
-    #[serde(default)]
-    tenant: TenantId,
-}
-
-#[derive(Default)]
-struct TenantSummary {
-    delivered: u64,
-    parked: u64,
-    dead_letters: u64,
-    unmatched: Vec<String>,
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     match run().await {
@@ -150,40 +99,10 @@ async fn main() -> ExitCode {
     }
 }
 
-fn non_empty(s: Option<String>) -> Option<String> {
-    s.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
-}
-
-fn keyring() -> Result<Keyring, Box<dyn std::error::Error>> {
-    Ok(match non_empty(std::env::var("SWITCHBOARD_KEY").ok()) {
-        Some(key) => Keyring::from_base64("perks", &SecretString::from(key))?,
-        None => Keyring::generate("perks")?,
-    })
-}
-
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args(std::env::args().skip(1))?;
-    let input: Input = serde_json::from_slice(
-        &std::fs::read(&args.input)
-            .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?,
-    )?;
-
-    // People per tenant; a subject is looked up in its event's tenant only.
-    let mut people: BTreeMap<TenantId, Vec<Person>> = BTreeMap::new();
-    for p in &input.people {
-        let mut person = Person::new(&p.id);
-        if let Some(e) = &p.email {
-            person = person.email(e);
-        }
-        if let Some(n) = &p.name {
-            person = person.name(n);
-        }
-        people.entry(p.tenant.clone()).or_default().push(person);
-    }
-    let by_id: HashMap<(&TenantId, &str), &Person> = people
-        .iter()
-        .flat_map(|(t, ps)| ps.iter().map(move |p| ((t, p.id.as_str()), p)))
-        .collect();
+    let input = perks::read_input(&args.input)?;
+    let people = perks::People::new(&input.people);
 
     // Keep the temporary directory alive until the end.
     let mut _temp = None;
@@ -202,14 +121,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(url) => {
             let pg = switchboard::PostgresStore::connect(url)
                 .await?
-                .with_keyring(keyring()?);
+                .with_keyring(perks::keyring(
+                    "perks",
+                    std::env::var("SWITCHBOARD_KEY").ok(),
+                )?);
             let pacer: Arc<dyn switchboard::engine::SharedPacing> = Arc::new(pg.pacer());
             (Arc::new(pg), Some(pacer))
         }
         #[cfg(not(feature = "postgres"))]
         Some(_) => return Err("--store postgres://… needs --features postgres".into()),
         None => (
-            Arc::new(SqliteStore::open(&db)?.with_keyring(keyring()?)?),
+            Arc::new(SqliteStore::open(&db)?.with_keyring(perks::keyring(
+                "perks",
+                std::env::var("SWITCHBOARD_KEY").ok(),
+            )?)?),
             None,
         ),
     };
@@ -283,9 +208,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // Each tenant: its Slack connection (the workspace comes from auth.test)
     // and its catalog channel as a route rule.
-    let mut summaries: BTreeMap<TenantId, TenantSummary> = BTreeMap::new();
+    let mut run = perks::Run::new(&input.tenants);
     for t in &input.tenants {
-        summaries.entry(t.id.clone()).or_default();
         if let Some(ch) = non_empty(t.channel.clone()) {
             sb.set_rule(RouteRule {
                 tenant: t.id.clone(),
@@ -309,99 +233,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // "Sync users" in each tenant's own workspace.
-    let mut unmatched: Vec<String> = Vec::new();
     if uses_slack {
-        for (tenant, members) in &people {
-            let connected = sb
-                .store()
-                .default_connection(tenant, "slack")
-                .await?
-                .is_some();
-            if !(connected || (tenant.is_default() && default_token.is_some())) {
-                eprintln!("tenant {tenant}: no Slack connection; its people are not synced");
-                continue;
-            }
-            let report = sb.sync_identities(tenant, "slack", members).await?;
-            eprintln!(
-                "tenant {tenant}: synced {} people against {} Slack users in {} calls: {} matched, {} unmatched, {} ambiguous",
-                members.len(),
-                report.directory_size,
-                report.api_calls,
-                report.matched.len(),
-                report.unmatched.len(),
-                report.ambiguous.len()
-            );
-            let missing: Vec<String> = report
-                .unmatched
-                .iter()
-                .flat_map(|u| u.identifiers.iter().cloned())
-                .collect();
-            unmatched.extend(missing.iter().cloned());
-            summaries.entry(tenant.clone()).or_default().unmatched = missing;
-        }
+        let platform = perks::Platform {
+            destination: "slack",
+            name: "Slack",
+            users: "Slack users",
+            calls: "calls",
+        };
+        run.sync(&sb, &people, &platform, default_token.is_some())
+            .await?;
     }
-
-    let mut published = 0u64;
-    for e in input.events {
-        let mut event = Event::builder(e.id, e.kind)
-            .data(e.data)
-            .tenant(e.tenant.as_str());
-        if let Some(subject) = e.subject {
-            let person = by_id
-                .get(&(&e.tenant, subject.as_str()))
-                .map(|p| (*p).clone())
-                .unwrap_or_else(|| Person::new(subject));
-            event = event.subject(person);
-        }
-        if !sb.publish(event.build()?).await?.duplicate {
-            published += 1;
-        }
-        summaries.entry(e.tenant).or_default();
-    }
-
-    let summary = sb.drain(Duration::from_secs(120)).await?;
-    let status = sb.status().await?;
-    let dead_letters: u64 = status.iter().map(|s| s.dead_letters).sum();
-    let parked: u64 = status.iter().map(|s| s.parked).sum();
-    for s in &status {
-        let t = summaries.entry(s.tenant.clone()).or_default();
-        t.delivered += s.sent;
-        t.parked += s.parked;
-        t.dead_letters += s.dead_letters;
-        if let (false, Some(reason)) = (s.connected, &s.disconnected_reason) {
-            eprintln!("tenant {}: {} parked ({reason})", s.tenant, s.parked);
-        }
-    }
-    for d in sb.dead_letters(100).await? {
-        eprintln!(
-            "dead letter {} ({}, tenant {}): {}",
-            d.id, d.event_kind, d.tenant, d.error
-        );
-    }
-    let by_tenant: serde_json::Map<String, serde_json::Value> = summaries
-        .into_iter()
-        .map(|(tenant, s)| {
-            (
-                tenant.to_string(),
-                serde_json::json!({
-                    "delivered": s.delivered,
-                    "parked": s.parked,
-                    "dead_letters": s.dead_letters,
-                    "unmatched": s.unmatched,
-                }),
-            )
-        })
-        .collect();
-    println!(
-        "{}",
-        serde_json::json!({
-            "published": published,
-            "delivered": summary.delivered,
-            "dead_letters": dead_letters,
-            "parked": parked,
-            "unmatched": unmatched,
-            "by_tenant": by_tenant,
-        })
-    );
+    run.publish(&sb, &people, input.events).await?;
+    println!("{}", run.finish(&sb).await?);
     Ok(())
 }

@@ -39,32 +39,28 @@
 //! listed without a `teams_tenant_id` has its deliveries parked as "not
 //! connected" until it connects.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use switchboard::secret::Keyring;
 use switchboard::store::RouteRule;
 use switchboard::teams::{
     TeamsConfig, TeamsCredentials, TeamsDestination, TeamsIdentity, TokenProvider,
 };
-use switchboard::{
-    Connection, ConsoleDestination, Event, Person, Route, SqliteStore, Store, Switchboard, Target,
-    TenantId,
-};
+use switchboard::{Connection, ConsoleDestination, Route, SqliteStore, Store, Switchboard, Target};
+
+#[path = "common/perks.rs"]
+mod perks;
+use perks::non_empty;
 
 const USAGE: &str =
     "usage: teams_perks --input FILE [--store sqlite://PATH] [--channel-conversation ID]";
 const CATALOG_ROUTE: &str = "catalog";
 const DESTINATION: &str = "teams";
 
-/// Errors of this example.
-pub type BoxError = Box<dyn std::error::Error>;
+pub use perks::BoxError;
 
 struct Args {
     input: PathBuf,
@@ -108,56 +104,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(parsed)
 }
 
-#[derive(Deserialize)]
-struct Input {
-    #[serde(default)]
-    tenants: Vec<InputTenant>,
-    #[serde(default)]
-    people: Vec<InputPerson>,
-    #[serde(default)]
-    events: Vec<InputEvent>,
-}
-
-#[derive(Deserialize)]
-struct InputTenant {
-    id: TenantId,
-    #[serde(default)]
-    teams_tenant_id: Option<String>,
-    #[serde(default)]
-    channel_conversation: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct InputPerson {
-    id: String,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    tenant: TenantId,
-}
-
-#[derive(Deserialize)]
-struct InputEvent {
-    id: String,
-    kind: String,
-    #[serde(default)]
-    subject: Option<String>,
-    #[serde(default)]
-    data: Value,
-    #[serde(default)]
-    tenant: TenantId,
-}
-
-#[derive(Default)]
-struct TenantSummary {
-    delivered: u64,
-    parked: u64,
-    dead_letters: u64,
-    unmatched: Vec<String>,
-}
-
 #[allow(dead_code)] // unused where a test includes this file as a module
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -172,17 +118,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn non_empty(s: Option<String>) -> Option<String> {
-    s.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
-}
-
-fn keyring(env: &dyn Fn(&str) -> Option<String>) -> Result<Keyring, BoxError> {
-    Ok(match non_empty(env("SWITCHBOARD_KEY")) {
-        Some(key) => Keyring::from_base64("teams_perks", &SecretString::from(key))?,
-        None => Keyring::generate("teams_perks")?,
-    })
 }
 
 /// The Teams configuration from the `TEAMS_*_URL` overrides.
@@ -207,27 +142,8 @@ pub async fn run(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Value, BoxError> {
     let args = parse_args(args)?;
-    let input: Input = serde_json::from_slice(
-        &std::fs::read(&args.input)
-            .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?,
-    )?;
-
-    // People per tenant; a subject is looked up in its event's tenant only.
-    let mut people: BTreeMap<TenantId, Vec<Person>> = BTreeMap::new();
-    for p in &input.people {
-        let mut person = Person::new(&p.id);
-        if let Some(e) = &p.email {
-            person = person.email(e);
-        }
-        if let Some(n) = &p.name {
-            person = person.name(n);
-        }
-        people.entry(p.tenant.clone()).or_default().push(person);
-    }
-    let by_id: HashMap<(&TenantId, &str), &Person> = people
-        .iter()
-        .flat_map(|(t, ps)| ps.iter().map(move |p| ((t, p.id.as_str()), p)))
-        .collect();
+    let input = perks::read_input(&args.input)?;
+    let people = perks::People::new(&input.people);
 
     // Keep the temporary directory alive until the end.
     let mut _temp = None;
@@ -240,7 +156,10 @@ pub async fn run(
             path
         }
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db)?.with_keyring(keyring(env)?)?);
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&db)?
+            .with_keyring(perks::keyring("teams_perks", env("SWITCHBOARD_KEY"))?)?,
+    );
 
     let app_id = non_empty(env("TEAMS_APP_ID"));
     let password = non_empty(env("TEAMS_APP_PASSWORD"));
@@ -308,9 +227,8 @@ pub async fn run(
 
     // Each tenant: its Teams connection (the customer's Entra tenant, the app's
     // credentials) and its catalog conversation as a route rule.
-    let mut summaries: BTreeMap<TenantId, TenantSummary> = BTreeMap::new();
+    let mut run = perks::Run::new(&input.tenants);
     for t in &input.tenants {
-        summaries.entry(t.id.clone()).or_default();
         if let Some(id) = non_empty(t.channel_conversation.clone()) {
             sb.set_rule(RouteRule {
                 tenant: t.id.clone(),
@@ -340,95 +258,15 @@ pub async fn run(
     }
 
     // "Sync users" in each tenant's own directory.
-    let mut unmatched: Vec<String> = Vec::new();
     if app.is_some() {
-        for (tenant, members) in &people {
-            let connected = sb
-                .store()
-                .default_connection(tenant, "teams")
-                .await?
-                .is_some();
-            if !(connected || (tenant.is_default() && fixed.is_some())) {
-                eprintln!("tenant {tenant}: no Teams connection; its people are not synced");
-                continue;
-            }
-            let report = sb.sync_identities(tenant, DESTINATION, members).await?;
-            eprintln!(
-                "tenant {tenant}: synced {} people against {} Entra users in {} Graph calls: {} matched, {} unmatched, {} ambiguous",
-                members.len(),
-                report.directory_size,
-                report.api_calls,
-                report.matched.len(),
-                report.unmatched.len(),
-                report.ambiguous.len()
-            );
-            let missing: Vec<String> = report
-                .unmatched
-                .iter()
-                .flat_map(|u| u.identifiers.iter().cloned())
-                .collect();
-            unmatched.extend(missing.iter().cloned());
-            summaries.entry(tenant.clone()).or_default().unmatched = missing;
-        }
+        let platform = perks::Platform {
+            destination: DESTINATION,
+            name: "Teams",
+            users: "Entra users",
+            calls: "Graph calls",
+        };
+        run.sync(&sb, &people, &platform, fixed.is_some()).await?;
     }
-
-    let mut published = 0u64;
-    for e in input.events {
-        let mut event = Event::builder(e.id, e.kind)
-            .data(e.data)
-            .tenant(e.tenant.as_str());
-        if let Some(subject) = e.subject {
-            let person = by_id
-                .get(&(&e.tenant, subject.as_str()))
-                .map(|p| (*p).clone())
-                .unwrap_or_else(|| Person::new(subject));
-            event = event.subject(person);
-        }
-        if !sb.publish(event.build()?).await?.duplicate {
-            published += 1;
-        }
-        summaries.entry(e.tenant).or_default();
-    }
-
-    let summary = sb.drain(Duration::from_secs(120)).await?;
-    let status = sb.status().await?;
-    let dead_letters: u64 = status.iter().map(|s| s.dead_letters).sum();
-    let parked: u64 = status.iter().map(|s| s.parked).sum();
-    for s in &status {
-        let t = summaries.entry(s.tenant.clone()).or_default();
-        t.delivered += s.sent;
-        t.parked += s.parked;
-        t.dead_letters += s.dead_letters;
-        if let (false, Some(reason)) = (s.connected, &s.disconnected_reason) {
-            eprintln!("tenant {}: {} parked ({reason})", s.tenant, s.parked);
-        }
-    }
-    for d in sb.dead_letters(100).await? {
-        eprintln!(
-            "dead letter {} ({}, tenant {}): {}",
-            d.id, d.event_kind, d.tenant, d.error
-        );
-    }
-    let by_tenant: serde_json::Map<String, Value> = summaries
-        .into_iter()
-        .map(|(tenant, s)| {
-            (
-                tenant.to_string(),
-                json!({
-                    "delivered": s.delivered,
-                    "parked": s.parked,
-                    "dead_letters": s.dead_letters,
-                    "unmatched": s.unmatched,
-                }),
-            )
-        })
-        .collect();
-    Ok(json!({
-        "published": published,
-        "delivered": summary.delivered,
-        "dead_letters": dead_letters,
-        "parked": parked,
-        "unmatched": unmatched,
-        "by_tenant": by_tenant,
-    }))
+    run.publish(&sb, &people, input.events).await?;
+    run.finish(&sb).await
 }

@@ -87,7 +87,7 @@ impl ImportCollector {
     /// The default number of distinct user ids tracked for duplicate counting.
     pub const DEFAULT_MAX_TRACKED_IDS: usize = 2_000_000;
 
-    /// A collector with batches of 5,000 records, keeping the first 20 row errors.
+    /// A collector with batches of 2,000 records ([`Self::DEFAULT_BATCH_SIZE`]), keeping the first 20 row errors.
     pub fn new() -> Self {
         ImportCollector {
             summary: ImportSummary {
