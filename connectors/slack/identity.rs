@@ -1,7 +1,6 @@
 //! `SlackIdentity`: "Sync users" per tenant connection in one sweep of `users.list` matched by email, and `users.lookupByEmail` only for someone the last sync did not find.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,12 +14,11 @@ use super::errors::FailureClass;
 use super::token::{BotToken, TokenRotation, stored_token};
 use crate::event::Person;
 use crate::identity::{
-    AccountStatus, DirectoryEntry, DirectoryPager, IdentityLink, IdentityResolver, LinkOrigin,
-    MatchBy, Resolution, ResolutionCache, ResolveContext, SyncOptions, SyncReport, normalize_email,
-    sync_directory,
+    AccountStatus, DirectoryEntry, DirectoryPager, IdentityLink, IdentityResolver, LastSyncs,
+    LinkOrigin, MatchBy, Resolution, ResolutionCache, ResolveContext, SyncOptions, SyncReport,
+    normalize_email, sync_directory,
 };
 use crate::store::Store;
-use crate::tenant::TenantId;
 use crate::{Error, ErrorKind, Result};
 
 /// Slack's recommended page size for `users.list`.
@@ -190,11 +188,6 @@ impl DirectoryPager for UsersListPager {
     }
 }
 
-#[derive(Default)]
-struct LastSync {
-    ambiguous: HashMap<String, Vec<String>>,
-}
-
 /// The Slack [`IdentityResolver`]: host people ↔ Slack user ids by email,
 /// within one tenant's Slack connection.
 ///
@@ -220,7 +213,7 @@ pub struct SlackIdentity {
     store: Arc<dyn Store>,
     page_size: u32,
     lookups: ResolutionCache,
-    last_sync: RwLock<HashMap<(TenantId, String), LastSync>>,
+    last_sync: LastSyncs,
 }
 
 impl std::fmt::Debug for SlackIdentity {
@@ -281,7 +274,7 @@ impl SlackIdentity {
             page_size: DEFAULT_PAGE_SIZE,
             lookups: ResolutionCache::new(10_000, Duration::from_secs(3_600))
                 .negative_ttl(Duration::from_secs(600)),
-            last_sync: RwLock::new(HashMap::new()),
+            last_sync: LastSyncs::default(),
         }
     }
 
@@ -363,16 +356,9 @@ impl SlackIdentity {
 impl IdentityResolver for SlackIdentity {
     async fn resolve(&self, cx: &ResolveContext, person: &Person) -> Result<Resolution> {
         let platform = cx.link_platform(&self.platform);
-        if let Some(link) = self.store.link(&cx.tenant, &platform, &person.id).await? {
-            return Ok(Resolution::Matched(link.platform_id));
-        }
-        let sync_key = (cx.tenant.clone(), platform.clone());
-        let ambiguous = self.last_sync.read().ok().and_then(|s| {
-            s.get(&sync_key)
-                .and_then(|s| s.ambiguous.get(&person.id).cloned())
-        });
-        if let Some(candidates) = ambiguous {
-            return Ok(Resolution::Ambiguous(candidates));
+        let known = self.last_sync.known(&*self.store, cx, &platform, person);
+        if let Some(answer) = known.await? {
+            return Ok(answer);
         }
         // Everyone the last sync matched has a link; only people it did not find
         // (or who were never synced) are looked up one by one.
@@ -410,16 +396,7 @@ impl IdentityResolver for SlackIdentity {
         )
         .await?;
         report.api_calls = pager.calls();
-        let last = LastSync {
-            ambiguous: report
-                .ambiguous
-                .iter()
-                .map(|a| (a.user_id.clone(), a.candidates.clone()))
-                .collect(),
-        };
-        if let Ok(mut s) = self.last_sync.write() {
-            s.insert((cx.tenant.clone(), platform), last);
-        }
+        self.last_sync.record(&cx.tenant, platform, &report);
         // The directory was just read: earlier single answers may be stale.
         self.lookups.clear();
         Ok(report)

@@ -1,7 +1,6 @@
 //! `TeamsIdentity`: "Sync users" in one paged Microsoft Graph sweep of `/users` matched by mail, UPN and otherMails, and `$filter` lookups only for people the last sync missed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,12 +14,11 @@ use super::auth::{TeamsCredentials, TokenProvider};
 use super::config::{GRAPH_SCOPE, TeamsConfig};
 use crate::event::Person;
 use crate::identity::{
-    AccountStatus, DirectoryEntry, DirectoryPager, IdentityLink, IdentityResolver, LinkOrigin,
-    MatchBy, Resolution, ResolutionCache, ResolveContext, SyncOptions, SyncReport, normalize_email,
-    sync_directory,
+    AccountStatus, DirectoryEntry, DirectoryPager, IdentityLink, IdentityResolver, LastSyncs,
+    LinkOrigin, MatchBy, Resolution, ResolutionCache, ResolveContext, SyncOptions, SyncReport,
+    normalize_email, sync_directory,
 };
 use crate::store::Store;
-use crate::tenant::TenantId;
 use crate::{Error, ErrorKind, Result};
 
 /// The properties a sync selects.
@@ -195,11 +193,6 @@ impl DirectoryPager for GraphUsersPager {
     }
 }
 
-#[derive(Default)]
-struct LastSync {
-    ambiguous: HashMap<String, Vec<String>>,
-}
-
 /// Host people ↔ Entra object ids through Microsoft Graph (application
 /// permission `User.Read.All`), within one tenant's Teams connection.
 ///
@@ -224,7 +217,7 @@ pub struct TeamsIdentity {
     page_size: u32,
     fixed: Option<TeamsCredentials>,
     lookups: ResolutionCache,
-    last_sync: RwLock<HashMap<(TenantId, String), LastSync>>,
+    last_sync: LastSyncs,
 }
 
 impl std::fmt::Debug for TeamsIdentity {
@@ -256,7 +249,7 @@ impl TeamsIdentity {
             fixed: None,
             lookups: ResolutionCache::new(10_000, Duration::from_secs(3_600))
                 .negative_ttl(Duration::from_secs(600)),
-            last_sync: RwLock::new(HashMap::new()),
+            last_sync: LastSyncs::default(),
         })
     }
 
@@ -375,16 +368,9 @@ impl TeamsIdentity {
 impl IdentityResolver for TeamsIdentity {
     async fn resolve(&self, cx: &ResolveContext, person: &Person) -> Result<Resolution> {
         let platform = cx.link_platform(&self.platform);
-        if let Some(link) = self.store.link(&cx.tenant, &platform, &person.id).await? {
-            return Ok(Resolution::Matched(link.platform_id));
-        }
-        let sync_key = (cx.tenant.clone(), platform.clone());
-        let ambiguous = self.last_sync.read().ok().and_then(|s| {
-            s.get(&sync_key)
-                .and_then(|l| l.ambiguous.get(&person.id).cloned())
-        });
-        if let Some(candidates) = ambiguous {
-            return Ok(Resolution::Ambiguous(candidates));
+        let known = self.last_sync.known(&*self.store, cx, &platform, person);
+        if let Some(answer) = known.await? {
+            return Ok(answer);
         }
         let mut found: Vec<String> = Vec::new();
         for email in person.emails.iter().filter_map(|e| normalize_email(e)) {
@@ -417,16 +403,7 @@ impl IdentityResolver for TeamsIdentity {
         )
         .await?;
         report.api_calls = pager.calls();
-        let last = LastSync {
-            ambiguous: report
-                .ambiguous
-                .iter()
-                .map(|a| (a.user_id.clone(), a.candidates.clone()))
-                .collect(),
-        };
-        if let Ok(mut s) = self.last_sync.write() {
-            s.insert((cx.tenant.clone(), platform), last);
-        }
+        self.last_sync.record(&cx.tenant, platform, &report);
         // The directory was just read: earlier single answers may be stale.
         self.lookups.invalidate_context(cx);
         Ok(report)

@@ -11,6 +11,8 @@
 //! exactly is `contains` (Unicode case folding), which is narrowed to "has the
 //! attribute" and decided in Rust on the candidates ([`Plan::exact`]).
 //! Values never appear in the SQL text: each is a bound parameter.
+// Only the SQL stores build queries; `page_of` serves every store.
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
 use super::filter::{Comparison, Filter};
 use super::number::Decimal;
@@ -21,6 +23,7 @@ pub(crate) enum Dialect {
     /// `?1`, `?2`, …
     Sqlite,
     /// `$1`, `$2`, …
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Postgres,
 }
 
@@ -97,6 +100,7 @@ pub(crate) struct Column {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Layout<'a> {
     /// `attribute_values`: one row per (tenant, user, name) with `value`, `num`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Values,
     /// `attribute_rows`: one row per (tenant, user, owner); the map gives each
     /// registered name's owner and columns.

@@ -175,10 +175,63 @@ pub trait IdentityResolver: Send + Sync {
     async fn sync(&self, cx: &ResolveContext, people: &[Person]) -> Result<SyncReport>;
 }
 
+/// Per (tenant, link platform), what the last directory sync found
+/// ambiguous: host user id → the candidates.
+#[cfg(any(feature = "slack", feature = "teams"))]
+type Ambiguities =
+    std::collections::HashMap<(TenantId, String), std::collections::HashMap<String, Vec<String>>>;
+
+/// The people each tenant's last directory sync (per link platform) found
+/// ambiguous: resolving one of them answers `Ambiguous` from memory instead
+/// of looking the person up again. Shared by the connectors' resolvers.
+#[cfg(any(feature = "slack", feature = "teams"))]
+#[derive(Debug, Default)]
+pub(crate) struct LastSyncs {
+    ambiguous: std::sync::RwLock<Ambiguities>,
+}
+
+#[cfg(any(feature = "slack", feature = "teams"))]
+impl LastSyncs {
+    /// Remembers what `report`, a sync of `tenant` under `platform`, found
+    /// ambiguous (replacing the previous sync's answer).
+    pub(crate) fn record(&self, tenant: &TenantId, platform: String, report: &SyncReport) {
+        let ambiguous = report
+            .ambiguous
+            .iter()
+            .map(|a| (a.user_id.clone(), a.candidates.clone()))
+            .collect();
+        if let Ok(mut syncs) = self.ambiguous.write() {
+            syncs.insert((tenant.clone(), platform), ambiguous);
+        }
+    }
+
+    /// What is known about `person` under `platform` before any lookup: a
+    /// stored link (`Matched`), or the ambiguity the last sync found.
+    pub(crate) async fn known(
+        &self,
+        store: &dyn crate::store::LinkStore,
+        cx: &ResolveContext,
+        platform: &str,
+        person: &Person,
+    ) -> Result<Option<Resolution>> {
+        if let Some(link) = store.link(&cx.tenant, platform, &person.id).await? {
+            return Ok(Some(Resolution::Matched(link.platform_id)));
+        }
+        let key = (cx.tenant.clone(), platform.to_owned());
+        Ok(self.ambiguous.read().ok().and_then(|syncs| {
+            syncs
+                .get(&key)
+                .and_then(|s| s.get(&person.id).cloned())
+                .map(Resolution::Ambiguous)
+        }))
+    }
+}
+
 /// Settles the platform ids an email lookup found for `person`: none is
 /// `NotFound`; exactly one is stored as an email-matched link under
 /// `platform` (a manual link still wins in the store) and `Matched`; several
 /// are `Ambiguous`, never guessed between. Shared by the connectors' resolvers.
+#[cfg(any(feature = "slack", feature = "teams"))]
 pub(crate) async fn settle_email_lookup(
     store: &dyn crate::store::LinkStore,
     cx: &ResolveContext,
