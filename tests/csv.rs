@@ -796,6 +796,36 @@ fn cr_only_files_number_their_lines() {
 }
 
 #[test]
+fn mixed_line_ends_number_lines_in_order() {
+    // LF, a lone CR, a quoted lone CR (a line break inside the value), CRLF.
+    let mapping = CsvMapping::new("id").attribute("a", "a");
+    let got = rows(b"id,a\nu1,x\ru2,y\nu3,\"q\rq\"\ru4,z\r\nu5,w", &mapping);
+    let lines: Vec<u64> = read_csv(
+        &b"id,a\nu1,x\ru2,y\nu3,\"q\rq\"\ru4,z\r\nu5,w"[..],
+        &mapping,
+    )
+    .unwrap()
+    .map(|r| r.unwrap().line())
+    .collect();
+    assert_eq!(lines, [2, 3, 4, 6, 7]);
+    assert_eq!(got[2].as_ref().unwrap().attributes["a"], "q\nq");
+    // Found by the `attributes_csv` fuzz target: rows after lone CRs in an LF
+    // file, then an unterminated quote over many lines, went back in lines.
+    let fuzzed = b"id,a,b\n\x01i\x01d,,b\nda$$,,b\n\x01\x01id,,c\r\x01\x01id,a,\nA\x7f\0\0\0\0\0\0\x02%1\",\0\x04,\n@%2\",,\rA%2\",,b\rt0%2,\0$,\"\n\n\n\n\n";
+    let mapping = CsvMapping::new("id")
+        .attribute("a", "a")
+        .attribute("b", "b");
+    let lines: Vec<u64> = read_csv(&fuzzed[..], &mapping)
+        .unwrap()
+        .map(|r| match r {
+            Ok(r) => r.line(),
+            Err(e) => e.line,
+        })
+        .collect();
+    assert_eq!(lines, [2, 3, 4, 5, 6, 7, 8, 9]);
+}
+
+#[test]
 fn user_ids_can_be_normalised_as_emails_or_phones() {
     use switchboard::attributes::UserIdFormat;
     let mapping = CsvMapping::new("Email")

@@ -160,36 +160,88 @@ impl<R: Read> Read for Text<R> {
     }
 }
 
-/// Turns lone `\r` line ends (old Mac files) into `\n`, so lines are numbered;
-/// decided by the first line end (a `\r` not followed by `\n`), so other files
-/// pass through untouched.
+/// Turns every lone `\r` (old Mac files, or a stray one in any file) into
+/// `\n`, so records end where lines end and lines are numbered the same way
+/// (`\r\n` passes through). A lone `\r` inside a quoted value becomes `\n`
+/// too: a line break either way.
 struct LoneCr<R> {
     inner: R,
-    decided: bool,
-    translate: bool,
+    /// The last read ended in `\r`, held back until the next byte tells
+    /// whether it is a lone one.
+    held: bool,
+    /// One byte read to decide a held `\r` when the caller's buffer had room
+    /// for only one byte.
+    stash: Option<u8>,
+}
+
+impl<R> LoneCr<R> {
+    fn new(inner: R) -> Self {
+        LoneCr {
+            inner,
+            held: false,
+            stash: None,
+        }
+    }
 }
 
 impl<R: Read> Read for LoneCr<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if !self.decided && n > 0 {
-            // Undecided until a line end is seen that tells the styles apart.
-            let chunk = &buf[..n];
-            if chunk.contains(&b'\n') {
-                self.decided = true;
-            } else if chunk[..n - 1].contains(&b'\r') {
-                self.decided = true;
-                self.translate = true;
-            }
+        if buf.is_empty() {
+            return Ok(0);
         }
-        if self.translate {
-            for b in &mut buf[..n] {
-                if *b == b'\r' {
-                    *b = b'\n';
+        loop {
+            // A held `\r` goes first, once the next byte is known.
+            let start = usize::from(self.held);
+            if buf.len() <= start {
+                let mut one = [0u8];
+                let n = self.inner.read(&mut one)?;
+                if n == 1 {
+                    self.stash = Some(one[0]);
                 }
+                buf[0] = if n == 1 && one[0] == b'\n' {
+                    b'\r'
+                } else {
+                    b'\n'
+                };
+                self.held = false;
+                return Ok(1);
+            }
+            let n = match self.stash.take() {
+                Some(b) => {
+                    buf[start] = b;
+                    1
+                }
+                None => self.inner.read(&mut buf[start..])?,
+            };
+            if n == 0 {
+                if self.held {
+                    self.held = false;
+                    buf[0] = b'\n';
+                    return Ok(1);
+                }
+                return Ok(0);
+            }
+            let mut end = start + n;
+            if self.held {
+                buf[0] = if buf[1] == b'\n' { b'\r' } else { b'\n' };
+                self.held = false;
+            }
+            let mut from = start;
+            while let Some(at) = memchr::memchr(b'\r', &buf[from..end - 1]) {
+                let at = from + at;
+                if buf[at + 1] != b'\n' {
+                    buf[at] = b'\n';
+                }
+                from = at + 1;
+            }
+            if buf[end - 1] == b'\r' {
+                self.held = true;
+                end -= 1;
+            }
+            if end > 0 {
+                return Ok(end);
             }
         }
-        Ok(n)
     }
 }
 
@@ -244,11 +296,7 @@ impl<R: Read> Input<R> {
             None => Text::Utf8(io::Cursor::new(head).chain(raw)),
             Some(enc) => Text::decoding(raw, head, enc.new_decoder_with_bom_removal()),
         };
-        Ok(LoneCr {
-            inner: text,
-            decided: false,
-            translate: false,
-        })
+        Ok(LoneCr::new(text))
     }
 }
 
@@ -299,5 +347,57 @@ mod tests {
         let bytes = gz.finish().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text(&bytes, TextEncoding::Utf8), "a\nb\n");
         assert_eq!(text(b"a\r\nb\r\n", TextEncoding::Utf8), "a\r\nb\r\n");
+        // Mixed line ends: each lone `\r` is a line end, `\r\n` stays.
+        assert_eq!(
+            text(b"a\nb\rc\r\nd\r", TextEncoding::Utf8),
+            "a\nb\nc\r\nd\n"
+        );
+    }
+
+    /// Hands out at most `sizes[i % len]` bytes per read.
+    struct Chunked<'a> {
+        data: &'a [u8],
+        sizes: Vec<usize>,
+        reads: usize,
+    }
+
+    impl Read for Chunked<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let size = self.sizes[self.reads % self.sizes.len()];
+            self.reads += 1;
+            let n = size.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    proptest::proptest! {
+        /// However the input is cut into reads and however small the
+        /// caller's buffers, every lone `\r` (and only those) becomes `\n`.
+        #[test]
+        fn lone_carriage_returns_become_line_feeds_across_any_reads(
+            data in proptest::collection::vec(proptest::sample::select(b"\r\na".to_vec()), 0..64),
+            sizes in proptest::collection::vec(1usize..5, 1..4),
+            caller in proptest::collection::vec(1usize..5, 1..4),
+        ) {
+            let expected: Vec<u8> = data
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| if b == b'\r' && data.get(i + 1) != Some(&b'\n') { b'\n' } else { b })
+                .collect();
+            let mut reader = LoneCr::new(Chunked { data: &data, sizes, reads: 0 });
+            let mut out = Vec::new();
+            let mut buf = [0u8; 8];
+            for i in 0.. {
+                let want = caller[i % caller.len()];
+                let n = reader.read(&mut buf[..want]).unwrap_or_else(|e| panic!("{e}"));
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            proptest::prop_assert_eq!(out, expected);
+        }
     }
 }

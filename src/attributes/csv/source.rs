@@ -113,6 +113,8 @@ pub(super) struct Source<R> {
     buf_offset: u64,
     /// The input ended or failed.
     done: bool,
+    /// The last record was ended by the end of the input, not a line end.
+    ended_by_eof: bool,
 }
 
 impl<R> Drop for Source<R> {
@@ -156,6 +158,7 @@ impl<R: Read> Source<R> {
                     self.end = n;
                 }
             }
+            let at_eof = self.start == self.end;
             let (result, read, out, ends) = self.parser.read_record(
                 &self.buf[self.start..self.end],
                 &mut record.text[written..],
@@ -170,6 +173,7 @@ impl<R: Read> Source<R> {
                 ReadRecordResult::OutputEndsFull => record.grow_ends(),
                 ReadRecordResult::Record => {
                     record.len = ended;
+                    self.ended_by_eof = at_eof;
                     return Ok(true);
                 }
                 ReadRecordResult::End => {
@@ -206,6 +210,7 @@ pub(super) fn csv_reader<R: Read>(
         end: 0,
         buf_offset: 0,
         done: false,
+        ended_by_eof: false,
     }
 }
 
@@ -264,11 +269,14 @@ pub(super) fn next_record<R: Read>(
                 if maybe_blank && record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
                     continue;
                 }
-                let newline = source
-                    .byte()
-                    .checked_sub(1)
-                    .and_then(|last| source.byte_at(last))
-                    == Some(b'\n');
+                // A record the input's end closed (an unterminated quote,
+                // say) did not consume a line end of its own.
+                let newline = !source.ended_by_eof
+                    && source
+                        .byte()
+                        .checked_sub(1)
+                        .and_then(|last| source.byte_at(last))
+                        == Some(b'\n');
                 return Ok(Some(RecordEnd {
                     line: source.parser.line(),
                     newline,
