@@ -128,6 +128,7 @@ suite!(
     // attributes
     attributes::attributes_upsert_merges_and_counts,
     attributes::large_batches_count_and_merge_every_user,
+    attributes::batches_write_what_their_records_write,
     attributes::attributes_query_numeric_and_text,
     attributes::attributes_query_agrees_with_filter_matches,
     attributes::segmentation_matches_the_rust_evaluator_on_a_generated_corpus,

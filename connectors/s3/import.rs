@@ -17,7 +17,7 @@ use super::reader::{delimiter_hint, not_csv_reason, with_prefix};
 use super::report::ReportSpool;
 use super::source::Location;
 use crate::attributes::{
-    AttributeRecord, CsvMapping, ImportCollector, ImportRun, ImportSummary, RowErrorReason,
+    AttributeBatch, CsvMapping, ImportCollector, ImportRun, ImportSummary, RowErrorReason,
     import_mode_of, read_csv,
 };
 use crate::integration::{IntegrationConfig, RunRecord};
@@ -591,19 +591,20 @@ impl S3Import {
         expected: u64,
     ) -> std::result::Result<(), (u64, Error)> {
         let batch_size = self.connector.batch_size;
-        let (tx, mut rx) = mpsc::channel::<Vec<AttributeRecord>>(1);
+        let (tx, mut rx) = mpsc::channel::<AttributeBatch>(1);
         let producer = tokio::task::spawn_blocking(move || {
             let rows = read_csv(file, &mapping)?;
-            let mut batch = Vec::with_capacity(batch_size);
+            let mut batch = AttributeBatch::with_capacity(batch_size, 0);
             let mut sent = 0u64;
             for record in rows.flatten() {
-                batch.push(AttributeRecord::from(record));
+                batch.push_csv(&record)?;
                 if batch.len() == batch_size {
                     sent += batch.len() as u64;
-                    if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                    let full =
+                        std::mem::replace(&mut batch, AttributeBatch::with_capacity(batch_size, 0));
+                    if tx.blocking_send(full).is_err() {
                         return Ok(sent);
                     }
-                    batch.reserve_exact(batch_size);
                 }
             }
             if !batch.is_empty() {
@@ -615,7 +616,7 @@ impl S3Import {
         });
         let mut written = 0u64;
         while let Some(batch) = rx.recv().await {
-            if let Err(e) = self.store.write_import(tenant, run, &batch).await {
+            if let Err(e) = self.store.write_import_batch(tenant, run, &batch).await {
                 let done = if written == 0 {
                     "nothing was written".to_owned()
                 } else {

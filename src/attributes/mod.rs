@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 use crate::tenant::TenantId;
 
+mod batch;
 mod csv;
 mod filter;
 mod input;
 mod number;
 
+pub use batch::{AttributeBatch, BatchRecord, ImportRow};
 pub use csv::{
     CsvMapping, CsvRecord, CsvRecords, CsvRow, CsvSample, DEFAULT_MAX_RECORD_BYTES, ErrorReport,
     ImportCollector, ImportSummary, MAX_USER_ID_BYTES, RowError, RowErrorReason, UserIdFormat,
@@ -189,6 +191,12 @@ pub trait AttributeStore: Send + Sync {
     /// over its cap (the error names the attributes over the cap), or writes a
     /// name an integration owns. Other tenants' caps are independent.
     async fn upsert(&self, tenant: &TenantId, batch: &[AttributeRecord]) -> Result<UpsertStats>;
+    /// [`upsert`](AttributeStore::upsert) of an [`AttributeBatch`] (what
+    /// [`import_rows`] writes). The default converts the batch to records;
+    /// a store that can write it as it is overrides this.
+    async fn upsert_batch(&self, tenant: &TenantId, batch: &AttributeBatch) -> Result<UpsertStats> {
+        self.upsert(tenant, &batch.to_records()).await
+    }
     /// Starts an import run of `integration` mapping `names`: checks that no
     /// other integration owns one of them ([`crate::ErrorKind::Conflict`]) and
     /// that the tenant's names owned by others plus `names` fit under the cap
@@ -210,6 +218,17 @@ pub trait AttributeStore: Send + Sync {
         run: &ImportRun,
         batch: &[AttributeRecord],
     ) -> Result<UpsertStats>;
+    /// [`write_import`](AttributeStore::write_import) of an [`AttributeBatch`]
+    /// (what the S3 import writes). The default converts the batch to
+    /// records; a store that can write it as it is overrides this.
+    async fn write_import_batch(
+        &self,
+        tenant: &TenantId,
+        run: &ImportRun,
+        batch: &AttributeBatch,
+    ) -> Result<UpsertStats> {
+        self.write_import(tenant, run, &batch.to_records()).await
+    }
     /// Ends a successful run. A [`ImportMode::Snapshot`] run removes the
     /// integration's values not written by it (older generations) and, in
     /// either mode, the names it owns but no longer maps are freed with their

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use switchboard::ErrorKind;
 use switchboard::attributes::{
-    AttributeOwner, AttributeRecord, Attributes, Comparison, Filter, ImportMode, RemovedAttributes,
+    AttributeBatch, AttributeOwner, AttributeRecord, Attributes, Comparison, Filter, ImportMode,
+    RemovedAttributes,
 };
 use switchboard::tenant::TenantId;
 
@@ -618,6 +619,90 @@ pub async fn large_batches_count_and_merge_every_user(b: Backend) {
     );
     let premium = s.query(&d, &Filter::eq("plan", "Premium")).await.unwrap();
     assert_eq!(premium.len(), 220);
+}
+
+/// Batches ([`AttributeBatch`]) write what their records write, in either
+/// call: counts (new and existing users, a user twice, users another owner
+/// has rows for), merged values, a snapshot run over several statements, and
+/// a name the run does not map refused.
+pub async fn batches_write_what_their_records_write(b: Backend) {
+    let s = b.open();
+    let d = default_tenant();
+    let mut batch = AttributeBatch::new();
+    for i in 0..150 {
+        batch
+            .push(
+                &format!("u{i}"),
+                [("plan", "Basic"), ("n", &*i.to_string())],
+            )
+            .unwrap();
+    }
+    batch.push("u7", [("plan", "Pro")]).unwrap();
+    let stats = s.upsert_batch(&d, &batch).await.unwrap();
+    assert_eq!((stats.users_created, stats.users_updated), (150, 0));
+    assert_eq!(
+        s.get(&d, "u7").await.unwrap(),
+        Some(attrs(&[("n", "7"), ("plan", "Pro")]))
+    );
+
+    // An integration's snapshot: 100 users the API wrote (rows of another
+    // owner: they count as updated) and 130 new ones, in one batch.
+    let run = s
+        .begin_import(&d, "crm", ImportMode::Snapshot, &names(&["tickets"]))
+        .await
+        .unwrap();
+    let mut batch = AttributeBatch::new();
+    for i in 50..280 {
+        batch
+            .push(&format!("u{i}"), [("tickets", &*(i % 7).to_string())])
+            .unwrap();
+    }
+    let stats = s.write_import_batch(&d, &run, &batch).await.unwrap();
+    assert_eq!((stats.users_created, stats.users_updated), (130, 100));
+    // The same users again in the same run (existing rows of this owner).
+    let stats = s.write_import_batch(&d, &run, &batch).await.unwrap();
+    assert_eq!((stats.users_created, stats.users_updated), (0, 230));
+    s.finish_import(&d, &run).await.unwrap();
+    // The next run writes fewer users: the others lose `tickets`.
+    let run2 = s
+        .begin_import(&d, "crm", ImportMode::Snapshot, &names(&["tickets"]))
+        .await
+        .unwrap();
+    let mut batch = AttributeBatch::new();
+    batch.push("u60", [("tickets", "9")]).unwrap();
+    batch.push("u900", [("tickets", "1")]).unwrap();
+    let stats = s.write_import_batch(&d, &run2, &batch).await.unwrap();
+    assert_eq!((stats.users_created, stats.users_updated), (1, 1));
+    s.finish_import(&d, &run2).await.unwrap();
+    assert_eq!(
+        s.get(&d, "u60").await.unwrap(),
+        Some(attrs(&[("n", "60"), ("plan", "Basic"), ("tickets", "9")]))
+    );
+    assert_eq!(
+        s.get(&d, "u61").await.unwrap(),
+        Some(attrs(&[("n", "61"), ("plan", "Basic")]))
+    );
+    assert_eq!(s.get(&d, "u200").await.unwrap(), None);
+    assert_eq!(
+        s.query(&d, &Filter::gt("tickets", "0")).await.unwrap(),
+        ["u60", "u900"]
+    );
+
+    let mut stray = AttributeBatch::new();
+    stray.push("u1", [("plan", "Gold")]).unwrap();
+    let run3 = s
+        .begin_import(&d, "crm", ImportMode::Snapshot, &names(&["tickets"]))
+        .await
+        .unwrap();
+    let err = s.write_import_batch(&d, &run3, &stray).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidInput | ErrorKind::Conflict),
+        "{err}"
+    );
+    assert_eq!(
+        s.get(&d, "u1").await.unwrap(),
+        Some(attrs(&[("n", "1"), ("plan", "Basic")]))
+    );
 }
 
 /// The cap is per tenant: one tenant at its cap does not block another.

@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use serde::{Deserialize, Serialize};
 
 use super::error::{RowError, RowErrorReason};
-use crate::attributes::{AttributeRecord, AttributeStore};
+use crate::attributes::{AttributeBatch, AttributeStore, ImportRow};
 use crate::tenant::TenantId;
 use crate::{Error, ErrorKind, Result};
 
@@ -41,10 +41,11 @@ impl ImportSummary {
     }
 }
 
-/// Collects rows from [`read_csv`] into batches for [`AttributeStore::upsert`]
-/// while counting what an [`ImportSummary`] reports.
+/// Collects rows from [`read_csv`] into [`AttributeBatch`]es for
+/// [`AttributeStore::upsert_batch`] while counting what an [`ImportSummary`] reports.
 ///
-/// Memory stays bounded: one batch of records, the first row errors, and 8 bytes
+/// Memory stays bounded: one batch (at most [`ImportCollector::DEFAULT_BATCH_SIZE`]
+/// records by default, and no more than 64 MiB of text), the first row errors, and 8 bytes
 /// (a hash of the user id) per row for duplicate counting, up to
 /// [`ImportCollector::max_tracked_ids`] rows (2,000,000 by default, i.e. 16 MB).
 ///
@@ -63,15 +64,16 @@ impl ImportSummary {
 #[derive(Debug)]
 pub struct ImportCollector {
     summary: ImportSummary,
-    batch: Vec<AttributeRecord>,
+    batch: AttributeBatch,
     batch_size: usize,
     max_row_errors: usize,
     max_tracked_ids: usize,
     hashes: Vec<u64>,
     properties: BTreeSet<String>,
-    /// The names of the last record (records of a file mostly carry the same).
-    last_names: Vec<String>,
 }
+
+/// The text after which a batch is handed out whatever its number of records.
+const MAX_BATCH_TEXT: usize = 64 << 20;
 
 impl Default for ImportCollector {
     fn default() -> Self {
@@ -94,13 +96,12 @@ impl ImportCollector {
                 duplicates_exact: true,
                 ..ImportSummary::default()
             },
-            batch: Vec::new(),
+            batch: AttributeBatch::new(),
             batch_size: Self::DEFAULT_BATCH_SIZE,
             max_row_errors: Self::DEFAULT_MAX_ROW_ERRORS,
             max_tracked_ids: Self::DEFAULT_MAX_TRACKED_IDS,
             hashes: Vec::new(),
             properties: BTreeSet::new(),
-            last_names: Vec::new(),
         }
     }
 
@@ -126,51 +127,68 @@ impl ImportCollector {
     }
 
     /// Takes one row (a [`CsvRecord`](super::CsvRecord) from [`read_csv`] or an
-    /// [`AttributeRecord`]); returns a full batch when one is ready to upsert.
-    pub fn push<T: Into<AttributeRecord>>(
+    /// [`AttributeRecord`](crate::attributes::AttributeRecord)); returns a full
+    /// batch when one is ready to write.
+    pub fn push<T: ImportRow>(
         &mut self,
         row: std::result::Result<T, RowError>,
-    ) -> Option<Vec<AttributeRecord>> {
-        match row {
-            Ok(record) => {
-                let record: AttributeRecord = record.into();
-                self.summary.rows_read += 1;
-                self.summary.rows_imported += 1;
-                if self.hashes.len() < self.max_tracked_ids {
-                    let hasher = BuildHasherDefault::<DefaultHasher>::default();
-                    self.hashes.push(hasher.hash_one(record.user_id.as_str()));
-                } else {
-                    self.summary.duplicates_exact = false;
-                }
-                if !record.attributes.keys().eq(self.last_names.iter()) {
-                    self.last_names.clear();
-                    for name in record.attributes.keys() {
-                        self.last_names.push(name.clone());
-                        if !self.properties.contains(name) {
-                            self.properties.insert(name.clone());
-                        }
-                    }
-                }
-                if self.batch.capacity() == 0 {
-                    self.batch.reserve_exact(self.batch_size);
-                }
-                self.batch.push(record);
-                if self.batch.len() >= self.batch_size {
-                    return Some(std::mem::take(&mut self.batch));
-                }
-                None
-            }
+    ) -> Option<AttributeBatch> {
+        let record = match row {
+            Ok(record) => record,
             Err(error) => {
-                if error.is_fatal() {
-                    self.summary.stopped_early = true;
-                } else {
-                    self.summary.rows_read += 1;
-                    self.summary.rows_rejected += 1;
-                }
-                if self.summary.row_errors.len() < self.max_row_errors || error.is_fatal() {
-                    self.summary.row_errors.push(error);
-                }
-                None
+                self.reject(error);
+                return None;
+            }
+        };
+        if self.batch.is_empty() && self.batch.text_len() == 0 {
+            self.batch = AttributeBatch::with_capacity(self.batch_size, 0);
+        }
+        if let Err(e) = record.append_to(&mut self.batch) {
+            // A record of over 4 GiB (a CSV record is far smaller).
+            let line = self.summary.rows_read + 1;
+            self.reject(RowError {
+                line,
+                user_id: None,
+                reason: RowErrorReason::TooLong {
+                    limit: u32::MAX as usize,
+                },
+            });
+            tracing::warn!(line, error = %e, "an attribute record too large to import");
+            return None;
+        }
+        self.summary.rows_read += 1;
+        self.summary.rows_imported += 1;
+        if self.hashes.len() < self.max_tracked_ids {
+            let hasher = BuildHasherDefault::<DefaultHasher>::default();
+            self.hashes.push(hasher.hash_one(record.user_id()));
+        } else {
+            self.summary.duplicates_exact = false;
+        }
+        if self.batch.len() >= self.batch_size || self.batch.text_len() >= MAX_BATCH_TEXT {
+            self.note_names();
+            return Some(std::mem::take(&mut self.batch));
+        }
+        None
+    }
+
+    /// Counts a rejected row, keeping the first errors.
+    fn reject(&mut self, error: RowError) {
+        if error.is_fatal() {
+            self.summary.stopped_early = true;
+        } else {
+            self.summary.rows_read += 1;
+            self.summary.rows_rejected += 1;
+        }
+        if self.summary.row_errors.len() < self.max_row_errors || error.is_fatal() {
+            self.summary.row_errors.push(error);
+        }
+    }
+
+    /// Adds the names of the batch to the properties imported.
+    fn note_names(&mut self) {
+        for name in self.batch.names() {
+            if !self.properties.contains(name) {
+                self.properties.insert(name.to_owned());
             }
         }
     }
@@ -181,7 +199,8 @@ impl ImportCollector {
     }
 
     /// Ends the import: the last, partial batch and the summary.
-    pub fn finish(mut self) -> (Vec<AttributeRecord>, ImportSummary) {
+    pub fn finish(mut self) -> (AttributeBatch, ImportSummary) {
+        self.note_names();
         self.hashes.sort_unstable();
         let mut distinct = 0u64;
         let mut previous = None;
@@ -200,7 +219,7 @@ impl ImportCollector {
 /// What reading towards the next batch ended with.
 enum Fill {
     /// A full batch to write.
-    Batch(Vec<AttributeRecord>),
+    Batch(AttributeBatch),
     /// The rows ended (the collector holds the last, partial batch).
     End,
     /// Reading stopped at a fatal row error.
@@ -210,15 +229,16 @@ enum Fill {
 fn fill<I, T>(rows: &mut I, collector: &mut ImportCollector) -> Fill
 where
     I: Iterator<Item = std::result::Result<T, RowError>>,
-    T: Into<AttributeRecord>,
+    T: ImportRow,
 {
     for row in rows {
-        let fatal = row.as_ref().err().filter(|e| e.is_fatal()).cloned();
         if let Some(batch) = collector.push(row) {
             return Fill::Batch(batch);
         }
-        if let Some(error) = fatal {
-            return Fill::Fatal(error);
+        if collector.summary.stopped_early {
+            if let Some(error) = collector.summary.row_errors.last() {
+                return Fill::Fatal(error.clone());
+            }
         }
     }
     Fill::End
@@ -242,18 +262,18 @@ pub async fn import_rows<I, T>(
 ) -> Result<ImportSummary>
 where
     I: IntoIterator<Item = std::result::Result<T, RowError>>,
-    T: Into<AttributeRecord>,
+    T: ImportRow,
 {
     let mut collector = collector;
     let mut rows = rows.into_iter();
     let mut written = 0u64;
-    let mut pending: Option<Vec<AttributeRecord>> = None;
+    let mut pending: Option<AttributeBatch> = None;
     loop {
         let step = match pending.take() {
             // The store's future is polled first, so its work is under way
             // (on its own threads) while this task reads the next batch.
             Some(batch) => {
-                let (result, step) = tokio::join!(store.upsert(tenant, &batch), async {
+                let (result, step) = tokio::join!(store.upsert_batch(tenant, &batch), async {
                     fill(&mut rows, &mut collector)
                 });
                 result?;
@@ -279,7 +299,7 @@ where
     }
     let (batch, summary) = collector.finish();
     if !batch.is_empty() {
-        store.upsert(tenant, &batch).await?;
+        store.upsert_batch(tenant, &batch).await?;
     }
     Ok(summary)
 }

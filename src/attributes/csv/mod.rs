@@ -17,5 +17,6 @@ pub use import::{ImportCollector, ImportSummary, import_rows};
 pub use mapping::{CsvMapping, DEFAULT_MAX_RECORD_BYTES, MAX_USER_ID_BYTES, UserIdFormat};
 pub use reader::{CsvRecords, read_csv};
 pub use record::CsvRecord;
+pub(crate) use record::Shape;
 pub use report::ErrorReport;
 pub use row::CsvRow;

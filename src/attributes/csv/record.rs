@@ -17,8 +17,8 @@ pub(super) const BLOCK_BYTES: usize = 64 * 1024;
 /// What every record of one file shares: the mapped attribute names, sorted,
 /// the column each is read from and the configured null values.
 #[derive(Debug)]
-pub(super) struct Shape {
-    pub(super) names: Box<[Box<str>]>,
+pub(crate) struct Shape {
+    pub(crate) names: Box<[Box<str>]>,
     /// Per name, the index of its column in a record.
     pub(super) columns: Box<[usize]>,
     pub(super) null_values: Box<[String]>,
@@ -268,6 +268,11 @@ impl CsvRecord {
             .text
             .get(start as usize..end as usize)
             .unwrap_or_default()
+    }
+
+    /// What every record of its file shares.
+    pub(crate) fn shape(&self) -> &Arc<Shape> {
+        &self.block.shape
     }
 
     /// The 1-based line the row starts on.

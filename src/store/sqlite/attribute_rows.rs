@@ -6,100 +6,28 @@ use rusqlite::{Connection, ToSql, params, params_from_iter};
 
 use super::packed;
 use super::{Db, changed, sql_limit};
+use crate::attributes::AttributeBatch;
 use crate::attributes::sql::Column;
 use crate::attributes::{
     AttributeOwner, ImportMode, ImportRun, RemovedAttributes, UpsertStats, check_attribute_cap,
     check_import_cap, check_owners,
 };
 
-/// A batch of writes copied into one buffer for the writer thread: each user
-/// once (later records of a user win per attribute), its values in order.
+/// A batch of writes for the writer thread: each user once (later records
+/// of a user win per attribute), and every name written.
 #[derive(Debug, Default)]
 pub(super) struct Batch {
-    /// Every user id and value, back to back.
-    text: String,
-    /// Per user: its id's range in `text` and its range in `values`.
-    users: Vec<(Span, std::ops::Range<usize>)>,
-    /// Per value: the name (an index into `name_list`) and the text's range.
-    values: Vec<(u32, Span)>,
-    /// The distinct names, in order of appearance.
-    name_list: Vec<String>,
+    records: AttributeBatch,
     /// Every name written.
     pub(super) names: BTreeSet<String>,
 }
 
-/// A byte range of [`Batch::text`].
-type Span = (u32, u32);
-
 impl Batch {
-    /// Copies `batch`; `None` if it does not fit the 4 GiB of a span.
-    pub(super) fn new(batch: &[crate::attributes::AttributeRecord]) -> Option<Batch> {
-        let mut seen = std::collections::HashSet::with_capacity(batch.len());
-        if !batch.iter().all(|r| seen.insert(r.user_id.as_str())) {
-            // A user twice: merge first (rare).
-            let (merged, _) = crate::attributes::sql::merge_by_user(batch);
-            let records: Vec<crate::attributes::AttributeRecord> = merged
-                .into_iter()
-                .map(|(u, attrs)| crate::attributes::AttributeRecord {
-                    user_id: u.to_owned(),
-                    attributes: attrs
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect(),
-                })
-                .collect();
-            return Batch::new(&records);
-        }
-        let mut out = Batch::default();
-        let bytes: usize = batch
-            .iter()
-            .map(|r| r.user_id.len() + r.attributes.values().map(String::len).sum::<usize>())
-            .sum();
-        u32::try_from(bytes).ok()?;
-        out.text.reserve_exact(bytes);
-        out.users.reserve_exact(batch.len());
-        let push = |text: &mut String, s: &str| {
-            let start = text.len() as u32;
-            text.push_str(s);
-            (start, text.len() as u32)
-        };
-        // Records of a batch mostly carry the same names: compare with the last.
-        let mut last: Vec<u32> = Vec::new();
-        for r in batch {
-            let same = r.attributes.len() == last.len()
-                && r.attributes
-                    .keys()
-                    .zip(&last)
-                    .all(|(k, i)| out.name_list.get(*i as usize).is_some_and(|n| n == k));
-            if !same {
-                last.clear();
-                for k in r.attributes.keys() {
-                    let i = match out.name_list.iter().position(|n| n == k) {
-                        Some(i) => i,
-                        None => {
-                            out.name_list.push(k.clone());
-                            out.names.insert(k.clone());
-                            out.name_list.len() - 1
-                        }
-                    };
-                    last.push(u32::try_from(i).ok()?);
-                }
-            }
-            let user = push(&mut out.text, &r.user_id);
-            let first = out.values.len();
-            for (v, i) in r.attributes.values().zip(&last) {
-                let value = push(&mut out.text, v);
-                out.values.push((*i, value));
-            }
-            out.users.push((user, first..out.values.len()));
-        }
-        Some(out)
-    }
-
-    fn str(&self, (start, end): Span) -> &str {
-        self.text
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
+    /// Takes `records` (merging a user given twice).
+    pub(super) fn new(records: AttributeBatch) -> crate::Result<Batch> {
+        let records = records.merged_by_user()?.unwrap_or(records);
+        let names = records.names().map(str::to_owned).collect();
+        Ok(Batch { records, names })
     }
 }
 
@@ -257,12 +185,29 @@ pub(super) enum Merge {
     Replace,
 }
 
-/// The upsert of `rows` rows (a user and its packed values each; `?4` lists
-/// the slots a [`Merge::Replace`] write replaces).
-fn upsert_sql(rows: usize, merge: Merge) -> String {
+/// The `VALUES` rows of a write of `rows` users (a user and its packed
+/// values each, from `?5`; `?1` the tenant, `?2` the owner, `?3` the
+/// generation, `?4` the slots a [`Merge::Replace`] write replaces).
+fn values_sql(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| format!("(?1, ?{}, ?2, ?3, ?{})", 5 + 2 * r, 6 + 2 * r))
         .collect();
+    values.join(", ")
+}
+
+/// The insert of the rows that do not exist yet (the others are left alone;
+/// it cannot fail midway, so SQLite keeps no statement journal for it),
+/// returning the users inserted when `returning`.
+fn insert_sql(rows: usize, returning: bool) -> String {
+    format!(
+        "INSERT OR IGNORE INTO attribute_rows (tenant, user_id, owner, generation, vals) VALUES {}{}",
+        values_sql(rows),
+        if returning { " RETURNING user_id" } else { "" }
+    )
+}
+
+/// The upsert of `rows` rows: new values over the existing row's.
+fn upsert_sql(rows: usize, merge: Merge) -> String {
     let vals = match merge {
         Merge::Keep => "sb_merge(attribute_rows.vals, excluded.vals)",
         Merge::Replace => {
@@ -274,12 +219,12 @@ fn upsert_sql(rows: usize, merge: Merge) -> String {
     format!(
         "INSERT INTO attribute_rows (tenant, user_id, owner, generation, vals) VALUES {} \
          ON CONFLICT (tenant, user_id, owner) DO UPDATE SET generation = excluded.generation, \
-         created = 0, vals = {vals} RETURNING created, user_id",
-        values.join(", ")
+         created = 0, vals = {vals}",
+        values_sql(rows)
     )
 }
 
-/// Rows per upsert statement.
+/// Rows per statement.
 const ROWS_PER_STATEMENT: usize = 100;
 
 /// Writes grouped values of `writer` stamped `generation`, after the
@@ -334,19 +279,20 @@ pub(super) fn write_values(
             .map(|(_, s)| *s)
     };
     let replaced: Vec<usize> = slot_names.iter().filter_map(|n| find(n)).collect();
-    let slot_by_name: Vec<Option<usize>> = batch.name_list.iter().map(|n| find(n)).collect();
+    let slot_by_name: Vec<Option<usize>> =
+        batch.records.name_list().iter().map(|n| find(n)).collect();
     let replaced = packed::encode_slots(&replaced);
     // Each user's values packed in slot order, back to back in one buffer; a
     // user without values writes nothing.
-    let mut blobs: Vec<u8> = Vec::with_capacity(batch.text.len() + 4 * batch.values.len());
-    let mut spans: Vec<(&str, std::ops::Range<usize>)> = Vec::with_capacity(batch.users.len());
+    let records = &batch.records;
+    let mut blobs: Vec<u8> = Vec::with_capacity(records.text_len() + 4 * records.len());
+    let mut spans: Vec<(&str, std::ops::Range<usize>)> = Vec::with_capacity(records.len());
     let mut entries: Vec<(usize, &str)> = Vec::new();
-    for (user, values) in &batch.users {
+    for record in records.iter() {
         entries.clear();
-        for (name, text) in batch.values.get(values.clone()).unwrap_or_default() {
-            if let Some(Some(slot)) = slot_by_name.get(*name as usize) {
-                let slot = *slot;
-                entries.push((slot, batch.str(*text)));
+        for (name, text) in record.indexed() {
+            if let Some(Some(slot)) = slot_by_name.get(name as usize) {
+                entries.push((*slot, text));
             }
         }
         if entries.is_empty() {
@@ -357,7 +303,7 @@ pub(super) fn write_values(
         for (s, t) in &entries {
             packed::push(&mut blobs, *s, t);
         }
-        spans.push((batch.str(*user), start..blobs.len()));
+        spans.push((record.user_id(), start..blobs.len()));
     }
     let packed_users: Vec<(&str, &[u8])> = spans
         .iter()
@@ -366,13 +312,15 @@ pub(super) fn write_values(
     // A user new to this owner's rows may have another owner's.
     let other_owners = regs.iter().any(|r| r.owner != owner);
     let mut inserted: Vec<String> = Vec::new();
-    let full_sql = upsert_sql(ROWS_PER_STATEMENT, merge);
+    // Per statement of up to 100 users: the new rows are inserted first (a
+    // plain insert, the cheap case of a first import), then, if some users
+    // already had a row, the upsert merges the values into theirs (merging
+    // a row just inserted into itself changes nothing).
+    let full = (
+        insert_sql(ROWS_PER_STATEMENT, other_owners),
+        upsert_sql(ROWS_PER_STATEMENT, merge),
+    );
     for chunk in packed_users.chunks(ROWS_PER_STATEMENT) {
-        let mut stmt = if chunk.len() == ROWS_PER_STATEMENT {
-            conn.prepare_cached(&full_sql)?
-        } else {
-            conn.prepare_cached(&upsert_sql(chunk.len(), merge))?
-        };
         let mut values: Vec<&dyn ToSql> = Vec::with_capacity(4 + 2 * chunk.len());
         values.push(&tenant);
         values.push(&owner);
@@ -382,17 +330,37 @@ pub(super) fn write_values(
             values.push(user);
             values.push(vals);
         }
-        let mut rows = stmt.query(params_from_iter(values))?;
-        while let Some(row) = rows.next()? {
-            if row.get::<_, i64>(0)? == 1 {
-                if other_owners {
-                    inserted.push(row.get(1)?);
-                } else {
-                    stats.users_created += 1;
-                }
+        let sql = |full: &str, sql: fn(usize) -> String| {
+            if chunk.len() == ROWS_PER_STATEMENT {
+                conn.prepare_cached(full)
             } else {
-                stats.users_updated += 1;
+                conn.prepare_cached(&sql(chunk.len()))
             }
+        };
+        let mut insert = if other_owners {
+            sql(&full.0, |n| insert_sql(n, true))?
+        } else {
+            sql(&full.0, |n| insert_sql(n, false))?
+        };
+        let new = if other_owners {
+            let before = inserted.len();
+            let mut rows = insert.query(params_from_iter(values.iter()))?;
+            while let Some(row) = rows.next()? {
+                inserted.push(row.get(0)?);
+            }
+            inserted.len() - before
+        } else {
+            let n = insert.execute(params_from_iter(values.iter()))?;
+            stats.users_created += n;
+            n
+        };
+        if new < chunk.len() {
+            let mut upsert = match merge {
+                Merge::Keep => sql(&full.1, |n| upsert_sql(n, Merge::Keep))?,
+                Merge::Replace => sql(&full.1, |n| upsert_sql(n, Merge::Replace))?,
+            };
+            upsert.execute(params_from_iter(values.iter()))?;
+            stats.users_updated += chunk.len() - new;
         }
     }
     if !inserted.is_empty() {

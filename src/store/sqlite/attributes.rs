@@ -8,19 +8,10 @@ use super::{Db, SqliteStore};
 use crate::Result;
 use crate::attributes::sql::{self, Dialect, Layout, Param};
 use crate::attributes::{
-    AttributeName, AttributeOwner, AttributePage, AttributeRecord, AttributeStore, Attributes,
-    Filter, ImportMode, ImportRun, RemovedAttributes, UpsertStats,
+    AttributeBatch, AttributeName, AttributeOwner, AttributePage, AttributeRecord, AttributeStore,
+    Attributes, Filter, ImportMode, ImportRun, RemovedAttributes, UpsertStats,
 };
 use crate::tenant::TenantId;
-
-/// Copies a batch for the writer thread.
-fn group(batch: &[AttributeRecord]) -> Result<Batch> {
-    Batch::new(batch).ok_or_else(|| {
-        crate::Error::invalid_input(
-            "an attribute batch over 4 GiB of text: write it in smaller batches",
-        )
-    })
-}
 
 fn to_sql(params: &[Param]) -> Vec<&dyn ToSql> {
     params
@@ -147,7 +138,12 @@ impl SqliteStore {
 #[async_trait]
 impl AttributeStore for SqliteStore {
     async fn upsert(&self, tenant: &TenantId, batch: &[AttributeRecord]) -> Result<UpsertStats> {
-        let users = group(batch)?;
+        self.upsert_batch(tenant, &AttributeBatch::from_records(batch)?)
+            .await
+    }
+
+    async fn upsert_batch(&self, tenant: &TenantId, batch: &AttributeBatch) -> Result<UpsertStats> {
+        let users = Batch::new(batch.clone())?;
         let cap = self.attribute_cap;
         let tenant = tenant.as_str().to_owned();
         self.write_long("upsert", move |conn| {
@@ -198,13 +194,23 @@ impl AttributeStore for SqliteStore {
         run: &ImportRun,
         batch: &[AttributeRecord],
     ) -> Result<UpsertStats> {
-        let users = group(batch)?;
-        if let Some(extra) = users.names.iter().find(|n| !run.names.contains(n)) {
+        self.write_import_batch(tenant, run, &AttributeBatch::from_records(batch)?)
+            .await
+    }
+
+    async fn write_import_batch(
+        &self,
+        tenant: &TenantId,
+        run: &ImportRun,
+        batch: &AttributeBatch,
+    ) -> Result<UpsertStats> {
+        if let Some(extra) = batch.names().find(|n| !run.names.iter().any(|r| r == n)) {
             return Err(crate::Error::invalid_input(format!(
                 "the attribute {extra:?} is not among the names the import run of {:?} maps",
                 run.integration
             )));
         }
+        let users = Batch::new(batch.clone())?;
         let cap = self.attribute_cap;
         let tenant = tenant.as_str().to_owned();
         let writer = AttributeOwner::Integration(run.integration.clone());
