@@ -193,8 +193,7 @@ impl AttributeBatch {
         let mark = self.mark();
         let user = self.push_text(user_id);
         let first = self.values.len();
-        let mut position = 0;
-        for (name, value) in attributes {
+        for (position, (name, value)) in attributes.into_iter().enumerate() {
             let name = match self.last.get(position) {
                 Some(&i) if self.name(i) == name => i,
                 _ => {
@@ -206,7 +205,6 @@ impl AttributeBatch {
                     i
                 }
             };
-            position += 1;
             let text = self.push_text(value);
             let earlier = self.values.get_mut(first..).unwrap_or_default();
             match earlier.iter_mut().find(|v| v.name == name) {
@@ -329,12 +327,14 @@ impl AttributeBatch {
     }
 
     /// The distinct names, indexed as [`BatchRecord::indexed`] reports them.
+    #[cfg(feature = "sqlite")]
     pub(crate) fn name_list(&self) -> &[Box<str>] {
         &self.names
     }
 
     /// `None` if every user id is distinct; else the batch with each user
     /// once, where it first appeared, its values merged (later values win).
+    #[cfg(feature = "sqlite")]
     pub(crate) fn merged_by_user(&self) -> Result<Option<AttributeBatch>> {
         let mut seen = std::collections::HashSet::with_capacity(self.len());
         if self.iter().all(|r| seen.insert(r.user_id())) {
@@ -435,6 +435,7 @@ mod tests {
         assert_eq!(batch.iter().next().unwrap().attributes().count(), 2);
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn users_pushed_twice_merge_where_they_first_appeared() {
         let mut batch = AttributeBatch::new();
@@ -491,6 +492,8 @@ mod tests {
             got.sort_unstable();
             prop_assert_eq!(got, names);
             // Merging agrees with applying the records in order.
+            #[cfg(feature = "sqlite")]
+            {
             let mut expected: Vec<(String, Attributes)> = Vec::new();
             for r in &records {
                 match expected.iter_mut().find(|(u, _)| *u == r.user_id) {
@@ -501,6 +504,7 @@ mod tests {
             let merged = batch.merged_by_user().unwrap().map_or_else(|| batch.to_records(), |m| m.to_records());
             let merged: Vec<(String, Attributes)> = merged.into_iter().map(|r| (r.user_id, r.attributes)).collect();
             prop_assert_eq!(merged, expected);
+            }
         }
     }
 }
