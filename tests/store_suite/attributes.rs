@@ -671,8 +671,10 @@ pub async fn batches_write_what_their_records_write(b: Backend) {
     let mut batch = AttributeBatch::new();
     batch.push("u60", [("tickets", "9")]).unwrap();
     batch.push("u900", [("tickets", "1")]).unwrap();
+    // Unchanged since the last run: kept by this one.
+    batch.push("u62", [("tickets", "6")]).unwrap();
     let stats = s.write_import_batch(&d, &run2, &batch).await.unwrap();
-    assert_eq!((stats.users_created, stats.users_updated), (1, 1));
+    assert_eq!((stats.users_created, stats.users_updated), (1, 2));
     s.finish_import(&d, &run2).await.unwrap();
     assert_eq!(
         s.get(&d, "u60").await.unwrap(),
@@ -684,8 +686,12 @@ pub async fn batches_write_what_their_records_write(b: Backend) {
     );
     assert_eq!(s.get(&d, "u200").await.unwrap(), None);
     assert_eq!(
+        s.get(&d, "u62").await.unwrap(),
+        Some(attrs(&[("n", "62"), ("plan", "Basic"), ("tickets", "6")]))
+    );
+    assert_eq!(
         s.query(&d, &Filter::gt("tickets", "0")).await.unwrap(),
-        ["u60", "u900"]
+        ["u60", "u62", "u900"]
     );
 
     let mut stray = AttributeBatch::new();

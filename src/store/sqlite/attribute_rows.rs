@@ -198,7 +198,7 @@ fn values_sql(rows: usize) -> String {
 /// The insert of the rows that do not exist yet (the others are left alone;
 /// it cannot fail midway, so SQLite keeps no statement journal for it),
 /// returning the users inserted when `returning`.
-fn insert_sql(rows: usize, returning: bool) -> String {
+pub(super) fn insert_sql(rows: usize, returning: bool) -> String {
     format!(
         "INSERT OR IGNORE INTO attribute_rows (tenant, user_id, owner, generation, vals) VALUES {}{}",
         values_sql(rows),
@@ -206,8 +206,27 @@ fn insert_sql(rows: usize, returning: bool) -> String {
     )
 }
 
-/// The upsert of `rows` rows: new values over the existing row's.
-fn upsert_sql(rows: usize, merge: Merge) -> String {
+/// Stamps the generation on the rows that already hold exactly the values
+/// written (an unchanged user of a daily file): the row's values, and so the
+/// segmentation indexes over them, are left alone.
+pub(super) fn touch_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| format!("(?{}, ?{})", 5 + 2 * r, 6 + 2 * r))
+        .collect();
+    // The CROSS JOIN keeps the written rows as the outer loop, each found
+    // through the unique key (an `UPDATE … FROM` let SQLite scan the tenant's
+    // rows per statement once the table has statistics).
+    format!(
+        "UPDATE attribute_rows SET generation = ?3 WHERE id IN (SELECT a.id \
+         FROM (VALUES {}) AS v CROSS JOIN attribute_rows AS a \
+         WHERE a.tenant = ?1 AND a.owner = ?2 AND a.user_id = v.column1 AND a.vals = v.column2)",
+        values.join(", ")
+    )
+}
+
+/// The upsert of `rows` rows: new values over the existing row's (a row
+/// that already holds exactly them is left alone).
+pub(super) fn upsert_sql(rows: usize, merge: Merge) -> String {
     let vals = match merge {
         Merge::Keep => "sb_merge(attribute_rows.vals, excluded.vals)",
         Merge::Replace => {
@@ -219,7 +238,7 @@ fn upsert_sql(rows: usize, merge: Merge) -> String {
     format!(
         "INSERT INTO attribute_rows (tenant, user_id, owner, generation, vals) VALUES {} \
          ON CONFLICT (tenant, user_id, owner) DO UPDATE SET generation = excluded.generation, \
-         created = 0, vals = {vals}",
+         created = 0, vals = {vals} WHERE attribute_rows.vals IS NOT excluded.vals",
         values_sql(rows)
     )
 }
@@ -319,6 +338,7 @@ pub(super) fn write_values(
     let full = (
         insert_sql(ROWS_PER_STATEMENT, other_owners),
         upsert_sql(ROWS_PER_STATEMENT, merge),
+        touch_sql(ROWS_PER_STATEMENT),
     );
     for chunk in packed_users.chunks(ROWS_PER_STATEMENT) {
         let mut values: Vec<&dyn ToSql> = Vec::with_capacity(4 + 2 * chunk.len());
@@ -354,13 +374,21 @@ pub(super) fn write_values(
             stats.users_created += n;
             n
         };
+        // Rows already holding these values (the ones just inserted too).
+        let same = if new < chunk.len() {
+            sql(&full.2, touch_sql)?.execute(params_from_iter(values.iter()))?
+        } else {
+            chunk.len()
+        };
         if new < chunk.len() {
+            stats.users_updated += chunk.len() - new;
+        }
+        if same < chunk.len() {
             let mut upsert = match merge {
                 Merge::Keep => sql(&full.1, |n| upsert_sql(n, Merge::Keep))?,
                 Merge::Replace => sql(&full.1, |n| upsert_sql(n, Merge::Replace))?,
             };
             upsert.execute(params_from_iter(values.iter()))?;
-            stats.users_updated += chunk.len() - new;
         }
     }
     if !inserted.is_empty() {

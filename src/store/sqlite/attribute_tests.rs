@@ -260,3 +260,54 @@ async fn an_owner_with_more_names_than_the_initial_columns_gets_more_slots() {
     assert_eq!(store.get(&d, "u2").await.unwrap().unwrap().len(), 1);
     assert_eq!(store.get(&d, "u1").await.unwrap().unwrap().len(), 39);
 }
+
+/// Every statement of a write finds each written row through its unique key,
+/// also once `ANALYZE` has run (a plan that scans the tenant's rows makes a
+/// re-import quadratic).
+#[tokio::test]
+async fn writes_find_each_row_by_its_key_once_the_table_has_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("a.db")).unwrap();
+    let d = TenantId::default();
+    let batch: Vec<AttributeRecord> = (0..3000)
+        .map(|i| {
+            let plan = if i % 3 == 0 { "Premium" } else { "Basic" };
+            record(
+                &format!("u{i}"),
+                &[("plan", plan), ("tickets", &(i % 7).to_string())],
+            )
+        })
+        .collect();
+    store.upsert(&d, &batch).await.unwrap();
+    // Builds the index of the filter and gathers statistics.
+    store
+        .query_page(&d, &q(r#"plan = "Premium" and tickets > 2"#), None, 10)
+        .await
+        .unwrap();
+    let conn = store.inner.read();
+    let statements = [
+        attribute_rows::insert_sql(100, false),
+        attribute_rows::insert_sql(100, true),
+        attribute_rows::touch_sql(100),
+        attribute_rows::upsert_sql(100, attribute_rows::Merge::Keep),
+        attribute_rows::upsert_sql(100, attribute_rows::Merge::Replace),
+    ];
+    for sql in statements {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for line in &plan {
+            let reads_rows = line.contains("attribute_rows") || line.starts_with("SEARCH a ");
+            assert!(
+                !reads_rows
+                    || line.contains("(tenant=? AND user_id=? AND owner=?)")
+                    || line.contains("INTEGER PRIMARY KEY"),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+}
