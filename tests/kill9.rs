@@ -18,10 +18,12 @@ const EVENTS: usize = 240;
 const KILLS: usize = 20;
 const PER_ROUND: usize = 8;
 
-/// Posts `{"event_id": …}` to the loopback server.
+/// Posts `{"event_id": …}` to the loopback server, with the round of the
+/// process that sent it.
 struct Http {
     client: reqwest::Client,
     url: String,
+    round: String,
 }
 
 #[async_trait]
@@ -36,6 +38,7 @@ impl Destination for Http {
         let r = self
             .client
             .post(&self.url)
+            .header(ROUND, &self.round)
             .json(&serde_json::json!({"event_id": d.event.id}))
             .send()
             .await
@@ -52,7 +55,11 @@ impl Destination for Http {
 #[test]
 #[ignore = "run by kill9_mid_delivery_loses_nothing_and_repeats_only_in_flight as a child process"]
 fn kill9_child() {
-    let (Ok(db), Ok(url)) = (std::env::var("KILL9_DB"), std::env::var("KILL9_URL")) else {
+    let (Ok(db), Ok(url), Ok(round)) = (
+        std::env::var("KILL9_DB"),
+        std::env::var("KILL9_URL"),
+        std::env::var("KILL9_ROUND"),
+    ) else {
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -63,6 +70,7 @@ fn kill9_child() {
             .destination(Http {
                 client: reqwest::Client::new(),
                 url,
+                round,
             })
             .route(Route::on("wallet.*").to("http", Target::SubjectDm))
             .worker(WorkerConfig {
@@ -88,31 +96,52 @@ struct Server {
     answered: usize,
     quota: usize,
     held: Vec<String>,
+    /// The round whose process may be answered.
+    round: usize,
+    /// Requests a killed process sent that arrived after it was killed
+    /// (in flight at that kill): refused, never answered.
+    late: Vec<String>,
 }
+
+/// The header carrying the sending process's round.
+const ROUND: &str = "x-kill9-round";
 
 async fn serve(state: Arc<Mutex<Server>>, release: tokio::sync::watch::Receiver<u64>) -> String {
     use axum::routing::post;
     let app = axum::Router::new().route(
         "/",
-        post(move |axum::Json(body): axum::Json<serde_json::Value>| {
-            let state = state.clone();
-            let mut release = release.clone();
-            async move {
-                let id = body["event_id"].as_str().unwrap_or_default().to_owned();
-                let generation = {
-                    let mut s = state.lock().unwrap();
-                    s.received.push(id.clone());
-                    if s.answered < s.quota {
-                        s.answered += 1;
-                        return axum::http::StatusCode::OK;
-                    }
-                    s.held.push(id);
-                    *release.borrow()
-                };
-                let _ = release.wait_for(|g| *g > generation).await;
-                axum::http::StatusCode::SERVICE_UNAVAILABLE
-            }
-        }),
+        post(
+            move |headers: axum::http::HeaderMap,
+                  axum::Json(body): axum::Json<serde_json::Value>| {
+                let state = state.clone();
+                let mut release = release.clone();
+                async move {
+                    let id = body["event_id"].as_str().unwrap_or_default().to_owned();
+                    let round: Option<usize> = headers
+                        .get(ROUND)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
+                    let generation = {
+                        let mut s = state.lock().unwrap();
+                        s.received.push(id.clone());
+                        if round != Some(s.round) {
+                            // Sent before its process was killed: nobody reads
+                            // the answer, so it must not count as answered.
+                            s.late.push(id);
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        if s.answered < s.quota {
+                            s.answered += 1;
+                            return axum::http::StatusCode::OK;
+                        }
+                        s.held.push(id);
+                        *release.borrow()
+                    };
+                    let _ = release.wait_for(|g| *g > generation).await;
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -120,7 +149,7 @@ async fn serve(state: Arc<Mutex<Server>>, release: tokio::sync::watch::Receiver<
     format!("http://{addr}/")
 }
 
-fn child(db: &PathBuf, url: &str, last: bool) -> std::process::Child {
+fn child(db: &PathBuf, url: &str, round: usize, last: bool) -> std::process::Child {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "kill9_child",
@@ -131,6 +160,7 @@ fn child(db: &PathBuf, url: &str, last: bool) -> std::process::Child {
     ])
     .env("KILL9_DB", db)
     .env("KILL9_URL", url)
+    .env("KILL9_ROUND", round.to_string())
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null());
     if last {
@@ -164,6 +194,7 @@ async fn kill9_mid_delivery_loses_nothing_and_repeats_only_in_flight() {
             .destination(Http {
                 client: reqwest::Client::new(),
                 url: url.clone(),
+                round: String::new(),
             })
             .route(Route::on("wallet.*").to("http", Target::SubjectDm))
             .build()
@@ -179,8 +210,12 @@ async fn kill9_mid_delivery_loses_nothing_and_repeats_only_in_flight() {
 
     let mut in_flight_at_kills: Vec<Vec<String>> = Vec::new();
     for round in 1..=KILLS {
-        state.lock().unwrap().quota = round * PER_ROUND;
-        let mut proc = child(&db, &url, false);
+        {
+            let mut s = state.lock().unwrap();
+            s.quota = round * PER_ROUND;
+            s.round = round;
+        }
+        let mut proc = child(&db, &url, round, false);
         // Wait until this round's answers are recorded and the worker is
         // holding requests the server has not answered.
         let mut ready = false;
@@ -214,8 +249,12 @@ async fn kill9_mid_delivery_loses_nothing_and_repeats_only_in_flight() {
         release_tx.send_modify(|g| *g += 1);
     }
 
-    state.lock().unwrap().quota = usize::MAX;
-    let mut last = child(&db, &url, true);
+    {
+        let mut s = state.lock().unwrap();
+        s.quota = usize::MAX;
+        s.round = KILLS + 1;
+    }
+    let mut last = child(&db, &url, KILLS + 1, true);
     let status = tokio::task::spawn_blocking(move || last.wait())
         .await
         .unwrap()
@@ -234,11 +273,10 @@ async fn kill9_mid_delivery_loses_nothing_and_repeats_only_in_flight() {
         EVENTS as u64,
         "every delivery is recorded as sent"
     );
+    let late = state.lock().unwrap().late.clone();
     let mut held_count: HashMap<&str, usize> = HashMap::new();
-    for kill in &in_flight_at_kills {
-        for id in kill {
-            *held_count.entry(id.as_str()).or_default() += 1;
-        }
+    for id in in_flight_at_kills.iter().flatten().chain(&late) {
+        *held_count.entry(id.as_str()).or_default() += 1;
     }
     let mut duplicates = 0;
     for (id, n) in &times {
@@ -250,7 +288,7 @@ async fn kill9_mid_delivery_loses_nothing_and_repeats_only_in_flight() {
             "{id} was sent {n} times but was in flight at only {allowed} kills"
         );
     }
-    let in_flight: usize = in_flight_at_kills.iter().map(Vec::len).sum();
+    let in_flight: usize = in_flight_at_kills.iter().map(Vec::len).sum::<usize>() + late.len();
     let distinct: HashSet<&str> = held_count.keys().copied().collect();
     assert!(duplicates <= in_flight);
     println!(
