@@ -9,9 +9,11 @@ use serde_json::json;
 
 use super::capture::{CaptureOutcome, EmailCapture, Rejection};
 use super::parse::MAX_MESSAGE_BYTES;
+use crate::Result;
 use crate::inbound::{self, InboundRequest, InboundResponse};
 use crate::source::{Emitter, EventSource, Shutdown};
-use crate::{Error, ErrorKind, Result};
+#[cfg(feature = "axum")]
+use crate::{Error, ErrorKind};
 
 /// The header carrying the shared secret (`Authorization: Bearer <secret>`).
 pub const AUTHORIZATION_HEADER: &str = "authorization";

@@ -1,9 +1,9 @@
-//! Fuzzes the CSV reader (every encoding, gzip detection, CR-only files): never panics, row errors carry lines ≥ 1, owned records agree with their maps, error reports write every error.
+//! Fuzzes the CSV reader (every encoding, gzip detection, CR-only files): never panics, row errors carry lines ≥ 1, owned records agree with their maps and with the batch they are collected into, error reports write every error.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use switchboard::attributes::{
-    AttributeRecord, CsvMapping, ErrorReport, TextEncoding, UserIdFormat, discover_csv, read_csv,
+    AttributeBatch, AttributeRecord, CsvMapping, ErrorReport, TextEncoding, UserIdFormat, discover_csv, read_csv,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -29,6 +29,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(rows) = read_csv(body, &mapping) {
         let mut report = ErrorReport::new(Vec::new()).unwrap();
         let mut last_line = 0;
+        let mut batch = AttributeBatch::new();
+        let mut maps = Vec::new();
         for row in rows.take(10_000) {
             match row {
                 Err(e) => {
@@ -45,9 +47,13 @@ fuzz_target!(|data: &[u8]| {
                     for (name, value) in record.attributes() {
                         assert_eq!(record.get(name), Some(value));
                     }
+                    batch.push_csv(&record).unwrap();
+                    maps.push(map);
                 }
             }
         }
+        assert_eq!(batch.len(), maps.len());
+        assert_eq!(batch.to_records(), maps);
         let rows = report.rows();
         let text = report.finish().unwrap();
         assert!(rows == 0 || !text.is_empty());

@@ -525,13 +525,13 @@ fn collect_names(filter: &Filter, out: &mut Vec<String>) {
     }
 }
 
-/// The `num` column's value for `value`: its sort key if it is a plain
-/// decimal number.
 /// Each user's attributes of a batch, in first-seen order.
+#[cfg(feature = "postgres")]
 pub(crate) type ByUser<'a> = Vec<(&'a str, std::collections::BTreeMap<&'a str, &'a str>)>;
 
 /// A batch grouped by user in first-seen order (later records win per
 /// attribute), and every attribute name it writes: what the SQL stores insert.
+#[cfg(feature = "postgres")]
 pub(crate) fn merge_by_user(
     batch: &[super::AttributeRecord],
 ) -> (ByUser<'_>, std::collections::BTreeSet<String>) {
@@ -556,6 +556,8 @@ pub(crate) fn merge_by_user(
     (merged, names)
 }
 
+/// The `num` column's value for `value`: its sort key if it is a plain
+/// decimal number.
 pub(crate) fn num_key(value: &str) -> Option<Vec<u8>> {
     Decimal::parse(value).map(|d| d.sort_key())
 }
