@@ -350,18 +350,16 @@ pub(super) fn write_values(
             values.push(user);
             values.push(vals);
         }
-        let sql = |full: &str, sql: fn(usize) -> String| {
+        // The full-size statement is prepared once; a last, shorter chunk
+        // gets its own.
+        let sql = |full: &str, sql: &dyn Fn(usize) -> String| {
             if chunk.len() == ROWS_PER_STATEMENT {
                 conn.prepare_cached(full)
             } else {
                 conn.prepare_cached(&sql(chunk.len()))
             }
         };
-        let mut insert = if other_owners {
-            sql(&full.0, |n| insert_sql(n, true))?
-        } else {
-            sql(&full.0, |n| insert_sql(n, false))?
-        };
+        let mut insert = sql(&full.0, &|n| insert_sql(n, other_owners))?;
         let new = if other_owners {
             let before = inserted.len();
             let mut rows = insert.query(params_from_iter(values.iter()))?;
@@ -374,21 +372,14 @@ pub(super) fn write_values(
             stats.users_created += n;
             n
         };
-        // Rows already holding these values (the ones just inserted too).
-        let same = if new < chunk.len() {
-            sql(&full.2, touch_sql)?.execute(params_from_iter(values.iter()))?
-        } else {
-            chunk.len()
-        };
-        if new < chunk.len() {
-            stats.users_updated += chunk.len() - new;
+        if new == chunk.len() {
+            continue;
         }
+        stats.users_updated += chunk.len() - new;
+        // Rows already holding these values (the ones just inserted too).
+        let same = sql(&full.2, &touch_sql)?.execute(params_from_iter(values.iter()))?;
         if same < chunk.len() {
-            let mut upsert = match merge {
-                Merge::Keep => sql(&full.1, |n| upsert_sql(n, Merge::Keep))?,
-                Merge::Replace => sql(&full.1, |n| upsert_sql(n, Merge::Replace))?,
-            };
-            upsert.execute(params_from_iter(values.iter()))?;
+            sql(&full.1, &|n| upsert_sql(n, merge))?.execute(params_from_iter(values.iter()))?;
         }
     }
     if !inserted.is_empty() {

@@ -14,6 +14,20 @@ fn record(user: &str, attrs: &[(&str, &str)]) -> AttributeRecord {
     }
 }
 
+/// `n` users `u000`… (ids padded to `width` digits): every `premium`-th on
+/// plan Premium, the others Basic, and `tickets` from 0 to 6.
+fn plans_and_tickets(n: usize, premium: usize, width: usize) -> Vec<AttributeRecord> {
+    (0..n)
+        .map(|i| {
+            let plan = if i % premium == 0 { "Premium" } else { "Basic" };
+            record(
+                &format!("u{i:0width$}"),
+                &[("plan", plan), ("tickets", &(i % 7).to_string())],
+            )
+        })
+        .collect()
+}
+
 fn q(f: &str) -> Filter {
     Filter::parse(f).unwrap()
 }
@@ -156,15 +170,7 @@ async fn the_first_filter_on_an_attribute_builds_its_index_and_the_plan_reads_it
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("a.db")).unwrap();
     let d = TenantId::default();
-    let batch: Vec<AttributeRecord> = (0..200)
-        .map(|i| {
-            let plan = if i % 4 == 0 { "Premium" } else { "Basic" };
-            record(
-                &format!("u{i:03}"),
-                &[("plan", plan), ("tickets", &(i % 7).to_string())],
-            )
-        })
-        .collect();
+    let batch = plans_and_tickets(200, 4, 3);
     store.upsert(&d, &batch).await.unwrap();
     let indexes = |store: &SqliteStore| -> Vec<String> {
         let conn = store.inner.read();
@@ -269,15 +275,7 @@ async fn writes_find_each_row_by_its_key_once_the_table_has_statistics() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("a.db")).unwrap();
     let d = TenantId::default();
-    let batch: Vec<AttributeRecord> = (0..3000)
-        .map(|i| {
-            let plan = if i % 3 == 0 { "Premium" } else { "Basic" };
-            record(
-                &format!("u{i}"),
-                &[("plan", plan), ("tickets", &(i % 7).to_string())],
-            )
-        })
-        .collect();
+    let batch = plans_and_tickets(3000, 3, 0);
     store.upsert(&d, &batch).await.unwrap();
     // Builds the index of the filter and gathers statistics.
     store

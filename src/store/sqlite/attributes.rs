@@ -101,6 +101,40 @@ fn page(
 }
 
 impl SqliteStore {
+    /// Writes `batch` as `writer`'s values stamped `generation` on the writer
+    /// thread (`slot_names`: the names a [`Merge::Replace`] write replaces).
+    #[allow(clippy::too_many_arguments)]
+    async fn write_batch(
+        &self,
+        what: &'static str,
+        tenant: &TenantId,
+        writer: AttributeOwner,
+        generation: i64,
+        batch: &AttributeBatch,
+        merge: Merge,
+        slot_names: Vec<String>,
+    ) -> Result<UpsertStats> {
+        let users = Batch::new(batch.clone())?;
+        let cap = self.attribute_cap;
+        let tenant = tenant.as_str().to_owned();
+        self.write_long(what, move |conn| {
+            rows::write_values(
+                conn,
+                &tenant,
+                &writer,
+                generation,
+                &users,
+                cap,
+                merge,
+                &slot_names,
+            )
+            // The batch is freed by the caller's thread, which allocated it.
+            .map(|stats| (stats, users))
+        })
+        .await
+        .map(|(stats, _users)| stats)
+    }
+
     /// Builds the indexes the plan of `filter` drives through, the first time
     /// a filter needs them (about a second per million values; later writes
     /// maintain them).
@@ -143,25 +177,16 @@ impl AttributeStore for SqliteStore {
     }
 
     async fn upsert_batch(&self, tenant: &TenantId, batch: &AttributeBatch) -> Result<UpsertStats> {
-        let users = Batch::new(batch.clone())?;
-        let cap = self.attribute_cap;
-        let tenant = tenant.as_str().to_owned();
-        self.write_long("upsert", move |conn| {
-            rows::write_values(
-                conn,
-                &tenant,
-                &AttributeOwner::Api,
-                0,
-                &users,
-                cap,
-                Merge::Keep,
-                &[],
-            )
-            // The batch is freed by the caller's thread, which allocated it.
-            .map(|stats| (stats, users))
-        })
+        self.write_batch(
+            "upsert",
+            tenant,
+            AttributeOwner::Api,
+            0,
+            batch,
+            Merge::Keep,
+            Vec::new(),
+        )
         .await
-        .map(|(stats, _users)| stats)
     }
 
     async fn begin_import(
@@ -210,32 +235,20 @@ impl AttributeStore for SqliteStore {
                 run.integration
             )));
         }
-        let users = Batch::new(batch.clone())?;
-        let cap = self.attribute_cap;
-        let tenant = tenant.as_str().to_owned();
-        let writer = AttributeOwner::Integration(run.integration.clone());
-        let generation = run.generation;
         let merge = match run.mode {
             ImportMode::Snapshot => Merge::Replace,
             ImportMode::UpsertOnly => Merge::Keep,
         };
-        let slot_names = run.names.clone();
-        self.write_long("write import", move |conn| {
-            rows::write_values(
-                conn,
-                &tenant,
-                &writer,
-                generation,
-                &users,
-                cap,
-                merge,
-                &slot_names,
-            )
-            // The batch is freed by the caller's thread, which allocated it.
-            .map(|stats| (stats, users))
-        })
+        self.write_batch(
+            "write import",
+            tenant,
+            AttributeOwner::Integration(run.integration.clone()),
+            run.generation,
+            batch,
+            merge,
+            run.names.clone(),
+        )
         .await
-        .map(|(stats, _users)| stats)
     }
 
     async fn finish_import(&self, tenant: &TenantId, run: &ImportRun) -> Result<RemovedAttributes> {
